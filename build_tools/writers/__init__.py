@@ -1,0 +1,1 @@
+"""Writers of released-format files: DECaPS release, parametric table, Bayestar-format test files."""

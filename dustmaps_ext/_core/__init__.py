@@ -1,0 +1,1 @@
+"""Numerical core on plain arrays (no astropy objects): private numba kernels and checked helpers."""

@@ -1,0 +1,1 @@
+"""File layouts, readers and the download engine."""
