@@ -1,0 +1,110 @@
+"""Write a DECaPS 3D dust map file in the published layout (Zucker et al. 2025 release).
+
+The layout (REFERENCE §1) is what ``dustmaps.decaps`` reads:
+
+* group ``pixel_info`` with attributes ``nside``, ``DM_bin_edges`` (float32) and
+  ``n_samples``, and datasets ``healpix_index`` (uint64, NESTED, sorted ascending),
+  ``DM_reliable_min`` / ``DM_reliable_max`` (float32, NaN allowed), ``converged`` and
+  ``infilled`` (uint8, 0/1);
+* ``mean`` with shape (n_pix, 1, n_dist) and, unless mean-only, ``samples`` with shape
+  (n_pix, n_samples, n_dist), both float16 E(B-V) in mag, chunked as published: each chunk
+  holds up to 200,842 pixels of one (sample, distance) pair, deflate level 3 with shuffle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = ["PUBLISHED_CHUNK_PIXELS", "DM_BIN_EDGES", "write_decaps_release"]
+
+#: Pixels per HDF5 chunk in the published files.
+PUBLISHED_CHUNK_PIXELS = 200_842
+
+#: The 120 distance-modulus edges of the release (4.0 to 18.875 in steps of 0.125).
+DM_BIN_EDGES = (4.0 + 0.125 * np.arange(120)).astype(np.float32)
+
+
+def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, samples=None,
+                         dm_reliable_min, dm_reliable_max, converged, infilled,
+                         dm_bin_edges=DM_BIN_EDGES, chunk_pixels: int = PUBLISHED_CHUNK_PIXELS,
+                         compression_level: int = 3, overwrite: bool = False) -> Path:
+    """Write arrays to an HDF5 file in the published DECaPS layout.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file.
+    nside : int
+        HEALPix nside of ``healpix_index`` (8192 for the real map).
+    healpix_index : array_like of int, shape (n_pix,)
+        NESTED pixel indices, strictly increasing.
+    mean : array_like, shape (n_pix, n_dist) or (n_pix, 1, n_dist)
+        Mean cumulative E(B-V) (mag) at each distance-modulus edge.
+    samples : array_like, shape (n_pix, n_samples, n_dist), optional
+        Posterior samples; omit for a mean-only file (like ``decaps_mean.h5``).
+    dm_reliable_min, dm_reliable_max : array_like, shape (n_pix,)
+        Reliable distance-modulus range per pixel (NaN allowed).
+    converged, infilled : array_like of bool, shape (n_pix,)
+        Per-pixel flags.
+    dm_bin_edges : array_like, shape (n_dist,)
+        Distance-modulus edges.
+    chunk_pixels : int
+        Pixels per chunk (the release uses 200,842); capped at n_pix.
+    compression_level : int
+        Deflate level (the release uses 3).
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        The path written.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    hp_idx = np.asarray(healpix_index, dtype=np.uint64)
+    n_pix = hp_idx.size
+    if n_pix and np.any(np.diff(hp_idx.astype(np.int64)) <= 0):
+        raise ValueError("healpix_index must be strictly increasing")
+    if n_pix and int(hp_idx[-1]) >= 12 * nside ** 2:
+        raise ValueError(f"healpix_index holds pixels beyond nside={nside}")
+    edges = np.asarray(dm_bin_edges, dtype=np.float32)
+    n_dist = edges.size
+    mean = np.asarray(mean, dtype=np.float16)
+    if mean.ndim == 2:
+        mean = mean[:, None, :]
+    if mean.shape != (n_pix, 1, n_dist):
+        raise ValueError(f"mean must have shape ({n_pix}, 1, {n_dist}); got {mean.shape}")
+    if samples is not None:
+        samples = np.asarray(samples, dtype=np.float16)
+        if samples.ndim != 3 or samples.shape[0] != n_pix or samples.shape[2] != n_dist:
+            raise ValueError(f"samples must have shape ({n_pix}, n_samples, {n_dist}); "
+                             f"got {samples.shape}")
+    per_pixel = {"DM_reliable_min": np.asarray(dm_reliable_min, dtype=np.float32),
+                 "DM_reliable_max": np.asarray(dm_reliable_max, dtype=np.float32),
+                 "converged": np.asarray(converged).astype(np.uint8),
+                 "infilled": np.asarray(infilled).astype(np.uint8)}
+    for name, arr in per_pixel.items():
+        if arr.shape != (n_pix,):
+            raise ValueError(f"{name} must have shape ({n_pix},); got {arr.shape}")
+
+    chunk_rows = max(1, min(int(chunk_pixels), n_pix))
+    n_samples = 0 if samples is None else samples.shape[1]
+    with h5py.File(path, "w") as f:
+        info = f.create_group("pixel_info")
+        info.attrs["nside"] = np.int64(nside)
+        info.attrs["DM_bin_edges"] = edges
+        info.attrs["n_samples"] = np.int64(n_samples)
+        info.create_dataset("healpix_index", data=hp_idx)
+        for name, arr in per_pixel.items():
+            info.create_dataset(name, data=arr)
+        for name, arr in (("mean", mean), ("samples", samples)):
+            if arr is None:
+                continue
+            f.create_dataset(name, data=arr, chunks=(chunk_rows, 1, 1), compression="gzip",
+                             compression_opts=compression_level, shuffle=True)
+    return path

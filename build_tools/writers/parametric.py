@@ -1,0 +1,72 @@
+"""Write the parametric map of Wang et al. (2025) in its released format (``data_v3.fits``).
+
+The released table has one row per HEALPix RING pixel at nside 1024 (12,582,912 rows); the
+adaptive sightlines (nside 64 to 1024) are repeated over their nside-1024 children. Columns
+(distances in kpc, reddening in mag, ``b_lim`` in deg) are listed in :data:`PARAMETRIC_COLUMNS`.
+Both :mod:`dustmaps_ext.wang2025` and dustmaps3d read what this module writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+__all__ = ["PARAMETRIC_COLUMNS", "RELEASE_NSIDE", "RELEASE_NROWS", "write_parametric_table"]
+
+RELEASE_NSIDE = 1024
+RELEASE_NROWS = 12 * RELEASE_NSIDE ** 2
+
+#: Column names of the released table, in release order.
+PARAMETRIC_COLUMNS = (
+    "b_lim", "bubble", "diffuse_dust_rho", "h",
+    "distance_1", "span_1", "Cum_EBV_1",
+    "distance_2", "span_2", "Cum_EBV_2",
+    "distance_3", "span_3", "Cum_EBV_3",
+    "distance_4", "span_4", "Cum_EBV_4",
+    "sigma", "sigma_0_2", "sigma_1_4", "sigma_2_max", "max_distance",
+)
+
+
+def write_parametric_table(path: str | Path, columns: Mapping[str, np.ndarray], *,
+                           overwrite: bool = False, dtype=np.float64) -> Path:
+    """Write a ``data_v3.fits``-format table.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output FITS file (uncompressed; gzip it separately to imitate the download).
+    columns : mapping of str to array
+        Every column of :data:`PARAMETRIC_COLUMNS`, each of length :data:`RELEASE_NROWS`
+        (one row per nside-1024 RING pixel). Extra columns are refused.
+    overwrite : bool
+        Replace an existing file.
+    dtype : numpy dtype
+        Floating type of the stored columns.
+
+    Returns
+    -------
+    Path
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing, unknown, or has the wrong length.
+    """
+    from astropy.table import Table
+
+    missing = [c for c in PARAMETRIC_COLUMNS if c not in columns]
+    unknown = [c for c in columns if c not in PARAMETRIC_COLUMNS]
+    if missing or unknown:
+        raise ValueError(f"parametric table columns: missing {missing}, unknown {unknown}")
+    bad = {c: np.shape(columns[c]) for c in PARAMETRIC_COLUMNS
+           if np.shape(columns[c]) != (RELEASE_NROWS,)}
+    if bad:
+        raise ValueError(f"every column needs shape ({RELEASE_NROWS},); got {bad}")
+    path = Path(path)
+    table = Table({c: np.asarray(columns[c], dtype=dtype) for c in PARAMETRIC_COLUMNS},
+                  copy=False)
+    table.write(path, format="fits", overwrite=overwrite)
+    return path
