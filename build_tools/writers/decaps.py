@@ -18,13 +18,62 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-__all__ = ["PUBLISHED_CHUNK_PIXELS", "DM_BIN_EDGES", "write_decaps_release"]
+__all__ = ["PUBLISHED_CHUNK_PIXELS", "DM_BIN_EDGES", "create_decaps_release", "write_decaps_release"]
 
 #: Pixels per HDF5 chunk in the published files.
 PUBLISHED_CHUNK_PIXELS = 200_842
 
 #: The 120 distance-modulus edges of the release (4.0 to 18.875 in steps of 0.125).
 DM_BIN_EDGES = (4.0 + 0.125 * np.arange(120)).astype(np.float32)
+
+
+def create_decaps_release(path: str | Path, *, nside: int, healpix_index, dm_reliable_min,
+                          dm_reliable_max, converged, infilled, n_samples: int,
+                          dm_bin_edges=DM_BIN_EDGES, chunk_pixels: int = PUBLISHED_CHUNK_PIXELS,
+                          compression_level: int = 3, overwrite: bool = False) -> h5py.File:
+    """Create a published-layout file with its pixel information and empty value datasets.
+
+    The caller fills ``f['mean']`` (and ``f['samples']`` unless ``n_samples`` is 0) and
+    closes the returned file; writing whole chunk rows (multiples of ``chunk_pixels``
+    pixels) at a time compresses each chunk once. Parameters are those of
+    :func:`write_decaps_release`.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    hp_idx = np.asarray(healpix_index, dtype=np.uint64)
+    n_pix = hp_idx.size
+    if n_pix and np.any(np.diff(hp_idx.astype(np.int64)) <= 0):
+        raise ValueError("healpix_index must be strictly increasing")
+    if n_pix and int(hp_idx[-1]) >= 12 * nside ** 2:
+        raise ValueError(f"healpix_index holds pixels beyond nside={nside}")
+    edges = np.asarray(dm_bin_edges, dtype=np.float32)
+    per_pixel = {"DM_reliable_min": np.asarray(dm_reliable_min, dtype=np.float32),
+                 "DM_reliable_max": np.asarray(dm_reliable_max, dtype=np.float32),
+                 "converged": np.asarray(converged).astype(np.uint8),
+                 "infilled": np.asarray(infilled).astype(np.uint8)}
+    for name, arr in per_pixel.items():
+        if arr.shape != (n_pix,):
+            raise ValueError(f"{name} must have shape ({n_pix},); got {arr.shape}")
+    chunk_rows = max(1, min(int(chunk_pixels), n_pix))
+    f = h5py.File(path, "w")
+    try:
+        info = f.create_group("pixel_info")
+        info.attrs["nside"] = np.int64(nside)
+        info.attrs["DM_bin_edges"] = edges
+        info.attrs["n_samples"] = np.int64(n_samples)
+        info.create_dataset("healpix_index", data=hp_idx)
+        for name, arr in per_pixel.items():
+            info.create_dataset(name, data=arr)
+        for name, n_slots in (("mean", 1), ("samples", n_samples)):
+            if n_slots:
+                f.create_dataset(name, shape=(n_pix, n_slots, edges.size), dtype=np.float16,
+                                 chunks=(chunk_rows, 1, 1), compression="gzip",
+                                 compression_opts=compression_level, shuffle=True)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, samples=None,
@@ -63,17 +112,8 @@ def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, s
     Path
         The path written.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    hp_idx = np.asarray(healpix_index, dtype=np.uint64)
-    n_pix = hp_idx.size
-    if n_pix and np.any(np.diff(hp_idx.astype(np.int64)) <= 0):
-        raise ValueError("healpix_index must be strictly increasing")
-    if n_pix and int(hp_idx[-1]) >= 12 * nside ** 2:
-        raise ValueError(f"healpix_index holds pixels beyond nside={nside}")
-    edges = np.asarray(dm_bin_edges, dtype=np.float32)
-    n_dist = edges.size
+    n_pix = np.size(healpix_index)
+    n_dist = np.size(dm_bin_edges)
     mean = np.asarray(mean, dtype=np.float16)
     if mean.ndim == 2:
         mean = mean[:, None, :]
@@ -84,27 +124,13 @@ def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, s
         if samples.ndim != 3 or samples.shape[0] != n_pix or samples.shape[2] != n_dist:
             raise ValueError(f"samples must have shape ({n_pix}, n_samples, {n_dist}); "
                              f"got {samples.shape}")
-    per_pixel = {"DM_reliable_min": np.asarray(dm_reliable_min, dtype=np.float32),
-                 "DM_reliable_max": np.asarray(dm_reliable_max, dtype=np.float32),
-                 "converged": np.asarray(converged).astype(np.uint8),
-                 "infilled": np.asarray(infilled).astype(np.uint8)}
-    for name, arr in per_pixel.items():
-        if arr.shape != (n_pix,):
-            raise ValueError(f"{name} must have shape ({n_pix},); got {arr.shape}")
-
-    chunk_rows = max(1, min(int(chunk_pixels), n_pix))
     n_samples = 0 if samples is None else samples.shape[1]
-    with h5py.File(path, "w") as f:
-        info = f.create_group("pixel_info")
-        info.attrs["nside"] = np.int64(nside)
-        info.attrs["DM_bin_edges"] = edges
-        info.attrs["n_samples"] = np.int64(n_samples)
-        info.create_dataset("healpix_index", data=hp_idx)
-        for name, arr in per_pixel.items():
-            info.create_dataset(name, data=arr)
-        for name, arr in (("mean", mean), ("samples", samples)):
-            if arr is None:
-                continue
-            f.create_dataset(name, data=arr, chunks=(chunk_rows, 1, 1), compression="gzip",
-                             compression_opts=compression_level, shuffle=True)
-    return path
+    with create_decaps_release(path, nside=nside, healpix_index=healpix_index,
+                               dm_reliable_min=dm_reliable_min, dm_reliable_max=dm_reliable_max,
+                               converged=converged, infilled=infilled, n_samples=n_samples,
+                               dm_bin_edges=dm_bin_edges, chunk_pixels=chunk_pixels,
+                               compression_level=compression_level, overwrite=overwrite) as f:
+        f["mean"][...] = mean
+        if samples is not None:
+            f["samples"][...] = samples
+    return Path(path)

@@ -1,0 +1,235 @@
+"""Line-of-sight numerics of voxel maps: distance interpolation and sample reductions.
+
+The kernels work on plain arrays. A map's values are a 3D array ``data[row, slot, k]`` of
+float16 *bit patterns* (uint16; numba has no float16 on the CPU), decoded through a
+65,536-entry lookup table. ``slot`` selects the mean or one posterior sample and ``k`` the
+distance-modulus edge. ``data`` may be an array in RAM or a memory map.
+
+Interpolation in distance modulus ``dm`` follows the DECaPS/Bayestar convention of dustmaps:
+
+* below the first edge: ``10**(0.2 (dm - edge_0)) * value_0``;
+* beyond the last edge: the last value;
+* between edges: ``(1 - a) * value_ceil + a * value_floor`` with
+  ``a = (edge_ceil - dm) / (edge_ceil - edge_floor)``, ``edge_ceil`` the first edge >= dm.
+
+Arithmetic is float64 and each result is rounded to the nearest float16 (ties to even),
+exactly as dustmaps 1.0.14 stores its float16 answers; a NaN ``dm`` or a row of -1 gives NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+__all__ = ["F16_TO_F64", "F16_NAN_BITS", "values_at_distmod", "profiles", "median_of_values",
+           "median_of_profiles", "round_to_float16"]
+
+#: float16 bit pattern -> float64 value.
+F16_TO_F64 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
+#: The float16 quiet NaN bit pattern.
+F16_NAN_BITS = np.uint16(0x7E00)
+
+_F16_MIN_NORMAL = 2.0 ** -14
+_F16_OVERFLOW = 65520.0  # values at or above this round to infinity
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _round_f16(x):
+    """Round a float64 to the nearest float16 value (ties to even), returned as float64."""
+    if not math.isfinite(x):
+        return x
+    ax = abs(x)
+    if ax >= _F16_OVERFLOW:
+        return math.copysign(math.inf, x)
+    if ax < _F16_MIN_NORMAL:
+        return math.copysign(np.rint(ax * 16777216.0) / 16777216.0, x)
+    exponent = math.frexp(ax)[1]
+    q = np.rint(math.ldexp(ax, 11 - exponent))
+    return math.copysign(math.ldexp(q, exponent - 11), x)
+
+
+@numba.njit(cache=True, nogil=True)
+def _round_f16_array(x, out):
+    for i in range(x.size):
+        out[i] = _round_f16(x[i])
+
+
+def round_to_float16(x: np.ndarray) -> np.ndarray:
+    """Round float64 values to the float16 grid (as float64); exposed for tests."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    _round_f16_array(x.ravel(), out.ravel())
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _values_at_distmod(data, rows, slot_first, slot_per_coord, dm, edges, lut, out):
+    """out[i, j] = map value of row rows[i], slot (slot_first + j or slot_per_coord[i]) at dm[i]."""
+    n_edges = edges.size
+    n_out = out.shape[1]
+    per_coord = slot_per_coord.size > 0
+    for i in range(rows.size):
+        r = rows[i]
+        m = dm[i]
+        if r < 0 or math.isnan(m):
+            for j in range(n_out):
+                out[i, j] = math.nan
+            continue
+        lo = 0
+        hi = n_edges
+        while lo < hi:  # first edge >= m ("left" insertion point)
+            mid = (lo + hi) >> 1
+            if edges[mid] < m:
+                lo = mid + 1
+            else:
+                hi = mid
+        k = lo
+        a = 0.0
+        if k == 0:
+            a = 10.0 ** (0.2 * (m - edges[0]))
+        elif k < n_edges:
+            a = (edges[k] - m) / (edges[k] - edges[k - 1])
+        for j in range(n_out):
+            s = slot_per_coord[i] if per_coord else slot_first + j
+            if k == 0:
+                v = a * lut[data[r, s, 0]]
+            elif k == n_edges:
+                v = lut[data[r, s, n_edges - 1]]
+            else:
+                v = (1.0 - a) * lut[data[r, s, k]] + a * lut[data[r, s, k - 1]]
+            out[i, j] = _round_f16(v)
+
+
+@numba.njit(cache=True, nogil=True)
+def _profiles(data, rows, slot_first, slot_per_coord, nan_bits, out):
+    """out[i, j, :] = raw float16 bits of the whole profile of row rows[i], slot j."""
+    n_out = out.shape[1]
+    n_dist = out.shape[2]
+    per_coord = slot_per_coord.size > 0
+    for i in range(rows.size):
+        r = rows[i]
+        for j in range(n_out):
+            if r < 0:
+                for k in range(n_dist):
+                    out[i, j, k] = nan_bits
+                continue
+            s = slot_per_coord[i] if per_coord else slot_first + j
+            for k in range(n_dist):
+                out[i, j, k] = data[r, s, k]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _median_sorted_f16(buf, n):
+    """numpy's median of n float16 values held (as float64) in buf[:n]; NaN if any is NaN."""
+    for t in range(n):
+        if math.isnan(buf[t]):
+            return math.nan
+    for t in range(1, n):  # insertion sort: n is a handful of samples
+        v = buf[t]
+        u = t - 1
+        while u >= 0 and buf[u] > v:
+            buf[u + 1] = buf[u]
+            u -= 1
+        buf[u + 1] = v
+    half = n // 2
+    if n % 2 == 1:
+        return buf[half]
+    # numpy averages the two middle float16 values in float32, then rounds to float16
+    s = np.float32(buf[half - 1]) + np.float32(buf[half])
+    return _round_f16(np.float64(s / np.float32(2.0)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_of_values(values, out):
+    n = values.shape[1]
+    buf = np.empty(n)
+    for i in range(values.shape[0]):
+        for t in range(n):
+            buf[t] = values[i, t]
+        out[i] = _median_sorted_f16(buf, n)
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_of_profiles(data, rows, slot_first, n_slots, lut, out):
+    n_dist = out.shape[1]
+    buf = np.empty(n_slots)
+    for i in range(rows.size):
+        r = rows[i]
+        for k in range(n_dist):
+            if r < 0:
+                out[i, k] = math.nan
+                continue
+            for t in range(n_slots):
+                buf[t] = lut[data[r, slot_first + t, k]]
+            out[i, k] = _median_sorted_f16(buf, n_slots)
+
+
+_NO_SLOTS = np.empty(0, dtype=np.int64)
+
+
+def values_at_distmod(data: np.ndarray, rows: np.ndarray, dm: np.ndarray, edges: np.ndarray,
+                      *, slot_first: int = 0, n_slots: int = 1,
+                      slot_per_coord: np.ndarray | None = None) -> np.ndarray:
+    """Map values interpolated at one distance modulus per coordinate.
+
+    Parameters
+    ----------
+    data : numpy.ndarray of uint16, shape (n_rows, n_slots_total, n_dist)
+        float16 bit patterns (array or memory map).
+    rows : numpy.ndarray of int64, shape (n,)
+        Row of each coordinate; -1 gives NaN.
+    dm : numpy.ndarray of float64, shape (n,)
+        Distance modulus of each coordinate; NaN gives NaN.
+    edges : numpy.ndarray, shape (n_dist,)
+        Distance-modulus edges, increasing.
+    slot_first, n_slots : int
+        Slots returned for every coordinate: ``slot_first .. slot_first + n_slots - 1``.
+    slot_per_coord : numpy.ndarray of int64, shape (n,), optional
+        One slot per coordinate instead (then ``n_slots`` is 1).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n, n_slots)
+        Values on the float16 grid.
+    """
+    if slot_per_coord is None:
+        slot_per_coord = _NO_SLOTS
+    else:
+        n_slots = 1
+    out = np.empty((rows.size, n_slots), dtype=np.float64)
+    _values_at_distmod(data, rows, int(slot_first), np.asarray(slot_per_coord, dtype=np.int64),
+                       dm, np.asarray(edges, dtype=np.float64), F16_TO_F64, out)
+    return out
+
+
+def profiles(data: np.ndarray, rows: np.ndarray, *, slot_first: int = 0, n_slots: int = 1,
+             slot_per_coord: np.ndarray | None = None) -> np.ndarray:
+    """Whole distance profiles (float16) of each coordinate's row; NaN for row -1.
+
+    Returns an array of shape (n, n_slots, n_dist) (``n_slots`` is 1 with ``slot_per_coord``).
+    """
+    if slot_per_coord is None:
+        slot_per_coord = _NO_SLOTS
+    else:
+        n_slots = 1
+    out = np.empty((rows.size, n_slots, data.shape[2]), dtype=np.uint16)
+    _profiles(data, rows, int(slot_first), np.asarray(slot_per_coord, dtype=np.int64),
+              F16_NAN_BITS, out)
+    return out.view(np.float16)
+
+
+def median_of_values(values: np.ndarray) -> np.ndarray:
+    """Median over axis 1 of float16-grid values, as ``numpy.median`` of float16 gives it."""
+    out = np.empty(values.shape[0], dtype=np.float64)
+    _median_of_values(np.ascontiguousarray(values), out)
+    return out
+
+
+def median_of_profiles(data: np.ndarray, rows: np.ndarray, slot_first: int,
+                       n_slots: int) -> np.ndarray:
+    """Median over samples of whole profiles, shape (n, n_dist), float16; NaN for row -1."""
+    out = np.empty((rows.size, data.shape[2]), dtype=np.float64)
+    _median_of_profiles(data, rows, int(slot_first), int(n_slots), F16_TO_F64, out)
+    return out.astype(np.float16)

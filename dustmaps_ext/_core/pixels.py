@@ -1,0 +1,165 @@
+"""Sky position -> HEALPix pixel -> row of a sorted pixel table, for any set of nsides.
+
+A voxel map stores one row per HEALPix NESTED pixel, sorted by pixel index. DECaPS uses a
+single nside (8192); Bayestar19 mixes several. Both are served by :class:`PixelIndex`: every
+pixel is expressed as the range of pixels it covers at the finest nside, and a lookup is a
+binary search for the last range that starts at or before the query pixel, restricted to a
+short stretch of the table by a small coarse index (one entry per pixel at ``coarse_nside``).
+The table itself may be a memory map: a lookup touches a few pages of it.
+
+All HEALPix arithmetic of the package goes through :func:`lb_to_nested`.
+"""
+
+from __future__ import annotations
+
+import healpy as hp
+import numba
+import numpy as np
+
+__all__ = ["lb_to_nested", "PixelIndex"]
+
+
+def _check_nside(nside: int) -> int:
+    nside = int(nside)
+    if nside < 1 or nside & (nside - 1):
+        raise ValueError(f"nside must be a positive power of two; got {nside}")
+    return nside
+
+
+def lb_to_nested(nside: int, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
+    """HEALPix NESTED pixel of Galactic (l, b); -1 where the position is not a valid one.
+
+    Parameters
+    ----------
+    nside : int
+        HEALPix nside (a power of two).
+    l_deg, b_deg : numpy.ndarray
+        Galactic longitude and latitude (deg), same shape.
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        Pixel indices; -1 where l or b is not finite or |b| > 90 deg.
+    """
+    nside = _check_nside(nside)
+    l_deg = np.asarray(l_deg, dtype=np.float64)
+    b_deg = np.asarray(b_deg, dtype=np.float64)
+    valid = np.isfinite(l_deg) & np.isfinite(b_deg) & (np.abs(b_deg) <= 90.0)
+    pix = np.full(l_deg.shape, -1, dtype=np.int64)
+    if np.all(valid):
+        pix[...] = hp.ang2pix(nside, np.radians(90.0 - b_deg), np.radians(l_deg), nest=True)
+    elif np.any(valid):
+        pix[valid] = hp.ang2pix(nside, np.radians(90.0 - b_deg[valid]),
+                                np.radians(l_deg[valid]), nest=True)
+    return pix
+
+
+class PixelIndex:
+    """Finds the table row of sky positions in a sorted table of HEALPix NESTED pixels.
+
+    Parameters
+    ----------
+    healpix_index : numpy.ndarray of int, shape (n_rows,)
+        Pixel index of each row (NESTED), sorted by the sky position they cover. May be a
+        memory map.
+    nside : int or numpy.ndarray of int
+        The nside of every row (a scalar when all rows share one nside).
+    coarse_start : numpy.ndarray of int64, optional
+        Precomputed coarse index (as returned by :meth:`coarse_index`), to avoid a pass
+        over the table.
+    coarse_nside : int, optional
+        The nside of ``coarse_start``.
+    """
+
+    def __init__(self, healpix_index: np.ndarray, nside, *, coarse_start: np.ndarray | None = None,
+                 coarse_nside: int | None = None) -> None:
+        nsides = np.atleast_1d(np.asarray(nside, dtype=np.int64))
+        for n in np.unique(nsides):
+            _check_nside(int(n))
+        self.nside_max = int(nsides.max())
+        self.nside_min = int(nsides.min())
+        self.n_rows = int(np.shape(healpix_index)[0])
+        index = np.asarray(healpix_index)
+        if index.dtype == np.uint64:
+            index = index.view(np.int64)
+        if nsides.size == 1:
+            # one nside: the table is the range starts themselves, each range one pixel long
+            self._starts = index.astype(np.int64, copy=False)
+            self._shifts = np.zeros(1, dtype=np.int64)
+            self._unit_span = True
+        else:
+            if nsides.shape[0] != self.n_rows:
+                raise ValueError("nside must be a scalar or one value per row")
+            shifts = 2 * (np.log2(self.nside_max // nsides)).astype(np.int64)
+            starts = index.astype(np.int64) << shifts
+            order = np.argsort(starts, kind="stable")
+            if np.any(order != np.arange(self.n_rows)):
+                raise ValueError("the pixel table must be sorted by the sky position it covers")
+            self._starts = starts
+            self._shifts = shifts
+            self._unit_span = False
+        self.coarse_nside = int(coarse_nside) if coarse_nside else min(self.nside_min, 256)
+        self._coarse_shift = 2 * int(np.log2(self.nside_max // self.coarse_nside))
+        if coarse_start is None:
+            coarse_start = self.coarse_index(self._starts, self.nside_max, self.coarse_nside)
+        self._coarse_start = np.asarray(coarse_start, dtype=np.int64)
+        if self._coarse_start.shape != (12 * self.coarse_nside ** 2 + 1,):
+            raise ValueError("coarse_start does not match coarse_nside")
+
+    @staticmethod
+    def coarse_index(starts: np.ndarray, nside_max: int, coarse_nside: int) -> np.ndarray:
+        """Row where each ``coarse_nside`` pixel's stretch of the table begins.
+
+        ``coarse_start[p]`` is the number of rows whose first covered pixel (at
+        ``nside_max``) lies before coarse pixel ``p``; the array has one extra final entry.
+        """
+        shift = 2 * int(np.log2(nside_max // coarse_nside))
+        bounds = np.arange(12 * coarse_nside ** 2 + 1, dtype=np.int64) << shift
+        starts = np.asarray(starts)
+        if starts.dtype == np.uint64:
+            starts = starts.view(np.int64)
+        return np.searchsorted(starts, bounds, side="left").astype(np.int64)
+
+    def rows(self, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
+        """Table row of each position (-1 outside the table or for invalid positions)."""
+        pix = lb_to_nested(self.nside_max, l_deg, b_deg)
+        return self.rows_of_pixels(pix)
+
+    def rows_of_pixels(self, pix: np.ndarray) -> np.ndarray:
+        """Table row of each pixel at ``nside_max`` (-1 where absent or for negative input)."""
+        pix = np.ascontiguousarray(pix, dtype=np.int64)
+        out = np.empty(pix.shape, dtype=np.int64)
+        _lookup_rows(pix.ravel(), self._starts, self._shifts, self._unit_span,
+                     self._coarse_start, self._coarse_shift, out.ravel())
+        return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup_rows(pix, starts, shifts, unit_span, coarse_start, coarse_shift, out):
+    n_parent = coarse_start.size - 1
+    for i in range(pix.size):
+        x = pix[i]
+        out[i] = -1
+        if x < 0:
+            continue
+        p = x >> coarse_shift
+        if p >= n_parent:
+            continue
+        lo = coarse_start[p]
+        hi = coarse_start[p + 1]
+        # first row in [lo, hi) whose start is beyond x
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if starts[mid] <= x:
+                lo = mid + 1
+            else:
+                hi = mid
+        cand = lo - 1
+        if cand < 0:
+            continue
+        s = starts[cand]
+        if unit_span:
+            if s == x:
+                out[i] = cand
+        elif x < s + (np.int64(1) << shifts[cand]):
+            out[i] = cand

@@ -1,0 +1,262 @@
+"""Queries of the DECaPS 3D dust map of the southern Galactic plane (Zucker et al. 2025).
+
+Two query classes, both :class:`dustmaps.map_base.DustMap` subclasses with the vocabulary of
+``dustmaps.decaps`` (modes, ``pct``, ``return_flags``, shapes) and its numbers:
+
+* :class:`DECaPSQuery` loads the map into RAM (float16, as stored: no float64 copies);
+* :class:`DECaPSQueryLite` memory-maps a repacked file; resident memory stays small
+  whatever the map's size.
+
+Both read the published layout and the pixel-major layout written by :func:`repack`; the
+latter is what makes them fast (no decompression, one place per pixel). The map covers
+239 < l or l < 6 deg, |b| < 10 deg; elsewhere the answers are NaN and the flags False.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from dustmaps.map_base import DustMap
+
+from ._coords import galactic_arrays, restore_shape
+from ._core.modes import ALL_MODES
+from ._core.voxel import query_voxels
+from ._io.layouts import (MapFileError, MappedStore, PublishedRowStore, default_repacked_path,
+                          inspect_decaps_file, load_in_memory)
+from ._io.layouts import repack as _repack
+
+__all__ = ["DECaPSQuery", "DECaPSQueryLite", "repack", "default_map_path", "MapFileError",
+           "LayoutPerformanceWarning"]
+
+logger = logging.getLogger(__name__)
+
+MEAN_AND_SAMPLES = "decaps_mean_and_samples.h5"
+MEAN_ONLY = "decaps_mean.h5"
+
+
+class LayoutPerformanceWarning(UserWarning):
+    """A query class reads a layout that is slow for it (the published one, for the Lite class)."""
+
+
+def _decaps_dir() -> Path:
+    from dustmaps.std_paths import data_dir
+
+    return Path(data_dir()) / "decaps"
+
+
+def default_map_path(mean_only: bool = False) -> Path:
+    """The DECaPS file a query class opens when given no file name.
+
+    Looks in ``dustmaps.config['data_dir']/decaps/`` for, in order, the repacked and the
+    published file of the requested kind (for ``mean_only``, the mean file first, then the
+    mean-and-samples file).
+
+    Raises
+    ------
+    FileNotFoundError
+        If none is there; the message says how to download it.
+    """
+    names = [MEAN_ONLY, MEAN_AND_SAMPLES] if mean_only else [MEAN_AND_SAMPLES]
+    folder = _decaps_dir()
+    candidates = []
+    for name in names:
+        candidates += [default_repacked_path(folder / name), folder / name]
+    for path in candidates:
+        if path.is_file():
+            return path
+    how = "dustmaps_ext.decaps.fetch(mean_only=True)" if mean_only else "dustmaps_ext.decaps.fetch()"
+    raise FileNotFoundError(
+        f"The DECaPS map is not in the dustmaps data directory ({folder}); looked for "
+        + ", ".join(p.name for p in candidates)
+        + f".\nDownload it with:\n\n    import dustmaps_ext.decaps\n    {how}\n\n"
+        "or from the shell: dustmaps-ext fetch decaps" + (" --mean-only" if mean_only else "")
+        + "\nTo use another data directory: from dustmaps.config import config; "
+        "config['data_dir'] = '/path/to/data'")
+
+
+def repack(src, dst=None, *, progress: bool = True) -> Path:
+    """Convert a published DECaPS file into the fast pixel-major layout.
+
+    Streams the source with bounded memory (one published chunk row, ~290 MB), shows a
+    progress bar, and resumes after an interruption; ``dst`` appears only when complete.
+    See :func:`dustmaps_ext._io.layouts.repack`.
+
+    Parameters
+    ----------
+    src : str or Path
+        Published-layout file.
+    dst : str or Path, optional
+        Output; default ``<src stem>_repacked.h5`` beside ``src``.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    Path
+        The repacked file.
+    """
+    return _repack(src, dst, progress=progress)
+
+
+class _DECaPSBase(DustMap):
+    """What both query classes share: file resolution, modes and the query itself."""
+
+    _store = None
+
+    def __init__(self, map_fname, mean_only: bool) -> None:
+        super().__init__()
+        path = Path(map_fname) if map_fname is not None else default_map_path(mean_only)
+        self._info = inspect_decaps_file(path)
+        if not mean_only and self._info.n_samples == 0:
+            raise MapFileError(f"{path} holds the mean map only; open it with mean_only=True "
+                               "or download the mean-and-samples file (fetch())")
+        self._mean_only = bool(mean_only)
+        self._valid_modes = ("mean",) if mean_only else ALL_MODES
+
+    @property
+    def map_fname(self) -> Path:
+        """The file this object reads."""
+        return self._info.path
+
+    @property
+    def n_samples(self) -> int:
+        """Posterior samples available to the sample-based modes (0 when mean-only)."""
+        return 0 if self._mean_only else self._store.n_samples
+
+    def query(self, coords, mode: str = "mean", return_flags: bool = False, pct=None, *, rng=None):
+        """Reddening E(B-V) (mag) at the given coordinates.
+
+        Parameters
+        ----------
+        coords : astropy.coordinates.SkyCoord
+            Any frame and shape (scalar too), with or without distances.
+        mode : str
+            ``'mean'`` (default), ``'median'``, ``'samples'``, ``'random_sample'``,
+            ``'random_sample_per_pix'`` or ``'percentile'`` (only ``'mean'`` for a
+            mean-only map).
+        return_flags : bool
+            Also return a structured array of flags: with distances ``converged``,
+            ``infilled`` and ``reliable_dist`` (the distance modulus lies within the
+            pixel's finite reliable range); without distances ``converged``, ``infilled``,
+            ``min_reliable_distmod`` and ``max_reliable_distmod`` (float32; dustmaps 1.0.14
+            rounds them to float16).
+        pct : float or sequence of float
+            Percentile(s) in [0, 100] for ``mode='percentile'``.
+        rng : None, int or numpy.random.Generator, keyword-only
+            Randomness of the random modes (draws are always among the map's samples).
+
+        Returns
+        -------
+        numpy.ndarray, or (numpy.ndarray, numpy.ndarray)
+            With distances: shape ``coords.shape`` (float16), plus a trailing samples axis
+            for ``'samples'`` and a trailing percentile axis for a list ``pct`` (float64,
+            as dustmaps). Without distances, a distance axis (``len(self.distances)``)
+            follows ``coords.shape``; for ``'samples'`` the shape is
+            ``coords.shape + (n_samples, n_distances)`` -- samples before distances, which
+            is what dustmaps 1.0.14 really returns (its docstring says otherwise).
+            Outside the footprint, and for NaN/infinite positions or NaN/negative
+            distances: NaN, with False flags. Distance zero gives zero reddening; beyond the
+            last distance-modulus edge the last value is returned.
+
+        Raises
+        ------
+        ValueError
+            For an unknown mode or an invalid ``pct``.
+        TypeError
+            If ``coords`` is not a SkyCoord.
+        """
+        flat = galactic_arrays(coords)
+        result = query_voxels(self._store, flat.l_deg, flat.b_deg, flat.d_kpc, mode=mode,
+                              valid_modes=self._valid_modes, pct=pct,
+                              return_flags=return_flags, rng=rng)
+        return restore_shape(result, flat)
+
+    @property
+    def distmods(self) -> u.Quantity:
+        """Distance-modulus edges of the map (mag)."""
+        return self._info.dm_bin_edges * u.mag
+
+    @property
+    def distances(self) -> u.Quantity:
+        """Distances (kpc) of the distance-modulus edges."""
+        return 10.0 ** (0.2 * self._info.dm_bin_edges - 2.0) * u.kpc
+
+
+class DECaPSQuery(_DECaPSBase):
+    """The DECaPS map, loaded whole into RAM.
+
+    Parameters
+    ----------
+    map_fname : str or Path, optional
+        A DECaPS file in either layout. Default: the repacked, else the published file in
+        ``dustmaps.config['data_dir']/decaps/`` (see :func:`default_map_path`).
+    max_samples : int, optional
+        Load only the first ``max_samples`` posterior samples (less memory). The values
+        stay float16.
+    mean_only : bool
+        Load only the mean; only ``mode='mean'`` is then available.
+    progress : bool, keyword-only
+        Show a progress bar while loading.
+
+    Notes
+    -----
+    Memory use is the size of the loaded arrays: ``n_pix x (1 + n_samples) x 120 x 2``
+    bytes plus 18 bytes per pixel of pixel information (about 74 GB with all samples of the
+    real map, 12 GB for the mean). Loading the repacked layout is a plain read; loading the
+    published one decompresses it.
+    """
+
+    def __init__(self, map_fname=None, max_samples: int | None = None, mean_only: bool = False,
+                 *, progress: bool = True) -> None:
+        super().__init__(map_fname, mean_only)
+        available = self._info.n_samples
+        if mean_only:
+            n_samples = 0
+        elif max_samples is None:
+            n_samples = available
+        else:
+            if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)):
+                raise TypeError(f"max_samples must be an integer; got {max_samples!r}")
+            if not 1 <= max_samples <= available:
+                raise ValueError(f"max_samples must be between 1 and {available} (the samples in "
+                                 f"{self._info.path.name}); got {max_samples}")
+            n_samples = int(max_samples)
+        logger.info("loading %s into RAM (%.2f GB)", self._info.path,
+                    self._info.n_pix * (1 + n_samples) * self._info.n_dist * 2 / 1e9)
+        self._store = load_in_memory(self._info, n_samples=n_samples, progress=progress)
+
+
+class DECaPSQueryLite(_DECaPSBase):
+    """The DECaPS map, memory-mapped: small resident memory whatever the map's size.
+
+    Parameters
+    ----------
+    map_fname : str or Path, optional
+        A DECaPS file. The pixel-major layout written by :func:`repack` is memory-mapped;
+        a published-layout file also works, reading only the pixels asked for, but slowly
+        (a :class:`LayoutPerformanceWarning` says so). Default as in :class:`DECaPSQuery`.
+    mean_only : bool
+        Answer only ``mode='mean'`` (required for a mean-only file).
+    chunk_coords : int, keyword-only
+        Coordinates answered between two releases of mapped pages (bounds resident memory
+        to roughly ``chunk_coords x 8 KiB``).
+
+    Notes
+    -----
+    One object may be queried from several threads at once.
+    """
+
+    def __init__(self, map_fname=None, mean_only: bool = False, *, chunk_coords: int = 16384) -> None:
+        super().__init__(map_fname, mean_only)
+        if self._info.layout == "pixel-major":
+            self._store = MappedStore(self._info, chunk_coords=chunk_coords)
+        else:
+            warnings.warn(
+                f"{self._info.path.name} is in the published layout, where every random pixel "
+                "decompresses hundreds of MB; run dustmaps_ext.decaps.repack() once to make "
+                "DECaPSQueryLite fast", LayoutPerformanceWarning, stacklevel=2)
+            self._store = PublishedRowStore(self._info, mean_only=mean_only)

@@ -1,0 +1,131 @@
+"""The numba kernels of dustmaps_ext._core against numpy and healpy."""
+
+from __future__ import annotations
+
+import healpy as hp
+import numpy as np
+import pytest
+
+from dustmaps_ext._core import los
+from dustmaps_ext._core.modes import per_pixel_draw
+from dustmaps_ext._core.pixels import PixelIndex, lb_to_nested
+
+
+def test_float16_rounding_equals_numpy_everywhere():
+    rng = np.random.default_rng(0)
+    halves = np.arange(65536, dtype=np.uint16).view(np.float16)
+    grid = np.unique(halves[np.isfinite(halves)].astype(np.float64))
+    mids = 0.5 * (grid[1:] + grid[:-1])  # exact ties: round half to even
+    x = np.concatenate([
+        grid, mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf),
+        rng.normal(size=200_000) * 10.0 ** rng.uniform(-10, 5, 200_000),
+        [65504.0, 65519.999, 65520.0, 1e6, -1e6, 0.0, -0.0, np.inf, -np.inf, np.nan],
+    ])
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16).astype(np.float64)
+    got = los.round_to_float16(x)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
+def test_median_equals_numpy_float16_median(n):
+    rng = np.random.default_rng(n)
+    vals = (rng.lognormal(0, 1.5, (5000, n)) * rng.choice([1e-6, 1.0, 30.0], (5000, 1))).astype(np.float16)
+    vals[::97, 0] = np.nan
+    got = los.median_of_values(vals.astype(np.float64)).astype(np.float16)
+    want = np.median(vals, axis=1)
+    assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_interpolation_equals_dustmaps_formula():
+    rng = np.random.default_rng(1)
+    edges = (4.0 + 0.125 * np.arange(120)).astype(np.float32)
+    data = np.sort(rng.uniform(0, 3, (50, 3, 120)), axis=2).astype(np.float16)
+    rows = rng.integers(-1, 50, 4000)
+    dm = rng.uniform(0.0, 22.0, 4000)
+    dm[::50] = edges[rng.integers(0, 120, 80)]  # exactly on edges
+    dm[1::50] = np.nan
+    got = los.values_at_distmod(data.view(np.uint16), rows, dm, edges, slot_first=1, n_slots=2)
+    # independent evaluation with numpy, in the order of operations dustmaps uses
+    k = np.searchsorted(edges, dm)
+    v = data.astype(np.float64)
+    want = np.full((4000, 2), np.nan)
+    for i in range(4000):
+        if rows[i] < 0 or np.isnan(dm[i]):
+            continue
+        prof = v[rows[i], 1:3]
+        if k[i] == 0:
+            want[i] = 10.0 ** (0.2 * (dm[i] - edges[0])) * prof[:, 0]
+        elif k[i] == 120:
+            want[i] = prof[:, -1]
+        else:
+            a = (edges[k[i]] - dm[i]) / (edges[k[i]] - edges[k[i] - 1])
+            want[i] = (1.0 - a) * prof[:, k[i]] + a * prof[:, k[i] - 1]
+    assert np.array_equal(got, want.astype(np.float16).astype(np.float64), equal_nan=True)
+
+
+def test_pixel_index_single_nside_matches_searchsorted():
+    rng = np.random.default_rng(2)
+    nside = 1024
+    table = np.unique(rng.integers(0, 12 * nside ** 2, 200_000)).astype(np.uint64)
+    idx = PixelIndex(table, nside)
+    l = rng.uniform(0, 360, 100_000)
+    b = np.degrees(np.arcsin(rng.uniform(-1, 1, 100_000)))
+    pix = hp.ang2pix(nside, l, b, nest=True, lonlat=True)
+    pix[:5000] = table[rng.integers(0, table.size, 5000)].astype(np.int64)  # guaranteed hits
+    got = idx.rows_of_pixels(pix)
+    pos = np.searchsorted(table, pix.astype(np.uint64))
+    hit = (pos < table.size) & (table[np.minimum(pos, table.size - 1)] == pix.astype(np.uint64))
+    assert np.array_equal(got, np.where(hit, pos, -1))
+    assert hit.sum() > 5000
+
+
+def test_pixel_index_several_nsides_like_bayestar():
+    rng = np.random.default_rng(3)
+    # tile the sphere with a random mix of nside 64..512 pixels, then drop some
+    nsides, pixels = [], []
+    for parent in range(12 * 64 ** 2):
+        level = rng.integers(0, 4)
+        n = 64 << level
+        children = parent * 4 ** level + np.arange(4 ** level)
+        nsides.append(np.full(children.size, n))
+        pixels.append(children)
+    nsides = np.concatenate(nsides)
+    pixels = np.concatenate(pixels)
+    keep = rng.random(pixels.size) < 0.8
+    nsides, pixels = nsides[keep], pixels[keep]
+    idx = PixelIndex(pixels, nsides)
+    l = rng.uniform(0, 360, 50_000)
+    b = np.degrees(np.arcsin(rng.uniform(-1, 1, 50_000)))
+    got = idx.rows(l, b)
+    # brute force: ask healpy at every nside which row contains the point
+    want = np.full(l.size, -1)
+    for n in np.unique(nsides):
+        p = hp.ang2pix(int(n), l, b, nest=True, lonlat=True)
+        rows_n = np.flatnonzero(nsides == n)
+        lookup = dict(zip(pixels[rows_n].tolist(), rows_n.tolist()))
+        for i, pi in enumerate(p.tolist()):
+            if pi in lookup:
+                want[i] = lookup[pi]
+    assert np.array_equal(got, want)
+    assert (got >= 0).mean() > 0.7
+
+
+def test_invalid_positions_give_no_pixel():
+    pix = lb_to_nested(64, np.array([10.0, np.nan, 10.0, np.inf, 10.0]),
+                       np.array([5.0, 5.0, 91.0, 0.0, np.nan]))
+    assert pix[0] >= 0 and np.all(pix[1:] == -1)
+    with pytest.raises(ValueError, match="power of two"):
+        lb_to_nested(100, np.zeros(1), np.zeros(1))
+
+
+def test_per_pixel_draw_is_uniform_and_consistent():
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, 100_000, 300_000)
+    draws = per_pixel_draw(rows, 5, np.random.default_rng(7))
+    counts = np.bincount(draws, minlength=5)
+    assert np.all(np.abs(counts / rows.size - 0.2) < 0.01)
+    first = {}
+    for r, d in zip(rows[:20000].tolist(), draws[:20000].tolist()):
+        assert first.setdefault(r, d) == d
