@@ -205,6 +205,14 @@ def test_complete_part_is_only_verified(server, payload, tmp_path):
     assert server.requests_for(store) == []
 
 
+def test_complete_part_of_unknown_size_is_recognised_by_416(server, payload, tmp_path):
+    url, store = _publish(server, payload)
+    (tmp_path / "map.h5.part").write_bytes(payload)
+    _get(url, tmp_path / "map.h5", payload, expected_size=None)
+    assert (tmp_path / "map.h5").read_bytes() == payload
+    assert [r.status for r in server.requests_for(store)] == [416]
+
+
 def test_validate_callback_failure_keeps_nothing(server, payload, tmp_path):
     url, _ = _publish(server, payload)
 

@@ -430,6 +430,20 @@ def test_wang2025_leftover_gzip_is_unpacked_without_download(wang_gz, dustmaps_d
     assert not (folder / "data_v3.fits.gz").exists()
 
 
+def test_wang2025_table_placed_by_hand(wang_gz, dustmaps_data_dir, monkeypatch):
+    folder = dustmaps_data_dir / "wang2025"
+    folder.mkdir()
+    convert = Recorder()
+    monkeypatch.setattr(fetchers, "_convert_hook", convert)
+    (folder / "data_v3.fits").write_bytes(_wang_table(SMALL_NROWS - 2))
+    with pytest.raises(fetchers.InvalidDownloadError, match="has 10 rows.*clobber=True"):
+        fetchers.fetch_wang2025(progress=False)
+    assert (folder / "data_v3.fits").exists() and convert.calls == []  # left alone
+    (folder / "data_v3.fits").write_bytes(wang_gz[0])
+    path = fetchers.fetch_wang2025(progress=False)  # every URL is closed: no download
+    assert convert.calls == [(folder / "data_v3.fits", path, False)]
+
+
 def test_wang2025_real_conversion(server, wang_gz, dustmaps_data_dir):
     # dustmaps_ext.wang2025 (convert_table) is written in parallel by another engineer and
     # merged into this branch later: skipping on its absence is only for that pre-merge window.

@@ -281,6 +281,8 @@ def _run_with_retries(attempt: Callable[[], Any], policy: RetryPolicy, what: str
     while True:
         try:
             return attempt()
+        except requests.exceptions.SSLError as exc:  # a certificate problem does not go away
+            raise DownloadError(f"{what} failed: {exc}") from exc
         except (_Retryable, requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             failures = 1 if made_progress() else failures + 1
@@ -320,6 +322,7 @@ def get_json(url: str, *, params: dict | None = None, retry: RetryPolicy | None 
     """
     policy = retry or DEFAULT_RETRY
     sess = _session(session)
+    own_session = session is None
 
     def attempt() -> Any:
         resp = sess.get(url, params=params, timeout=policy.timeout)
@@ -331,19 +334,26 @@ def get_json(url: str, *, params: dict | None = None, retry: RetryPolicy | None 
                 raise DownloadError(f"{resp.url} did not answer with JSON "
                                     f"(starts with {resp.text[:80]!r})") from exc
 
-    return _run_with_retries(attempt, policy, f"GET {url}")
+    try:
+        return _run_with_retries(attempt, policy, f"GET {url}")
+    finally:
+        if own_session:
+            sess.close()
 
 
 # --------------------------------------------------------------------------- download
 
 
-def _content_range(resp: requests.Response) -> tuple[int, int | None] | None:
-    """(first byte, total length or None) from a ``Content-Range: bytes a-b/total`` header."""
+def _content_range(resp: requests.Response) -> tuple[int | None, int | None] | None:
+    """(first byte, total length) from ``Content-Range: bytes a-b/total`` (or ``*/total``).
+
+    Either element is None where the header has ``*``; None if there is no usable header.
+    """
     value = resp.headers.get("Content-Range", "")
     try:
         unit, rest = value.split(" ", 1)
         span, total = rest.split("/", 1)
-        first = int(span.split("-", 1)[0])
+        first = None if span.strip() == "*" else int(span.split("-", 1)[0])
         return first, (None if total.strip() == "*" else int(total))
     except ValueError:
         return None
@@ -495,6 +505,9 @@ def _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber
             headers["Range"] = f"bytes={offset}-"
         with sess.get(url, headers=headers, stream=True, timeout=policy.timeout) as resp:
             if resp.status_code == 416 and offset:
+                cr = _content_range(resp)
+                if cr is not None and cr[1] == offset:
+                    return  # the .part already holds the whole file
                 logger.warning("server refused to resume %s at byte %d; starting over",
                                dest.name, offset)
                 restart_part()
@@ -545,6 +558,8 @@ def _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber
                           made_progress=lambda: state["progressed"])
     finally:
         bar.close()
+        if session is None:
+            sess.close()
 
     size = part.stat().st_size
     if expected_size is not None and size != expected_size:
