@@ -439,6 +439,9 @@ def test_wang2025_table_placed_by_hand(wang_gz, dustmaps_data_dir, monkeypatch):
     with pytest.raises(fetchers.InvalidDownloadError, match="has 10 rows.*clobber=True"):
         fetchers.fetch_wang2025(progress=False)
     assert (folder / "data_v3.fits").exists() and convert.calls == []  # left alone
+    (folder / "data_v3.fits").write_bytes(wang_gz[0][:-2880])
+    with pytest.raises(fetchers.InvalidDownloadError, match="truncated"):
+        fetchers.fetch_wang2025(progress=False)
     (folder / "data_v3.fits").write_bytes(wang_gz[0])
     path = fetchers.fetch_wang2025(progress=False)  # every URL is closed: no download
     assert convert.calls == [(folder / "data_v3.fits", path, False)]

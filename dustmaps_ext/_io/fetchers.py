@@ -361,55 +361,104 @@ def _looks_like_html(head: bytes) -> bool:
     return text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
 
 
-def _check_gzip(path: Path, source: str) -> None:
-    """Refuse anything but an intact gzip stream (magic bytes, then a full CRC check)."""
+_FITS_BLOCK = 2880
+_MAX_HDUS = 16
+
+
+def _hdu_data_bytes(header) -> int:
+    """Bytes of an HDU's data, padded to whole FITS blocks (FITS standard, section 4.4.1)."""
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    n = 1
+    for i in range(1, naxis + 1):
+        n *= int(header[f"NAXIS{i}"])
+    n = abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (
+        int(header.get("PCOUNT", 0)) + n)
+    return -(-n // _FITS_BLOCK) * _FITS_BLOCK
+
+
+def _skip(fh, n: int) -> None:
+    while n > 0:
+        block = fh.read(min(n, BLOCK_SIZE))
+        if not block:
+            raise EOFError("file ends inside an HDU")
+        n -= len(block)
+
+
+def _read_table_header(fh, where: str):
+    """Read FITS headers from a stream up to the first binary table; returns that header.
+
+    Returns ``(header, bytes consumed including the table's data)`` without reading the data.
+    """
+    from astropy.io import fits
+
+    offset = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a bad header is reported by the exception below
+        try:
+            for index in range(_MAX_HDUS):
+                start = fh.tell() if hasattr(fh, "tell") else None
+                header = fits.Header.fromfile(fh)
+                if index == 0 and header.get("SIMPLE") is not True:
+                    raise ValueError("the first header lacks SIMPLE = T")
+                size = (fh.tell() - start) if start is not None else 0
+                offset += size + _hdu_data_bytes(header)
+                if header.get("XTENSION") == "BINTABLE":
+                    return header, offset
+                _skip(fh, _hdu_data_bytes(header))
+        except (ValueError, KeyError, EOFError, OSError) as exc:
+            raise InvalidDownloadError(f"{where} is not a readable FITS file "
+                                       f"({type(exc).__name__}: {exc})") from exc
+    raise InvalidDownloadError(f"{where} holds no FITS binary table in its first "
+                               f"{_MAX_HDUS} HDUs")
+
+
+def _check_table_header(header, where: str) -> None:
+    """The table must have every model column and one row per nside-1024 pixel."""
+    names = [str(header.get(f"TTYPE{i}", "")).strip()
+             for i in range(1, int(header.get("TFIELDS", 0)) + 1)]
+    missing = [c for c in WANG2025_COLUMNS if c not in names]
+    if missing:
+        raise InvalidDownloadError(f"{where} is not the Wang et al. (2025) table: it lacks the "
+                                   f"columns {missing}")
+    nrows = int(header.get("NAXIS2", -1))
+    if nrows != WANG2025_NROWS:
+        raise InvalidDownloadError(f"{where} has {nrows} rows; the Wang et al. (2025) table has "
+                                   f"{WANG2025_NROWS} (one per nside-1024 pixel)")
+
+
+def _check_wang_table(path: Path) -> None:
+    """Check a plain ``data_v3.fits`` from its headers, and that its data is all there."""
+    with open(path, "rb") as fh:
+        header, needed = _read_table_header(fh, str(path))
+    _check_table_header(header, str(path))
+    if _size(path) < needed:
+        raise InvalidDownloadError(f"{path} is truncated: {_size(path)} bytes, its headers "
+                                   f"announce {needed}")
+
+
+def _check_wang_gzip(path: Path, source: str) -> None:
+    """The download check, in one pass: gzip magic bytes, FITS headers, then the full CRC."""
+    where = f"the file from {source}"
     with open(path, "rb") as fh:
         head = fh.read(256)
     if head[:2] != b"\x1f\x8b":
         kind = ("an HTML page (the server's error or login page?)" if _looks_like_html(head)
                 else f"not gzip data (it starts with {head[:16]!r})")
-        raise InvalidDownloadError(f"the file from {source} is {kind}, not data_v3.fits.gz")
+        raise InvalidDownloadError(f"{where} is {kind}, not data_v3.fits.gz")
     try:
         with gzip.open(path, "rb") as fh:
-            while fh.read(BLOCK_SIZE):
-                pass
+            try:
+                header, _ = _read_table_header(fh, f"{where} is a gzip file, but it")
+            finally:
+                while fh.read(BLOCK_SIZE):  # the rest, so that the CRC is checked
+                    pass
     except (OSError, EOFError, zlib.error) as exc:
-        raise InvalidDownloadError(f"the file from {source} is a damaged gzip file ({exc})") from exc
-
-
-def _check_wang_table(path: Path) -> None:
-    """Check from the FITS headers alone that ``path`` (plain or gzip) is the full ``data_v3`` table."""
-    from astropy.io import fits
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")  # astropy's complaints about a bad file go in the message
-        try:
-            with fits.open(path, memmap=False) as hdul:
-                table = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
-                if table is None:
-                    raise InvalidDownloadError(f"{path} holds no FITS binary table")
-                names = list(table.columns.names)
-                nrows = int(table.header.get("NAXIS2", -1))
-        except (OSError, ValueError, IndexError, KeyError, TypeError) as exc:
-            detail = "; ".join(str(w.message).splitlines()[0] for w in caught)
-            raise InvalidDownloadError(f"{path} is not a readable FITS file ({exc}"
-                                       + (f"; {detail}" if detail else "") + ")") from exc
-    missing = [c for c in WANG2025_COLUMNS if c not in names]
-    if missing:
-        raise InvalidDownloadError(f"{path} is not the Wang et al. (2025) table: it lacks the "
-                                   f"columns {missing}")
-    if nrows != WANG2025_NROWS:
-        raise InvalidDownloadError(f"{path} has {nrows} rows; the Wang et al. (2025) table has "
-                                   f"{WANG2025_NROWS} (one per nside-1024 pixel)")
-
-
-def _check_wang_gzip(path: Path, source: str) -> None:
-    """The download check: an intact gzip whose content is the full ``data_v3`` table."""
-    _check_gzip(path, source)
-    try:
-        _check_wang_table(path)
-    except InvalidDownloadError as exc:
-        raise InvalidDownloadError(f"the file from {source} is a gzip file, but {exc}") from exc
+        if isinstance(exc, InvalidDownloadError):
+            raise
+        raise InvalidDownloadError(f"{where} is a damaged gzip file ({exc})") from exc
+    _check_table_header(header, f"{where} is a gzip file, but it")
 
 
 def _gzip_isize(path: Path) -> int:
