@@ -273,12 +273,8 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
         if not repack:
             return original
 
-        record = _read_record(repacked)
-        if repacked.exists() and (record is None or record.get("checksum") != info.checksum):
-            if record is not None:  # made from another version of the release
-                logger.info("removing %s: it was made from another version of %s",
-                            repacked, original.name)
-                _drop_product(repacked)
+        # A repacked file without a completion record is an interrupted repack: repack()
+        # resumes it. (A complete one returned early above; clobber=True removed it.)
         check_free_space(directory, max(0, _repacked_bytes(mean_only) - _size(repacked)),
                          what=f"repacking {original.name}")
         logger.info("repacking %s into %s", original, repacked)
