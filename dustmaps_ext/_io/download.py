@@ -306,8 +306,10 @@ def _check_status(resp: requests.Response, what: str) -> None:
 def _session(session: requests.Session | None) -> requests.Session:
     if session is not None:
         return session
+    from .. import __version__
+
     s = requests.Session()
-    s.headers["User-Agent"] = "dustmaps_ext (https://github.com/dustmaps_ext)"
+    s.headers["User-Agent"] = f"dustmaps_ext/{__version__} python-requests/{requests.__version__}"
     return s
 
 
