@@ -29,9 +29,76 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_fetch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fetch", help="download a released map, verify it and prepare it for queries",
+                       description="Download a released map into dustmaps' data directory "
+                                   "(resumable, verified), then prepare it for fast queries.")
+    targets = p.add_subparsers(dest="target", required=True, metavar="MAP")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--clobber", action="store_true",
+                        help="download (and convert) again even if the files are present")
+    common.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="do not show progress bars")
+
+    d = targets.add_parser("decaps", parents=[common], help="DECaPS 3D dust map (Zucker et al. 2025)")
+    d.add_argument("--mean-only", action="store_true",
+                   help="fetch decaps_mean.h5 (about 8 GB, mean map only) instead of mean and "
+                        "samples (about 33.8 GB)")
+    d.add_argument("--no-repack", dest="repack", action="store_false",
+                   help="keep the published layout; do not convert it for fast queries")
+    d.add_argument("--delete-original", dest="keep_original", action="store_false",
+                   help="delete the published file once the repacked file is complete")
+    d.add_argument("--yes", action="store_true", help="consent to the large download without asking")
+    d.add_argument("--base-url", default=None,
+                   help="Dataverse installation (default: $DUSTMAPS_EXT_DATAVERSE_URL or "
+                        "https://dataverse.harvard.edu)")
+    d.set_defaults(handler=_run_fetch)
+
+    w = targets.add_parser("wang2025", parents=[common],
+                           help="parametric all-sky map (Wang et al. 2025), data_v3.fits")
+    w.add_argument("--url", default=None,
+                   help="primary URL of data_v3.fits.gz (default: $DUSTMAPS_EXT_WANG2025_URL or "
+                        "the GitHub release; the NADC mirror is tried when it fails)")
+    w.set_defaults(handler=_run_fetch)
+
+    b = targets.add_parser("bayestar2019", parents=[common],
+                           help="Bayestar19 (Green et al. 2019), where dustmaps' BayestarQuery reads it")
+    b.add_argument("--yes", action="store_true", help="consent to the large download without asking")
+    b.add_argument("--base-url", default=None, help="Dataverse installation (as for decaps)")
+    b.set_defaults(handler=_run_fetch)
+
+
+def _run_fetch(args: argparse.Namespace) -> int:
+    from ._io import fetchers
+    from ._io.download import format_bytes
+
+    if args.target == "decaps":
+        path = fetchers.fetch_decaps(mean_only=args.mean_only, silence_warnings=args.yes,
+                                     clobber=args.clobber, repack=args.repack,
+                                     base_url=args.base_url, progress=args.progress,
+                                     keep_original=args.keep_original)
+        print(f"DECaPS map ready: {path}")
+        original, repacked = fetchers.decaps_paths(args.mean_only)
+        if args.repack and original.exists():
+            print(f"The published file {original} ({format_bytes(original.stat().st_size)}) was "
+                  "kept; the queries read the repacked file, so you may delete it to free that "
+                  "space.")
+        elif args.repack:
+            print(f"The published file {original.name} is not kept (--delete-original).")
+    elif args.target == "wang2025":
+        path = fetchers.fetch_wang2025(clobber=args.clobber, url=args.url, progress=args.progress)
+        print(f"Wang et al. (2025) map ready: {path}")
+    else:
+        path = fetchers.fetch_bayestar2019(clobber=args.clobber, base_url=args.base_url,
+                                           silence_warnings=args.yes, progress=args.progress)
+        print(f"Bayestar19 map ready: {path}")
+    return 0
+
+
 # Sub-commands, in the order they appear in --help. Features add their own here.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_demo,
+    _register_fetch,
 ]
 
 

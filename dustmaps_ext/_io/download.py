@@ -1,0 +1,598 @@
+"""The one download engine of dustmaps_ext: resumable, retrying, verified, locked.
+
+:func:`download` fetches one URL into one file so that a user on a flaky connection can
+trust the result:
+
+* bytes go to ``<dest>.part``; ``dest`` appears (``os.replace``, atomic on one file system)
+  only after the size, the checksum and an optional caller check have passed, so a file under
+  its final name is always a complete, verified file;
+* an existing ``.part`` is resumed with an HTTP ``Range`` request; a server that ignores
+  ``Range`` (answers 200 instead of 206) is handled by starting over from byte 0;
+* timeouts, dropped connections and 5xx / 408 / 429 answers are retried with exponential
+  backoff (:class:`RetryPolicy`); the count of consecutive failures is bounded and is reset
+  whenever an attempt brought new bytes;
+* free disk space is checked before the transfer starts (:func:`check_free_space`);
+* a lock file ``<dest>.lock`` (:func:`file_lock`) makes a second fetch of the same file fail
+  at once with a clear error instead of writing into the same ``.part``;
+* the body is streamed in large blocks (4 MiB by default) and hashed while it streams, and a
+  tqdm bar (bytes, rate, ETA on stderr) shows progress unless ``progress=False``.
+
+Nothing here knows about Dataverse, DOIs or particular maps: see :mod:`.dataverse` and
+:mod:`.fetchers`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import requests
+
+__all__ = [
+    "BLOCK_SIZE",
+    "DEFAULT_RETRY",
+    "ChecksumError",
+    "DownloadError",
+    "DownloadLockedError",
+    "InsufficientSpaceError",
+    "RetryPolicy",
+    "check_free_space",
+    "download",
+    "file_digest",
+    "file_lock",
+    "format_bytes",
+    "get_json",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Bytes read from the socket and written to disk at a time.
+BLOCK_SIZE = 4 * 2**20
+
+#: Extra free space demanded beyond the bytes a download needs (file-system slack).
+SPACE_MARGIN = 16 * 2**20
+
+#: HTTP statuses worth retrying besides 5xx.
+_RETRY_STATUSES = frozenset({408, 429})
+
+#: A lock file whose owner cannot be read is considered stale after this many seconds.
+_UNREADABLE_LOCK_GRACE_S = 60.0
+
+_sleep = time.sleep  # indirection so tests can record the backoff delays
+
+
+class DownloadError(OSError):
+    """A download could not be completed (network, server or verification failure)."""
+
+
+class ChecksumError(DownloadError):
+    """A file's size or checksum differs from the one published for it."""
+
+
+class DownloadLockedError(DownloadError):
+    """Another process (or thread) is already downloading the same file."""
+
+
+class InsufficientSpaceError(DownloadError):
+    """The disk does not have enough free space for the download and what follows it."""
+
+
+class _Retryable(Exception):
+    """Internal: a transient failure that the retry loop may try again."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try before giving up.
+
+    Parameters
+    ----------
+    max_retries : int
+        Consecutive failed attempts (without any new byte received) allowed after the first
+        one; the total is bounded by ``max_retries + 1`` attempts per stretch of no progress.
+    backoff_base : float
+        Delay in seconds before the first retry; it doubles on each consecutive failure.
+    backoff_max : float
+        Upper bound of a single delay, in seconds.
+    timeout : float or (float, float)
+        ``requests`` timeout: seconds to connect and seconds without a byte while reading.
+    """
+
+    max_retries: int = 8
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    timeout: float | tuple[float, float] = (30.0, 120.0)
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0; got {self.max_retries}")
+        if self.backoff_base < 0 or self.backoff_max < 0:
+            raise ValueError("backoff_base and backoff_max must be >= 0")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
+        return min(self.backoff_max, self.backoff_base * 2.0 ** (failures - 1))
+
+
+#: The policy used when a caller passes none (tests replace it with a fast one).
+DEFAULT_RETRY = RetryPolicy()
+
+
+def format_bytes(n: float) -> str:
+    """A byte count for people: ``format_bytes(33.8e9) == '33.8 GB'`` (powers of 1000)."""
+    n = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000.0 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- disk space
+
+
+def check_free_space(directory: str | os.PathLike, needed: int, *, what: str) -> None:
+    """Raise :class:`InsufficientSpaceError` unless ``directory`` has ``needed`` bytes free.
+
+    Parameters
+    ----------
+    directory : path
+        A directory on the target file system (it must exist).
+    needed : int
+        Bytes that will be written there.
+    what : str
+        What the space is for, used in the message.
+    """
+    needed = max(0, int(needed))
+    free = shutil.disk_usage(directory).free
+    if needed + SPACE_MARGIN > free:
+        raise InsufficientSpaceError(
+            f"not enough free disk space in {directory} for {what}: it needs "
+            f"{format_bytes(needed)} and only {format_bytes(free)} is free. Free some space, or "
+            "point dustmaps' data directory at a larger disk "
+            "(dustmaps.config.config['data_dir'] = '/path/with/space')")
+
+
+# --------------------------------------------------------------------------- lock
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there: assume alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_owner(lock: Path) -> tuple[int, str] | None:
+    try:
+        pid_text, host = lock.read_text().split()
+        return int(pid_text), host
+    except (OSError, ValueError):
+        return None
+
+
+def _lock_is_stale(lock: Path) -> bool:
+    owner = _lock_owner(lock)
+    if owner is None:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        return age > _UNREADABLE_LOCK_GRACE_S
+    pid, host = owner
+    return host == socket.gethostname() and not _pid_alive(pid)
+
+
+@contextmanager
+def file_lock(target: str | os.PathLike) -> Iterator[Path]:
+    """Hold the lock file ``<target>.lock`` for the duration of a ``with`` block.
+
+    The lock is created with ``O_CREAT | O_EXCL`` and holds ``"<pid> <hostname>"``. A lock
+    left behind by a process that no longer runs on this host is removed and taken over.
+
+    Raises
+    ------
+    DownloadLockedError
+        If another live process (or this one, from another thread) holds the lock.
+    """
+    target = Path(target)
+    lock = target.with_name(target.name + ".lock")
+    me = f"{os.getpid()} {socket.gethostname()}\n"
+    for attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if attempt == 0 and _lock_is_stale(lock):
+                logger.warning("removing stale lock %s (its process no longer runs)", lock)
+                lock.unlink(missing_ok=True)
+                continue
+            owner = _lock_owner(lock)
+            who = f"process {owner[0]} on {owner[1]}" if owner else "another process"
+            raise DownloadLockedError(
+                f"{target} is already being fetched by {who} (lock file {lock}). Wait for it "
+                "to finish; if no such fetch is running any more, delete the lock file.") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        break
+    try:
+        yield lock
+    finally:
+        try:
+            if lock.read_text() == me:
+                lock.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def file_digest(path: str | os.PathLike, hash_name: str = "md5", *, block_size: int = BLOCK_SIZE,
+                progress: bool = False, desc: str | None = None) -> str:
+    """Hex digest of a file, read in large blocks.
+
+    Parameters
+    ----------
+    path : path
+        File to hash.
+    hash_name : str
+        Any :func:`hashlib.new` algorithm (``"md5"``, ``"sha1"``, ``"sha256"``, ...).
+    block_size : int
+        Bytes read at a time.
+    progress : bool
+        Show a tqdm bar (on stderr).
+    desc : str, optional
+        Label of the bar.
+    """
+    from tqdm import tqdm
+
+    path = Path(path)
+    hasher = hashlib.new(hash_name)
+    buf = bytearray(block_size)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh, tqdm(
+            total=path.stat().st_size, unit="B", unit_scale=True, disable=not progress,
+            desc=desc or f"verify {path.name}", leave=False) as bar:
+        while n := fh.readinto(buf):
+            hasher.update(view[:n])
+            bar.update(n)
+    return hasher.hexdigest()
+
+
+# --------------------------------------------------------------------------- retry loop
+
+
+def _run_with_retries(attempt: Callable[[], Any], policy: RetryPolicy, what: str,
+                      made_progress: Callable[[], bool] = lambda: False) -> Any:
+    failures = 0
+    while True:
+        try:
+            return attempt()
+        except requests.exceptions.SSLError as exc:  # a certificate problem does not go away
+            raise DownloadError(f"{what} failed: {exc}") from exc
+        except (_Retryable, requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            failures = 1 if made_progress() else failures + 1
+            if failures > policy.max_retries:
+                raise DownloadError(f"{what} failed after {failures} attempts in a row: "
+                                    f"{exc}") from exc
+            wait = policy.delay(failures)
+            logger.warning("%s: %s; retry %d of %d in %.3g s", what, exc, failures,
+                           policy.max_retries, wait)
+            _sleep(wait)
+
+
+def _check_status(resp: requests.Response, what: str) -> None:
+    code = resp.status_code
+    if code >= 500 or code in _RETRY_STATUSES:
+        raise _Retryable(f"server answered HTTP {code} {resp.reason}")
+    if code >= 400:
+        raise DownloadError(f"{what}: server answered HTTP {code} {resp.reason} for {resp.url}")
+
+
+def _session(session: requests.Session | None) -> requests.Session:
+    if session is not None:
+        return session
+    from .. import __version__
+
+    s = requests.Session()
+    s.headers["User-Agent"] = f"dustmaps_ext/{__version__} python-requests/{requests.__version__}"
+    return s
+
+
+def get_json(url: str, *, params: dict | None = None, retry: RetryPolicy | None = None,
+             session: requests.Session | None = None) -> Any:
+    """GET a JSON document with the same retry policy as :func:`download`.
+
+    Raises
+    ------
+    DownloadError
+        On a 4xx answer, on a body that is not JSON, or when the retries are exhausted.
+    """
+    policy = retry or DEFAULT_RETRY
+    sess = _session(session)
+    own_session = session is None
+
+    def attempt() -> Any:
+        resp = sess.get(url, params=params, timeout=policy.timeout)
+        with resp:
+            _check_status(resp, f"GET {url}")
+            try:
+                return resp.json()
+            except ValueError as exc:
+                raise DownloadError(f"{resp.url} did not answer with JSON "
+                                    f"(starts with {resp.text[:80]!r})") from exc
+
+    try:
+        return _run_with_retries(attempt, policy, f"GET {url}")
+    finally:
+        if own_session:
+            sess.close()
+
+
+# --------------------------------------------------------------------------- download
+
+
+def _content_range(resp: requests.Response) -> tuple[int | None, int | None] | None:
+    """(first byte, total length) from ``Content-Range: bytes a-b/total`` (or ``*/total``).
+
+    Either element is None where the header has ``*``; None if there is no usable header.
+    """
+    value = resp.headers.get("Content-Range", "")
+    try:
+        unit, rest = value.split(" ", 1)
+        span, total = rest.split("/", 1)
+        first = None if span.strip() == "*" else int(span.split("-", 1)[0])
+        return first, (None if total.strip() == "*" else int(total))
+    except ValueError:
+        return None
+
+
+def _verify_existing(dest: Path, expected_hash: str | None, hash_name: str,
+                     expected_size: int | None, validate: Callable[[Path], None] | None,
+                     progress: bool) -> None:
+    hint = "delete it or pass clobber=True to download it again"
+    if expected_size is not None and dest.stat().st_size != expected_size:
+        raise ChecksumError(f"{dest} exists but has {dest.stat().st_size} bytes where the "
+                            f"release has {expected_size}: {hint}")
+    if expected_hash is not None:
+        logger.info("verifying the %s checksum of the existing %s", hash_name, dest)
+        got = file_digest(dest, hash_name, progress=progress)
+        if got.lower() != expected_hash.lower():
+            raise ChecksumError(f"{dest} exists but its {hash_name} is {got}, not the published "
+                                f"{expected_hash} (a truncated or older file?): {hint}")
+    if validate is not None:
+        validate(dest)
+
+
+def download(url: str, dest: str | os.PathLike, *, expected_hash: str | None = None,
+             hash_name: str = "md5", expected_size: int | None = None, clobber: bool = False,
+             progress: bool = True, desc: str | None = None, extra_bytes: int = 0,
+             validate: Callable[[Path], None] | None = None, retry: RetryPolicy | None = None,
+             block_size: int = BLOCK_SIZE, session: requests.Session | None = None,
+             lock: bool = True) -> Path:
+    """Download ``url`` to ``dest`` through ``<dest>.part``; resume, retry, verify, rename.
+
+    Parameters
+    ----------
+    url : str
+        HTTP(S) URL (redirects are followed).
+    dest : path
+        Final file name. Its folder is created if needed.
+    expected_hash : str, optional
+        Published hex digest; the download is refused (and its ``.part`` deleted) on mismatch.
+    hash_name : str
+        Algorithm of ``expected_hash`` (a :func:`hashlib.new` name), ``"md5"`` by default.
+    expected_size : int, optional
+        Published size in bytes; also used for the free-space check before the first request.
+    clobber : bool
+        Download again even if ``dest`` exists (an existing ``.part`` is discarded too).
+        Without it, an existing ``dest`` is verified and returned, or a clear
+        :class:`ChecksumError` says it does not match (it is never silently replaced).
+    progress : bool
+        Show a tqdm bar (bytes, rate, ETA) on stderr.
+    desc : str, optional
+        Label of the progress bar (default: the file name).
+    extra_bytes : int
+        Disk space needed after the download beside it (e.g. for unpacking), included in the
+        free-space check.
+    validate : callable, optional
+        ``validate(path)`` raises if the downloaded bytes are not usable; it runs on the
+        ``.part`` file before the rename (on failure the ``.part`` is deleted) and on an
+        existing ``dest``.
+    retry : RetryPolicy, optional
+        Retry and timeout settings (default :data:`DEFAULT_RETRY`).
+    block_size : int
+        Bytes per read/write (default 4 MiB).
+    session : requests.Session, optional
+        Session to use (a new one by default).
+    lock : bool
+        Hold ``<dest>.lock`` during the download. Pass False only when the caller already
+        holds :func:`file_lock` on ``dest``.
+
+    Returns
+    -------
+    Path
+        ``dest``.
+
+    Raises
+    ------
+    DownloadError
+        Retries exhausted, or a 4xx answer, or an inconsistent server answer.
+    ChecksumError
+        Size or checksum mismatch (of the download, or of an existing ``dest``).
+    DownloadLockedError
+        The same file is being downloaded by another process.
+    InsufficientSpaceError
+        Not enough free disk space.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if lock:
+        with file_lock(dest):
+            return _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber,
+                                    progress, desc, extra_bytes, validate, retry, block_size,
+                                    session)
+    return _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber,
+                            progress, desc, extra_bytes, validate, retry, block_size, session)
+
+
+def _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber, progress,
+                     desc, extra_bytes, validate, retry, block_size, session) -> Path:
+    from tqdm import tqdm
+
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive; got {block_size}")
+    policy = retry or DEFAULT_RETRY
+    part = dest.with_name(dest.name + ".part")
+    if dest.exists() and not clobber:
+        _verify_existing(dest, expected_hash, hash_name, expected_size, validate, progress)
+        logger.info("%s is already present and verified; not downloading it again", dest)
+        return dest
+    if clobber:
+        part.unlink(missing_ok=True)
+
+    sess = _session(session)
+    state: dict[str, Any] = {"hasher": hashlib.new(hash_name), "hashed": 0,
+                             "space_checked": False, "progressed": False}
+
+    def ensure_space(remaining: int | None) -> None:
+        if state["space_checked"] or remaining is None:
+            return
+        check_free_space(dest.parent, remaining + int(extra_bytes), what=f"downloading {dest.name}")
+        state["space_checked"] = True
+
+    def restart_part() -> None:
+        part.write_bytes(b"")
+        state["hasher"] = hashlib.new(hash_name)
+        state["hashed"] = 0
+
+    def sync_hash(offset: int) -> None:
+        if state["hashed"] != offset:  # a .part left by an earlier run: hash what is there
+            hasher = hashlib.new(hash_name)
+            with open(part, "rb") as fh:
+                while block := fh.read(block_size):
+                    hasher.update(block)
+            state["hasher"], state["hashed"] = hasher, offset
+
+    bar = tqdm(total=expected_size, unit="B", unit_scale=True, disable=not progress,
+               desc=desc or dest.name, miniters=1, mininterval=0.5)
+
+    def attempt() -> None:
+        state["progressed"] = False
+        offset = part.stat().st_size if part.exists() else 0
+        if expected_size is not None and offset > expected_size:
+            logger.warning("%s is longer than the file (%d > %d bytes); starting over",
+                           part, offset, expected_size)
+            restart_part()
+            offset = 0
+        ensure_space(None if expected_size is None else expected_size - offset)
+        if expected_size is not None and offset == expected_size:
+            return  # complete .part from an earlier run: only verification is left
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        with sess.get(url, headers=headers, stream=True, timeout=policy.timeout) as resp:
+            if resp.status_code == 416 and offset:
+                cr = _content_range(resp)
+                if cr is not None and cr[1] == offset:
+                    return  # the .part already holds the whole file
+                logger.warning("server refused to resume %s at byte %d; starting over",
+                               dest.name, offset)
+                restart_part()
+                raise _Retryable("HTTP 416 Range Not Satisfiable")
+            _check_status(resp, f"downloading {dest.name}")
+            length = resp.headers.get("Content-Length")
+            length = int(length) if length is not None and length.isdigit() else None
+            if resp.status_code == 206:
+                cr = _content_range(resp)
+                if cr is None or cr[0] != offset:
+                    restart_part()
+                    raise _Retryable(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}"
+                                     f" for a resume at byte {offset}; starting over")
+                total = cr[1] if cr[1] is not None else (
+                    None if length is None else offset + length)
+            else:
+                if offset:
+                    logger.info("server ignored the Range request for %s; downloading it again "
+                                "from the start", dest.name)
+                    restart_part()
+                    offset = 0
+                total = length
+            if expected_size is not None and total is not None and total != expected_size:
+                raise DownloadError(f"{url} serves {total} bytes but {dest.name} should have "
+                                    f"{expected_size}: the server's file is not the one expected")
+            ensure_space(None if total is None else total - offset)
+            sync_hash(offset)
+            bar.reset(total=total if total is not None else expected_size)
+            bar.update(offset)
+            written = offset
+            hasher = state["hasher"]
+            with open(part, "ab") as fh:
+                for chunk in resp.iter_content(chunk_size=block_size):
+                    fh.write(chunk)
+                    hasher.update(chunk)
+                    state["hashed"] += len(chunk)
+                    written += len(chunk)
+                    state["progressed"] = True
+                    bar.update(len(chunk))
+                fh.flush()
+                os.fsync(fh.fileno())
+            if total is not None and written < total:
+                raise _Retryable(f"connection closed after {written} of {total} bytes")
+
+    try:
+        part.touch()
+        _run_with_retries(attempt, policy, f"downloading {url}",
+                          made_progress=lambda: state["progressed"])
+    finally:
+        bar.close()
+        if session is None:
+            sess.close()
+
+    size = part.stat().st_size
+    if expected_size is not None and size != expected_size:
+        part.unlink(missing_ok=True)
+        raise ChecksumError(f"download of {url} has {size} bytes, not the published "
+                            f"{expected_size}; the partial file was removed, try again")
+    sync_hash(size)
+    if expected_hash is not None:
+        got = state["hasher"].hexdigest()
+        if got.lower() != expected_hash.lower():
+            part.unlink(missing_ok=True)
+            raise ChecksumError(f"download of {url} has {hash_name} {got}, not the published "
+                                f"{expected_hash}; the corrupt file was removed and nothing was "
+                                f"written to {dest}. Try again (a mirror may be out of date)")
+    if validate is not None:
+        try:
+            validate(part)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+    os.replace(part, dest)
+    _fsync_dir(dest.parent)
+    logger.info("downloaded %s (%s) to %s", url, format_bytes(size), dest)
+    return dest
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name == "nt":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
