@@ -27,9 +27,10 @@ from ._core.modes import ALL_MODES
 from ._core.voxel import query_voxels
 from ._io.layouts import (MapFileError, MappedStore, PublishedRowStore, default_repacked_path,
                           inspect_decaps_file, load_in_memory)
+from ._io.fetchers import fetch_decaps as fetch
 from ._io.layouts import repack as _repack
 
-__all__ = ["DECaPSQuery", "DECaPSQueryLite", "repack", "default_map_path", "MapFileError",
+__all__ = ["DECaPSQuery", "DECaPSQueryLite", "fetch", "repack", "default_map_path", "MapFileError",
            "LayoutPerformanceWarning"]
 
 logger = logging.getLogger(__name__)
