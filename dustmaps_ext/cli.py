@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from typing import Callable, Sequence
 
 __all__ = ["main"]
@@ -25,7 +26,7 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    run_demo(png_path=args.output, out=sys.stdout)
+    print(run_demo(png_path=args.output, progress=args.verbose > 0))
     return 0
 
 
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    # dustmaps warns on import when ~/.dustmapsrc does not exist; its default is fine here
+    warnings.filterwarnings("ignore", message="Configuration file not found")
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
