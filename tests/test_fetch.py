@@ -228,10 +228,13 @@ def test_decaps_space_check_counts_the_repacked_copy(server, decaps_release, dus
                                                      monkeypatch):
     real = dl.shutil.disk_usage
     monkeypatch.setattr(dl, "SPACE_MARGIN", 0)
-    monkeypatch.setattr(dl.shutil, "disk_usage",
-                        lambda p: real(p)._replace(free=5_000_000))  # 5 MB free
+    # room for the 400 kB download, not for its repacked copy as well (1.54x the published
+    # bytes, the real release's ratio: 8 GB -> 12.3 GB)
+    monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: real(p)._replace(free=800_000))
     monkeypatch.setattr(fetchers, "_repack_hook", Recorder())
-    with pytest.raises(dl.InsufficientSpaceError, match=r"repacked copy: it needs 12\.3 GB"):
+    need = dl.format_bytes(400_000 + fetchers._repacked_bytes(True, 400_000))
+    assert fetchers._repacked_bytes(True) == 51_415_400 * 120 * 2  # the real map: 12.3 GB
+    with pytest.raises(dl.InsufficientSpaceError, match=f"repacked copy: it needs {need}"):
         fetchers.fetch_decaps(mean_only=True, silence_warnings=True, base_url=server.url,
                               progress=False)
     assert list((dustmaps_data_dir / "decaps").iterdir()) == []

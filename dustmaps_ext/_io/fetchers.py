@@ -69,6 +69,9 @@ BAYESTAR2019_DOI = "10.7910/DVN/2EJ9TX"
 DECAPS_NPIX = 51_415_400
 DECAPS_NSAMPLES = 5
 DECAPS_NDIST = 120
+# published sizes of the release (REFERENCE §1), for scaling the repacked-size estimate
+DECAPS_SAMPLES_BYTES = 33_800_000_000
+DECAPS_MEAN_BYTES = 8_000_000_000
 
 #: Downloads at least this large ask for consent first (like dustmaps' DECaPS fetch).
 LARGE_DOWNLOAD_BYTES = 1_000_000_000
@@ -191,9 +194,19 @@ def decaps_paths(mean_only: bool = False) -> tuple[Path, Path]:
     return original, directory / f"{original.stem}_repacked.h5"
 
 
-def _repacked_bytes(mean_only: bool) -> int:
+def _repacked_bytes(mean_only: bool, published_bytes: int | None = None) -> int:
+    """Size of the repacked copy: uncompressed float16 values of every pixel.
+
+    For the real release that is 74.0 GB (12.3 GB mean-only). When the published file's
+    size is known (a mirror or a test server may serve a smaller map), the estimate scales
+    with it by the real release's ratio of repacked to published bytes.
+    """
     values = DECAPS_NDIST * (1 if mean_only else 1 + DECAPS_NSAMPLES)
-    return DECAPS_NPIX * values * 2  # uncompressed float16
+    real = DECAPS_NPIX * values * 2
+    if not published_bytes:
+        return real
+    real_published = DECAPS_MEAN_BYTES if mean_only else DECAPS_SAMPLES_BYTES
+    return int(published_bytes * real / real_published)
 
 
 def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobber: bool = False,
@@ -252,7 +265,8 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
         info = find_file(DECAPS_DOI, original.name, base_url, retry=_retry())
         if clobber and repack:
             _drop_product(repacked)
-        repack_bytes = max(0, _repacked_bytes(mean_only) - _size(repacked)) if repack else 0
+        repack_bytes = (max(0, _repacked_bytes(mean_only, info.size) - _size(repacked))
+                        if repack else 0)
         if clobber or not original.exists():
             part = original.with_name(original.name + ".part")
             to_download = (info.size or 0) - (0 if clobber else _size(part))
@@ -263,7 +277,7 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
                         f"{info.base_url} into {directory}")
                 if repack:
                     what += (f", then repack it for fast queries (about "
-                             f"{format_bytes(_repacked_bytes(mean_only))} more)")
+                             f"{format_bytes(_repacked_bytes(mean_only, info.size))} more)")
                 if not mean_only:
                     what += "; mean_only=True fetches the mean map alone (about 8 GB)"
                 _confirm(what + ".", silence_warnings)
@@ -275,7 +289,7 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
 
         # A repacked file without a completion record is an interrupted repack: repack()
         # resumes it. (A complete one returned early above; clobber=True removed it.)
-        check_free_space(directory, max(0, _repacked_bytes(mean_only) - _size(repacked)),
+        check_free_space(directory, max(0, _repacked_bytes(mean_only, _size(original)) - _size(repacked)),
                          what=f"repacking {original.name}")
         logger.info("repacking %s into %s", original, repacked)
         result = _repack_hook(original, repacked, progress=progress)
