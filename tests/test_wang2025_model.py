@@ -7,6 +7,11 @@ import threading
 import warnings
 
 import numpy as np
+
+with warnings.catch_warnings():
+    # dustmaps warns on import when the user has no ~/.dustmapsrc (as on CI machines)
+    warnings.simplefilter("ignore")
+    import dustmaps.map_base  # noqa: F401
 import pandas as pd
 import pytest
 
