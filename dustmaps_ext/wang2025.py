@@ -28,7 +28,7 @@ import numpy as np
 from dustmaps.map_base import DustMap
 
 from ._core.parametric import (CLOUD_MIN_COLUMN, COMPONENT_FIELDS, N_CLOUDS, RECORD_FIELDS,
-                               cloud_profiles, evaluate)
+                               cloud_profiles, evaluate, ring_pixels)
 from ._io.parametric_table import NSIDE, convert_fits_table, open_table
 
 __all__ = ["Wang2025Query", "convert_table", "default_table_path", "default_fits_path",
@@ -112,24 +112,10 @@ def _resolve_map(map_fname) -> Path:
 
 
 def _pixel_rows(l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
-    """Row (nside-1024 RING pixel) of each direction; -1 where l or b is not finite or |b| > 90.
-
-    Uses astropy-healpix, the pixelisation dustmaps3d uses, so that points on pixel
-    boundaries fall in the same pixel as there (healpy disagrees with it on ~40% of points
-    lying exactly on a boundary, e.g. l = 45 deg, b = 0).
-    """
-    import astropy.units as u
-    from astropy_healpix.core import lonlat_to_healpix
-
-    rows = np.full(l_deg.shape, -1, np.int64)
-    ok = np.isfinite(l_deg) & np.isfinite(b_deg) & (np.abs(b_deg) <= 90.0)
-    if ok.all():
-        rows[...] = lonlat_to_healpix(u.Quantity(l_deg, u.deg, copy=False),
-                                      u.Quantity(b_deg, u.deg, copy=False), NSIDE, order="ring")
-    elif ok.any():
-        rows[ok] = lonlat_to_healpix(u.Quantity(l_deg[ok], u.deg), u.Quantity(b_deg[ok], u.deg),
-                                     NSIDE, order="ring")
-    return rows
+    """Row (nside-1024 RING pixel) of each direction; -1 where l or b is not finite or
+    |b| > 90. The same pixel as astropy-healpix (used by dustmaps3d) finds, boundaries
+    included (see :func:`dustmaps_ext._core.parametric.ring_pixels`)."""
+    return ring_pixels(np.ravel(l_deg), np.ravel(b_deg)).reshape(np.shape(l_deg))
 
 
 def _as_structured(res: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:

@@ -274,3 +274,52 @@ def test_converted_layout_is_mapped(query):
     assert t._offset % 4096 == 0
     t.release(0, 1000)  # dropping pages keeps the data readable
     assert np.isfinite(t.column("max_distance")[:1000]).all()
+
+
+def _sightline_with_clouds(query, n_min=2):
+    """A direction whose sightline has at least ``n_min`` significant clouds."""
+    rng = np.random.default_rng(12)
+    for _ in range(200):
+        l, b = rng.uniform(0, 360), rng.uniform(-60, 60)
+        par = query.sightline_parameters(l, b)
+        if sum(par[f"Cum_EBV_{k}"] >= 0.001 for k in range(1, 5)) >= n_min and \
+                abs(par["b_lim"]) > 1:
+            return l, b, par
+    raise AssertionError("no sightline with clouds")
+
+
+def test_plot_sightline_draws_every_component(query):
+    from dustmaps_ext.plot import plot_wang2025_sightline
+
+    l, b, par = _sightline_with_clouds(query)
+    fig = plot_wang2025_sightline(l, b, query=query, dmax=8.0)
+    ax_e, ax_d = fig.axes
+    prof = query.sightline_profile(l, b, np.linspace(0, 8.0, 1500))
+    by_label = {line.get_label(): line for line in ax_e.get_lines()}
+    np.testing.assert_array_equal(by_label["total"].get_ydata(), prof["ebv"])
+    np.testing.assert_array_equal(by_label["diffuse dust"].get_ydata(), prof["diffuse_ebv"])
+    cloud_lines = [lab for lab in by_label if lab.startswith("cloud ")]
+    significant = [k for k in range(1, 5) if par[f"Cum_EBV_{k}"] >= 0.001]
+    assert sorted(int(lab.split()[1].rstrip(":")) for lab in cloud_lines) == significant
+    for k in significant:
+        line = next(v for lab, v in by_label.items() if lab.startswith(f"cloud {k}:"))
+        np.testing.assert_array_equal(line.get_ydata(), prof["cloud_ebv"][:, k - 1])
+    assert ax_d.get_xlim() == (0.0, 8.0)
+    with pytest.raises(ValueError, match="dmax"):
+        plot_wang2025_sightline(l, b, query=query, dmax=-1.0)
+
+
+def test_cli_plot_wang2025(release_like, tmp_path, capsys):
+    from dustmaps_ext.cli import main
+
+    out = tmp_path / "s.png"
+    rc = main(["plot", "wang2025", "--l", "120", "--b", "-5", "--dmax", "6",
+               "--map", str(release_like[1]), "--output", str(out)])
+    assert rc == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {out}" in capsys.readouterr().out
+    rc = main(["plot", "wang2025", "--l", "120", "--b", "-5", "--map",
+               str(tmp_path / "missing.h5")])
+    assert rc == 2 and "no converted" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["plot"])  # a target is required
