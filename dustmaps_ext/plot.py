@@ -88,8 +88,9 @@ def plot_wang2025_sightline(l: float, b: float, *, query=None, distances=None,
     ax_e.set_ylabel("E(B-V) [mag]")
     ax_d.set_ylabel("density [mag/kpc]")
     ax_d.set_xlabel("distance [kpc]")
-    ax_e.set_title(f"Wang et al. (2025): l = {prof['l']:.3f} deg, b = {prof['b']:.3f} deg  "
-                   f"(bubble {prof['bubble_distance']:.3f} kpc, max. reliable distance "
-                   f"{prof['max_distance']:.2f} kpc)", fontsize=9)
+    ax_e.set_title(f"Wang et al. (2025): l = {prof['l']:.3f} deg, b = {prof['b']:.3f} deg\n"
+                   f"bubble edge {prof['bubble_distance']:.3f} kpc (dotted), max. reliable "
+                   f"distance {prof['max_distance']:.2f} kpc (dash-dot), "
+                   f"{prof['n_clouds']} clouds", fontsize=9)
     ax_e.legend(fontsize=7, loc="upper left")
     return fig

@@ -157,6 +157,12 @@ class Wang2025Query(DustMap):
         """The converted table being read."""
         return self._table.path
 
+    def release_memory(self) -> None:
+        """Drop the table's pages from this process's resident set (they stay in the page
+        cache, and later queries map them again). Large queries do this block by block;
+        small ones keep the pages they touched mapped, so that repeating them is fast."""
+        self._table.release(0, self._table.records.shape[0])
+
     # ----------------------------------------------------------------- coordinates
 
     def query(self, coords, return_components: bool = False):

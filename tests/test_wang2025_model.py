@@ -242,8 +242,7 @@ def test_serial_parallel_and_blocked_paths_agree(n, monkeypatch):
     serial = evaluate(rec, rows, d, components=True)
     for name in full:
         np.testing.assert_array_equal(full[name], serial[name], err_msg=name)
-    if n >= par.BLOCKED_MIN_POINTS:
-        assert released == [(0, 3000)]
+    assert released == ([(0, 3000)] if n >= par.RELEASE_MIN_POINTS else [])
 
 
 def test_concurrent_threads_give_same_results():

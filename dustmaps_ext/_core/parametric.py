@@ -184,31 +184,68 @@ def build_records(columns: Mapping[str, np.ndarray], dtype=None) -> np.ndarray:
 _JIT = dict(cache=True, error_model="numpy")
 
 
+# Below -_SATURATE, 1 + exp(t) == 1.0 exactly in float64: the logistic terms are then
+# computed without calling exp, with bit-identical results.
+_SATURATE = 40.0
+
+
 @numba.njit(inline="always", **_JIT)
-def _ebv_density(rec, r, x):
-    """E(B-V) (mag) and density (mag/kpc) of row ``r`` at distance ``x`` (kpc, finite)."""
+def _diffuse(rec, r, x):
+    """Diffuse dust with its bubble: E(B-V) (mag) and density (mag/kpc) at ``x`` (kpc)."""
     bubble = np.float64(rec[r, _BUBBLE])
-    span0 = np.float64(rec[r, _SPAN0])
     ebv = 0.0
     dens = 0.0
     if not x < bubble:
-        ebv = np.float64(rec[r, _TOTAL0]) * (1.0 - math.exp(-x / span0)) - np.float64(rec[r, _C0])
-        dens = np.float64(rec[r, _RHO]) * math.exp(-x / span0)
-    edge = 1.0 / (1.0 + math.exp(-5.0 * ((x - bubble) / BUBBLE_EDGE_WIDTH)))
+        e = math.exp(-x / np.float64(rec[r, _SPAN0]))
+        ebv = np.float64(rec[r, _TOTAL0]) * (1.0 - e) - np.float64(rec[r, _C0])
+        dens = np.float64(rec[r, _RHO]) * e
+    t = -5.0 * ((x - bubble) / BUBBLE_EDGE_WIDTH)
+    edge = 1.0 if t < -_SATURATE else 1.0 / (1.0 + math.exp(t))
     ebv += np.float64(rec[r, _STEP0]) * (edge - np.float64(rec[r, _OFFSET0]))
+    return ebv, dens
+
+
+@numba.njit(inline="always", **_JIT)
+def _cloud_ebv(rec, r, k, x):
+    """E(B-V) (mag) of cloud ``k`` (0-based) at ``x`` (kpc)."""
+    norm = np.float64(rec[r, _NORM[k]])
+    offset = np.float64(rec[r, _OFFSET[k]])
+    t = -5.0 * (x - np.float64(rec[r, _CENTRE[k]])) / np.float64(rec[r, _SPAN[k]])
+    if t < -_SATURATE:
+        return norm - offset
+    if norm == 0.0 and offset == 0.0 and not math.isnan(t):
+        return 0.0
+    return norm / (1.0 + math.exp(t)) - offset
+
+
+@numba.njit(inline="always", **_JIT)
+def _cloud_density(rec, r, k, x):
+    """Density (mag/kpc) of cloud ``k`` (0-based) at ``x`` (kpc)."""
+    norm = np.float64(rec[r, _NORM[k]])
+    rate = np.float64(rec[r, _RATE[k]])
+    u = -rate * (x - np.float64(rec[r, _CENTRE[k]]))
+    if u < -_SATURATE or (norm == 0.0 and not math.isnan(u)):
+        return 0.0 * rate * norm  # exactly 0, or NaN as the formula gives for NaN inputs
+    s = 1.0 / (1.0 + math.exp(u))
+    return rate * norm * s * (1.0 - s)
+
+
+@numba.njit(inline="always", **_JIT)
+def _ebv(rec, r, x):
+    """E(B-V) (mag) of row ``r`` at distance ``x`` (kpc, finite)."""
+    ebv = _diffuse(rec, r, x)[0]
     for k in range(N_CLOUDS):
-        centre = np.float64(rec[r, _CENTRE[k]])
-        span = np.float64(rec[r, _SPAN[k]])
-        norm = np.float64(rec[r, _NORM[k]])
-        offset = np.float64(rec[r, _OFFSET[k]])
-        t = -5.0 * (x - centre) / span
-        rate = np.float64(rec[r, _RATE[k]])
-        u = -rate * (x - centre)
-        if norm == 0.0 and offset == 0.0 and not (math.isnan(t) or math.isnan(u)):
-            continue  # an empty component adds exactly 0 (skips two exp)
-        ebv += norm / (1.0 + math.exp(t)) - offset
-        s = 1.0 / (1.0 + math.exp(u))
-        dens += rate * norm * s * (1.0 - s)
+        ebv += _cloud_ebv(rec, r, k, x)
+    return ebv
+
+
+@numba.njit(inline="always", **_JIT)
+def _ebv_density(rec, r, x):
+    """E(B-V) (mag) and density (mag/kpc) of row ``r`` at distance ``x`` (kpc, finite)."""
+    ebv, dens = _diffuse(rec, r, x)
+    for k in range(N_CLOUDS):
+        ebv += _cloud_ebv(rec, r, k, x)
+        dens += _cloud_density(rec, r, k, x)
     return ebv, dens
 
 
@@ -263,7 +300,7 @@ def _ebv_point(rec, rows, dist, has_dist, i, out):
     if math.isnan(x):
         out[i] = np.nan
         return
-    out[i] = _ebv_density(rec, r, x)[0]
+    out[i] = _ebv(rec, r, x)
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -450,27 +487,11 @@ def _ring_pixels_serial(l_deg, b_deg, rows, flags):
 def _profiles(rec, r, x, ebv, dens):
     """Per-component curves of row ``r`` on the distances ``x``: column 0 is the diffuse
     dust (bubble included), column k the cloud k; ``ebv`` and ``dens`` are (n, 5)."""
-    bubble = np.float64(rec[r, _BUBBLE])
-    span0 = np.float64(rec[r, _SPAN0])
     for i in range(x.size):
-        xi = x[i]
-        e0 = 0.0
-        d0 = 0.0
-        if not xi < bubble:
-            e0 = np.float64(rec[r, _TOTAL0]) * (1.0 - math.exp(-xi / span0)) - np.float64(rec[r, _C0])
-            d0 = np.float64(rec[r, _RHO]) * math.exp(-xi / span0)
-        edge = 1.0 / (1.0 + math.exp(-5.0 * ((xi - bubble) / BUBBLE_EDGE_WIDTH)))
-        ebv[i, 0] = e0 + np.float64(rec[r, _STEP0]) * (edge - np.float64(rec[r, _OFFSET0]))
-        dens[i, 0] = d0
+        ebv[i, 0], dens[i, 0] = _diffuse(rec, r, x[i])
         for k in range(N_CLOUDS):
-            centre = np.float64(rec[r, _CENTRE[k]])
-            span = np.float64(rec[r, _SPAN[k]])
-            norm = np.float64(rec[r, _NORM[k]])
-            ebv[i, k + 1] = (norm / (1.0 + math.exp(-5.0 * (xi - centre) / span))
-                             - np.float64(rec[r, _OFFSET[k]]))
-            rate = np.float64(rec[r, _RATE[k]])
-            s = 1.0 / (1.0 + math.exp(-rate * (xi - centre)))
-            dens[i, k + 1] = rate * norm * s * (1.0 - s)
+            ebv[i, k + 1] = _cloud_ebv(rec, r, k, x[i])
+            dens[i, k + 1] = _cloud_density(rec, r, k, x[i])
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -479,6 +500,8 @@ def _profiles(rec, r, x, ebv, dens):
 PARALLEL_MIN_POINTS = 4096
 #: Inputs at least this long are processed block of rows by block of rows.
 BLOCKED_MIN_POINTS = 64
+#: Inputs at least this long release each block of rows after use (see :func:`evaluate`).
+RELEASE_MIN_POINTS = 16384
 #: Rows per block (a power of two) in the blocked mode: 2**20 rows, ~170 MB of float32
 #: records, 12 blocks for the release.
 BLOCK_ROWS_LOG2 = 20
@@ -506,10 +529,11 @@ def evaluate(rec: np.ndarray, rows: np.ndarray, distances: np.ndarray | None, *,
     components : bool
         Return every output of :data:`COMPONENT_FIELDS` instead of E(B-V) alone.
     release : callable or None
-        ``release(first_row, stop_row)``, called after each block of rows in the blocked
-        mode (inputs of 64 points or more are processed grouped by blocks of ``2**20``
-        rows), so that the caller can drop those rows' memory-mapped pages from its
-        resident set: the peak resident memory then stays near one block's records.
+        ``release(first_row, stop_row)``, called after each block of ``2**20`` rows for
+        inputs of :data:`RELEASE_MIN_POINTS` points or more (points are processed grouped
+        by blocks of rows), so that the caller can drop those rows' memory-mapped pages
+        from its resident set: the peak resident memory then stays near one block's
+        records. Smaller inputs leave their pages mapped, so that repeating them is fast.
 
     Returns
     -------
@@ -550,7 +574,7 @@ def evaluate(rec: np.ndarray, rows: np.ndarray, distances: np.ndarray | None, *,
                 hi = starts[1 + min(first_bucket + per_block, n_buckets)]
                 if hi > lo:
                     kernel(order[lo:hi], rec, rows, dist, has_dist, *outs)
-                    if release is not None:
+                    if release is not None and n >= RELEASE_MIN_POINTS:
                         first = first_bucket << BUCKET_ROWS_LOG2
                         release(first, min(first + (1 << BLOCK_ROWS_LOG2), rec.shape[0]))
         else:
