@@ -96,10 +96,48 @@ def _run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot_wang2025(targets: argparse._SubParsersAction) -> None:
+    p = targets.add_parser("wang2025", help="E(B-V) and density along one sightline of the "
+                           "Wang et al. (2025) map, each component drawn")
+    p.add_argument("--l", type=float, required=True, help="Galactic longitude (deg)")
+    p.add_argument("--b", type=float, required=True, help="Galactic latitude (deg)")
+    p.add_argument("--dmax", type=float, default=None,
+                   help="largest distance drawn, kpc (default: 1.2 x the maximum reliable one)")
+    p.add_argument("--map", default=None,
+                   help="converted table or data_v3.fits (default: the dustmaps data directory)")
+    p.add_argument("--output", default="wang2025_sightline.png",
+                   help="image to write (default: %(default)s)")
+    p.set_defaults(handler=_run_plot_wang2025)
+
+
+def _run_plot_wang2025(args: argparse.Namespace) -> int:
+    from .plot import plot_wang2025_sightline
+    from .wang2025 import Wang2025Query
+
+    fig = plot_wang2025_sightline(args.l, args.b, query=Wang2025Query(args.map), dmax=args.dmax)
+    fig.savefig(args.output, dpi=120)
+    print(f"wrote {args.output}")
+    return 0
+
+
+# Targets of `dustmaps-ext plot <target>`; each adds its own sub-parser.
+_PLOT_TARGETS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _plot_wang2025,
+]
+
+
+def _register_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw a map: `dustmaps-ext plot <target> --help`")
+    targets = p.add_subparsers(dest="target", required=True, metavar="target")
+    for add_target in _PLOT_TARGETS:
+        add_target(targets)
+
+
 # Sub-commands, in the order they appear in --help. Features add their own here.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_demo,
     _register_fetch,
+    _register_plot,
 ]
 
 

@@ -1,0 +1,656 @@
+"""The parametric line-of-sight model of Wang et al. (2025) on plain arrays.
+
+Each sightline holds a local bubble, a diffuse exponential disk and up to four clouds
+(REFERENCE §3). The model is evaluated in two steps:
+
+1. :func:`derive_constants` turns the released table columns into per-sightline constants
+   (the projected scale height, the diffuse column, the bubble step, each cloud's centre,
+   normalisation and offset). It runs once, when the table is converted, with numpy in the
+   precision of the stored table, the way dustmaps3d derives them, so that the released
+   numbers are reproduced even where they are ill-conditioned (a cloud centre rounded to
+   float32 shifts a 1e-4 kpc wide cloud by a visible fraction of its width; near
+   ``b_lim = 0`` the bubble column ``C0`` is a small difference of large numbers).
+2. The numba kernels below evaluate the distance-dependent part in float64 for each point:
+   E(B-V), the density dE/dx, the uncertainty ``sigma`` and the components of the paper's §5.
+
+Kernels take a 2D record array ``rec`` (one row per nside-1024 RING pixel, one column per
+name of :data:`RECORD_FIELDS`), the row of each point (``-1`` for no sightline) and its
+distance in kpc. They never raise: invalid input gives NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Mapping
+
+import numba
+import numpy as np
+
+__all__ = [
+    "TABLE_COLUMNS", "DERIVED_FIELDS", "RECORD_FIELDS", "N_CLOUDS", "CLOUD_MIN_COLUMN",
+    "BUBBLE_EDGE_WIDTH", "COMPONENT_FIELDS", "derive_constants", "record_dtype",
+    "build_records", "evaluate", "cloud_profiles", "ring_pixels",
+]
+
+#: Number of cloud components per sightline.
+N_CLOUDS = 4
+#: A component counts as a cloud when its column is at least this (mag), as in the paper.
+CLOUD_MIN_COLUMN = 0.001
+#: Width (kpc) of the smooth step at the bubble edge.
+BUBBLE_EDGE_WIDTH = 0.01
+
+#: Columns of the released table (``data_v3.fits``), in release order.
+TABLE_COLUMNS = (
+    "b_lim", "bubble", "diffuse_dust_rho", "h",
+    "distance_1", "span_1", "Cum_EBV_1",
+    "distance_2", "span_2", "Cum_EBV_2",
+    "distance_3", "span_3", "Cum_EBV_3",
+    "distance_4", "span_4", "Cum_EBV_4",
+    "sigma", "sigma_0_2", "sigma_1_4", "sigma_2_max", "max_distance",
+)
+
+#: Per-sightline constants derived from the table (see :func:`derive_constants`).
+DERIVED_FIELDS = (
+    "span_0", "total_0", "c_0", "step_0", "offset_0",
+    *(f"{name}_{k}" for k in range(1, N_CLOUDS + 1)
+      for name in ("centre", "norm", "offset", "rate")),
+)
+
+#: Columns of a converted record array: the table's columns, then the derived constants.
+RECORD_FIELDS = TABLE_COLUMNS + DERIVED_FIELDS
+
+_F = {name: i for i, name in enumerate(RECORD_FIELDS)}
+# Field indices as module constants: numba freezes them into the kernels.
+_BUBBLE = _F["bubble"]
+_RHO = _F["diffuse_dust_rho"]
+_SIGMA = _F["sigma"]
+_SIGMA_0_2 = _F["sigma_0_2"]
+_SIGMA_1_4 = _F["sigma_1_4"]
+_SIGMA_2_MAX = _F["sigma_2_max"]
+_MAXD = _F["max_distance"]
+_SPAN0 = _F["span_0"]
+_TOTAL0 = _F["total_0"]
+_C0 = _F["c_0"]
+_STEP0 = _F["step_0"]
+_OFFSET0 = _F["offset_0"]
+_SPAN = np.array([_F[f"span_{k}"] for k in range(1, N_CLOUDS + 1)])
+_CUM = np.array([_F[f"Cum_EBV_{k}"] for k in range(1, N_CLOUDS + 1)])
+_CENTRE = np.array([_F[f"centre_{k}"] for k in range(1, N_CLOUDS + 1)])
+_NORM = np.array([_F[f"norm_{k}"] for k in range(1, N_CLOUDS + 1)])
+_OFFSET = np.array([_F[f"offset_{k}"] for k in range(1, N_CLOUDS + 1)])
+_RATE = np.array([_F[f"rate_{k}"] for k in range(1, N_CLOUDS + 1)])
+
+#: Output fields of a full evaluation (see :func:`evaluate`), with their dtypes.
+COMPONENT_FIELDS = (
+    ("ebv", np.float64), ("density", np.float64), ("sigma", np.float64),
+    ("max_distance", np.float64), ("distance", np.float64), ("reliable", np.bool_),
+    ("bubble_distance", np.float64), ("scale_height", np.float64), ("n_clouds", np.int8),
+    ("in_cloud", np.bool_), ("cloud_index", np.int8), ("cloud_distance", np.float64),
+    ("cloud_size", np.float64), ("cloud_column", np.float64),
+)
+
+
+def derive_constants(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-sightline constants of the model, in the precision of the table's columns.
+
+    The arithmetic follows dustmaps3d 2.2.13 operation by operation (numpy ufuncs on the
+    columns' own dtype, Python scalars), so a float32 table gives the same float32-rounded
+    constants as dustmaps3d; the distance-dependent part is then evaluated in float64.
+
+    Parameters
+    ----------
+    columns : mapping of str to ndarray
+        The columns of :data:`TABLE_COLUMNS` (any row count, same length).
+
+    Returns
+    -------
+    dict of str to ndarray
+        One array per name of :data:`DERIVED_FIELDS`:
+
+        - ``span_0``: diffuse scale length along the sightline, h / sin|b_lim| (kpc);
+        - ``total_0``: total diffuse column span_0 * rho (mag);
+        - ``c_0``: diffuse column the bubble removed, total_0 (1 - exp(-bubble/span_0)) (mag);
+        - ``step_0``, ``offset_0``: amplitude (mag) and offset of the smooth step that puts
+          ``c_0`` back at the bubble edge;
+        - ``centre_k``: cloud centre distance_k + 2 span_k + bubble (kpc);
+        - ``norm_k``, ``offset_k``: amplitude and offset (mag) that make cloud k start at 0
+          at x = 0 and reach Cum_EBV_k at infinity;
+        - ``rate_k``: 5 / span_k (1/kpc).
+    """
+    c = columns
+    with np.errstate(all="ignore"):
+        span0 = c["h"] / np.sin(np.deg2rad(np.abs(c["b_lim"])))
+        total0 = span0 * c["diffuse_dust_rho"]
+        c0 = total0 * (1 - np.exp(-c["bubble"] / span0))
+        e_edge = np.exp(5 * c["bubble"] / BUBBLE_EDGE_WIDTH)
+        a_edge = 1 / e_edge
+        offset0 = 1 / (1 + e_edge)
+        step0 = c0 / ((1 + a_edge) * (0.5 - offset0)) * (1 + a_edge)
+        out = {"span_0": span0, "total_0": total0, "c_0": c0, "step_0": step0,
+               "offset_0": offset0}
+        for k in range(1, N_CLOUDS + 1):
+            span = c[f"span_{k}"]
+            centre = c[f"distance_{k}"] + (span * 2) + c["bubble"]
+            e_far = np.exp(5 * centre / span)
+            norm = c[f"Cum_EBV_{k}"] * (1 / e_far + 1)
+            out[f"centre_{k}"] = centre
+            out[f"norm_{k}"] = norm
+            out[f"offset_{k}"] = norm / (1 + e_far)
+            out[f"rate_{k}"] = 5 / span
+    return out
+
+
+def record_dtype(columns: Mapping[str, np.ndarray]) -> np.dtype:
+    """Floating type of the records of a table: float64 if any column needs it, else float32."""
+    dt = np.result_type(np.float32, *(np.asarray(columns[c]).dtype for c in TABLE_COLUMNS))
+    return dt if dt in (np.float32, np.float64) else np.dtype(np.float64)
+
+
+def build_records(columns: Mapping[str, np.ndarray], dtype=None) -> np.ndarray:
+    """Stack a table's columns and their derived constants into a record array.
+
+    Parameters
+    ----------
+    columns : mapping of str to ndarray
+        The columns of :data:`TABLE_COLUMNS`, each of shape (n,), in their stored dtypes
+        (the derived constants are computed in those dtypes).
+    dtype : numpy dtype, optional
+        Type of the records; default :func:`record_dtype`. It must hold every column and
+        derived constant exactly (float64 always does).
+
+    Returns
+    -------
+    ndarray, shape (n, len(RECORD_FIELDS))
+    """
+    missing = [c for c in TABLE_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"parametric table lacks the columns {', '.join(missing)}")
+    dtype = record_dtype(columns) if dtype is None else np.dtype(dtype)
+    cols = {c: np.asarray(columns[c]) for c in TABLE_COLUMNS}
+    cols.update(derive_constants(cols))
+    n = len(cols[TABLE_COLUMNS[0]])
+    rec = np.empty((n, len(RECORD_FIELDS)), dtype)
+    step = 8192  # interleave by cache-sized blocks of rows (strided writes are slow otherwise)
+    for lo in range(0, n, step):
+        block = rec[lo:lo + step]
+        for j, name in enumerate(RECORD_FIELDS):
+            block[:, j] = cols[name][lo:lo + step]
+    return rec
+
+
+# --------------------------------------------------------------------------- kernels
+
+_JIT = dict(cache=True, error_model="numpy")
+
+
+# Below -_SATURATE, 1 + exp(t) == 1.0 exactly in float64: the logistic terms are then
+# computed without calling exp, with bit-identical results.
+_SATURATE = 40.0
+
+
+@numba.njit(inline="always", **_JIT)
+def _diffuse(rec, r, x):
+    """Diffuse dust with its bubble: E(B-V) (mag) and density (mag/kpc) at ``x`` (kpc)."""
+    bubble = np.float64(rec[r, _BUBBLE])
+    ebv = 0.0
+    dens = 0.0
+    if not x < bubble:
+        e = math.exp(-x / np.float64(rec[r, _SPAN0]))
+        ebv = np.float64(rec[r, _TOTAL0]) * (1.0 - e) - np.float64(rec[r, _C0])
+        dens = np.float64(rec[r, _RHO]) * e
+    t = -5.0 * ((x - bubble) / BUBBLE_EDGE_WIDTH)
+    edge = 1.0 if t < -_SATURATE else 1.0 / (1.0 + math.exp(t))
+    ebv += np.float64(rec[r, _STEP0]) * (edge - np.float64(rec[r, _OFFSET0]))
+    return ebv, dens
+
+
+@numba.njit(inline="always", **_JIT)
+def _cloud_ebv(rec, r, k, x):
+    """E(B-V) (mag) of cloud ``k`` (0-based) at ``x`` (kpc)."""
+    norm = np.float64(rec[r, _NORM[k]])
+    offset = np.float64(rec[r, _OFFSET[k]])
+    t = -5.0 * (x - np.float64(rec[r, _CENTRE[k]])) / np.float64(rec[r, _SPAN[k]])
+    if t < -_SATURATE:
+        return norm - offset
+    if norm == 0.0 and offset == 0.0 and not math.isnan(t):
+        return 0.0
+    return norm / (1.0 + math.exp(t)) - offset
+
+
+@numba.njit(inline="always", **_JIT)
+def _cloud_density(rec, r, k, x):
+    """Density (mag/kpc) of cloud ``k`` (0-based) at ``x`` (kpc)."""
+    norm = np.float64(rec[r, _NORM[k]])
+    rate = np.float64(rec[r, _RATE[k]])
+    u = -rate * (x - np.float64(rec[r, _CENTRE[k]]))
+    if u < -_SATURATE or (norm == 0.0 and not math.isnan(u)):
+        return 0.0 * rate * norm  # exactly 0, or NaN as the formula gives for NaN inputs
+    s = 1.0 / (1.0 + math.exp(u))
+    return rate * norm * s * (1.0 - s)
+
+
+@numba.njit(inline="always", **_JIT)
+def _ebv(rec, r, x):
+    """E(B-V) (mag) of row ``r`` at distance ``x`` (kpc, finite)."""
+    ebv = _diffuse(rec, r, x)[0]
+    for k in range(N_CLOUDS):
+        ebv += _cloud_ebv(rec, r, k, x)
+    return ebv
+
+
+@numba.njit(inline="always", **_JIT)
+def _ebv_density(rec, r, x):
+    """E(B-V) (mag) and density (mag/kpc) of row ``r`` at distance ``x`` (kpc, finite)."""
+    ebv, dens = _diffuse(rec, r, x)
+    for k in range(N_CLOUDS):
+        ebv += _cloud_ebv(rec, r, k, x)
+        dens += _cloud_density(rec, r, k, x)
+    return ebv, dens
+
+
+@numba.njit(inline="always", **_JIT)
+def _nanmin2(a, b):
+    if math.isnan(a):
+        return b
+    if math.isnan(b):
+        return a
+    return min(a, b)
+
+
+@numba.njit(inline="always", **_JIT)
+def _sigma(rec, r, x):
+    """Uncertainty (mag) of row ``r`` at distance ``x`` (kpc), by distance range."""
+    s_all = np.float64(rec[r, _SIGMA])
+    s_0_2 = np.float64(rec[r, _SIGMA_0_2])
+    s_1_4 = np.float64(rec[r, _SIGMA_1_4])
+    s_2_m = np.float64(rec[r, _SIGMA_2_MAX])
+    if x < 1.0:
+        return _nanmin2(s_all, s_0_2)
+    if x < 2.0:
+        return _nanmin2(_nanmin2(s_all, s_0_2), s_1_4)
+    if x < 4.0:
+        s = _nanmin2(s_1_4, s_2_m)
+        return s_all if math.isnan(s) else s
+    if x >= 4.0:
+        return s_all if math.isnan(s_2_m) else s_2_m
+    return np.nan
+
+
+@numba.njit(inline="always", **_JIT)
+def _distance(rec, r, dist, has_dist, i):
+    """Distance to evaluate point ``i`` at: missing (NaN) -> max_distance; bad -> NaN."""
+    if not has_dist:
+        return np.float64(rec[r, _MAXD])
+    x = dist[i]
+    if math.isnan(x):
+        return np.float64(rec[r, _MAXD])
+    if x < 0.0 or math.isinf(x):
+        return np.nan
+    return x
+
+
+@numba.njit(inline="always", **_JIT)
+def _ebv_point(rec, rows, dist, has_dist, i, out):
+    r = rows[i]
+    if r < 0:
+        out[i] = np.nan
+        return
+    x = _distance(rec, r, dist, has_dist, i)
+    if math.isnan(x):
+        out[i] = np.nan
+        return
+    out[i] = _ebv(rec, r, x)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _ebv_parallel(idx, rec, rows, dist, has_dist, out):
+    for j in numba.prange(idx.size):
+        _ebv_point(rec, rows, dist, has_dist, idx[j], out)
+
+
+@numba.njit(nogil=True, **_JIT)
+def _ebv_serial(idx, rec, rows, dist, has_dist, out):
+    for j in range(idx.size):
+        _ebv_point(rec, rows, dist, has_dist, idx[j], out)
+
+
+@numba.njit(inline="always", **_JIT)
+def _full_point(rec, rows, dist, has_dist, i, fo, io, bo):
+    """All outputs of point ``i``: floats ``fo[:, i]``, int8 ``io[:, i]``, bools ``bo[:, i]``.
+
+    fo rows: ebv, density, sigma, max_distance, distance, bubble_distance, scale_height,
+    cloud_distance, cloud_size, cloud_column; io rows: n_clouds, cloud_index;
+    bo rows: reliable, in_cloud.
+    """
+    for q in range(fo.shape[0]):
+        fo[q, i] = np.nan
+    io[0, i] = -1
+    io[1, i] = 0
+    bo[0, i] = False
+    bo[1, i] = False
+    r = rows[i]
+    if r < 0:
+        return
+    maxd = np.float64(rec[r, _MAXD])
+    fo[3, i] = maxd
+    fo[5, i] = rec[r, _BUBBLE]
+    fo[6, i] = rec[r, _SPAN0]
+    n = 0
+    for k in range(N_CLOUDS):
+        if rec[r, _CUM[k]] >= CLOUD_MIN_COLUMN:
+            n += 1
+    io[0, i] = n
+    x = _distance(rec, r, dist, has_dist, i)
+    if math.isnan(x):
+        return
+    ebv, dens = _ebv_density(rec, r, x)
+    fo[0, i] = ebv
+    fo[1, i] = dens
+    fo[2, i] = _sigma(rec, r, x)
+    fo[4, i] = x
+    bo[0, i] = x <= maxd
+    best = -1
+    best_dens = -1.0
+    for k in range(N_CLOUDS):
+        span = np.float64(rec[r, _SPAN[k]])
+        if not rec[r, _CUM[k]] >= CLOUD_MIN_COLUMN:
+            continue
+        centre = np.float64(rec[r, _CENTRE[k]])
+        if abs(x - centre) <= 0.5 * span:
+            rate = np.float64(rec[r, _RATE[k]])
+            s = 1.0 / (1.0 + math.exp(-rate * (x - centre)))
+            d_k = rate * np.float64(rec[r, _NORM[k]]) * s * (1.0 - s)
+            if d_k > best_dens:
+                best = k
+                best_dens = d_k
+    if best >= 0:
+        bo[1, i] = True
+        io[1, i] = best + 1
+        fo[7, i] = rec[r, _CENTRE[best]]
+        fo[8, i] = rec[r, _SPAN[best]]
+        fo[9, i] = rec[r, _CUM[best]]
+
+
+@numba.njit(parallel=True, **_JIT)
+def _full_parallel(idx, rec, rows, dist, has_dist, fo, io, bo):
+    for j in numba.prange(idx.size):
+        _full_point(rec, rows, dist, has_dist, idx[j], fo, io, bo)
+
+
+@numba.njit(nogil=True, **_JIT)
+def _full_serial(idx, rec, rows, dist, has_dist, fo, io, bo):
+    for j in range(idx.size):
+        _full_point(rec, rows, dist, has_dist, idx[j], fo, io, bo)
+
+
+@numba.njit(nogil=True, **_JIT)
+def _bucket_by_block(rows, shift, n_blocks):
+    """Order the points by block of ``2**shift`` rows; points without a row come first.
+
+    Returns ``order`` (point indices) and ``starts`` (``n_blocks + 2`` bounds: bucket 0
+    holds the points with no row, bucket b + 1 the points of block b).
+    """
+    counts = np.zeros(n_blocks + 1, np.int64)
+    for i in range(rows.size):
+        r = rows[i]
+        counts[0 if r < 0 else (r >> shift) + 1] += 1
+    starts = np.zeros(n_blocks + 2, np.int64)
+    for b in range(n_blocks + 1):
+        starts[b + 1] = starts[b] + counts[b]
+    fill = starts[:-1].copy()
+    order = np.empty(rows.size, np.int64)
+    for i in range(rows.size):
+        r = rows[i]
+        b = 0 if r < 0 else (r >> shift) + 1
+        order[fill[b]] = i
+        fill[b] += 1
+    return order, starts
+
+
+# ----------------------------------------------------------------- HEALPix RING, nside 1024
+
+_NSIDE = 1024
+_NPIX = 12 * _NSIDE * _NSIDE
+_NCAP = 2 * _NSIDE * (_NSIDE - 1)
+#: Points closer than this to a pixel boundary (in units of a pixel's width in the RING
+#: scheme's coordinates) are flagged for an exact lookup by astropy-healpix.
+_EDGE_MARGIN = 1e-6
+
+
+@numba.njit(inline="always", **_JIT)
+def _near_integer(v):
+    f = v - math.floor(v)
+    return f < _EDGE_MARGIN or f > 1.0 - _EDGE_MARGIN
+
+
+@numba.njit(inline="always", **_JIT)
+def _ring_pixel(l_deg, b_deg, rows, flags, i):
+    """RING pixel (nside 1024) of one direction, by the HEALPix scheme (Gorski et al. 2005,
+    eqs. 4-9 inverted); ``flags[i]`` marks directions within ``_EDGE_MARGIN`` of a boundary."""
+    lon = l_deg[i]
+    lat = b_deg[i]
+    flags[i] = False
+    if not (math.isfinite(lon) and math.isfinite(lat)) or abs(lat) > 90.0:
+        rows[i] = -1
+        return
+    z = math.sin(math.radians(lat))
+    za = abs(z)
+    tt = (lon % 360.0) / 90.0  # in [0, 4)
+    if tt >= 4.0:
+        tt -= 4.0
+    near = abs(za - 2.0 / 3.0) < _EDGE_MARGIN
+    if za <= 2.0 / 3.0:
+        t1 = _NSIDE * (0.5 + tt)
+        t2 = _NSIDE * 0.75 * z
+        a = t1 - t2
+        c = t1 + t2
+        near = near or _near_integer(a) or _near_integer(c)
+        jp = np.int64(math.floor(a))
+        jm = np.int64(math.floor(c))
+        ir = _NSIDE + 1 + jp - jm
+        kshift = 1 - (ir & 1)
+        ip = (jp + jm - _NSIDE + kshift + 1) // 2
+        ip = ip % (4 * _NSIDE)
+        rows[i] = _NCAP + (ir - 1) * 4 * _NSIDE + ip
+    else:
+        tp = tt - math.floor(tt)
+        tmp = _NSIDE * math.sqrt(3.0 * (1.0 - za))
+        a = tp * tmp
+        c = (1.0 - tp) * tmp
+        jp = np.int64(math.floor(a))
+        jm = np.int64(math.floor(c))
+        ir = jp + jm + 1
+        e = tt * ir
+        near = near or _near_integer(a) or _near_integer(c) or _near_integer(e)
+        ip = np.int64(math.floor(e)) % (4 * ir)
+        if z > 0:
+            rows[i] = 2 * ir * (ir - 1) + ip
+        else:
+            rows[i] = _NPIX - 2 * ir * (ir + 1) + ip
+    flags[i] = near
+
+
+@numba.njit(parallel=True, **_JIT)
+def _ring_pixels_parallel(l_deg, b_deg, rows, flags):
+    for i in numba.prange(l_deg.size):
+        _ring_pixel(l_deg, b_deg, rows, flags, i)
+
+
+@numba.njit(nogil=True, **_JIT)
+def _ring_pixels_serial(l_deg, b_deg, rows, flags):
+    for i in range(l_deg.size):
+        _ring_pixel(l_deg, b_deg, rows, flags, i)
+
+
+@numba.njit(nogil=True, **_JIT)
+def _profiles(rec, r, x, ebv, dens):
+    """Per-component curves of row ``r`` on the distances ``x``: column 0 is the diffuse
+    dust (bubble included), column k the cloud k; ``ebv`` and ``dens`` are (n, 5)."""
+    for i in range(x.size):
+        ebv[i, 0], dens[i, 0] = _diffuse(rec, r, x[i])
+        for k in range(N_CLOUDS):
+            ebv[i, k + 1] = _cloud_ebv(rec, r, k, x[i])
+            dens[i, k + 1] = _cloud_density(rec, r, k, x[i])
+
+
+# --------------------------------------------------------------------------- dispatch
+
+#: Inputs at least this long run on all cores (one caller at a time; see :func:`evaluate`).
+PARALLEL_MIN_POINTS = 4096
+#: Inputs at least this long are processed block of rows by block of rows.
+BLOCKED_MIN_POINTS = 64
+#: Inputs at least this long release each block of rows after use (see :func:`evaluate`).
+RELEASE_MIN_POINTS = 16384
+#: Rows per block (a power of two) in the blocked mode: 2**20 rows, ~170 MB of float32
+#: records, 12 blocks for the release.
+BLOCK_ROWS_LOG2 = 20
+#: Points are ordered by buckets of ``2**BUCKET_ROWS_LOG2`` rows within a block.
+BUCKET_ROWS_LOG2 = 10
+
+# numba's default (workqueue) threading layer must not run two parallel kernels at once:
+# the parallel kernels run under this lock, and a caller that finds it taken runs serially.
+_PARALLEL_LOCK = threading.Lock()
+
+
+def evaluate(rec: np.ndarray, rows: np.ndarray, distances: np.ndarray | None, *,
+             components: bool = False, release=None) -> np.ndarray | dict[str, np.ndarray]:
+    """Evaluate the model at points given by their table row and distance.
+
+    Parameters
+    ----------
+    rec : ndarray, shape (n_rows, len(RECORD_FIELDS))
+        Record array (float32 or float64), e.g. a memory-mapped converted table.
+    rows : ndarray of int64, shape (n,)
+        Row of each point; -1 for a point without a sightline (all results NaN).
+    distances : ndarray of float64, shape (n,), or None
+        Distance in kpc. ``None`` or NaN: the sightline's maximum reliable distance.
+        Negative or infinite: NaN results.
+    components : bool
+        Return every output of :data:`COMPONENT_FIELDS` instead of E(B-V) alone.
+    release : callable or None
+        ``release(first_row, stop_row)``, called after each block of ``2**20`` rows for
+        inputs of :data:`RELEASE_MIN_POINTS` points or more (points are processed grouped
+        by blocks of rows), so that the caller can drop those rows' memory-mapped pages
+        from its resident set: the peak resident memory then stays near one block's
+        records. Smaller inputs leave their pages mapped, so that repeating them is fast.
+
+    Returns
+    -------
+    ndarray or dict of str to ndarray
+        E(B-V) (mag), or a dict with one array per name of :data:`COMPONENT_FIELDS`.
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    n = rows.size
+    has_dist = distances is not None
+    dist = (np.ascontiguousarray(distances, dtype=np.float64) if has_dist
+            else np.empty(0, np.float64))
+    if has_dist and dist.shape != rows.shape:
+        raise ValueError(f"rows {rows.shape} and distances {dist.shape} differ in shape")
+    if components:
+        fo = np.empty((10, n), np.float64)
+        io = np.empty((2, n), np.int8)
+        bo = np.empty((2, n), np.bool_)
+        outs = (fo, io, bo)
+        kernels = (_full_parallel, _full_serial)
+    else:
+        out = np.empty(n, np.float64)
+        outs = (out,)
+        kernels = (_ebv_parallel, _ebv_serial)
+
+    parallel = n >= PARALLEL_MIN_POINTS and _PARALLEL_LOCK.acquire(blocking=False)
+    try:
+        kernel = kernels[0] if parallel else kernels[1]
+        if n >= BLOCKED_MIN_POINTS:
+            # order the points by small buckets of rows (nearby records, fewer TLB misses),
+            # and run them block of rows by block of rows, releasing each block after use
+            n_buckets = (rec.shape[0] >> BUCKET_ROWS_LOG2) + 1
+            order, starts = _bucket_by_block(rows, BUCKET_ROWS_LOG2, n_buckets)
+            if starts[1] > 0:
+                kernel(order[:starts[1]], rec, rows, dist, has_dist, *outs)
+            per_block = 1 << (BLOCK_ROWS_LOG2 - BUCKET_ROWS_LOG2)
+            for first_bucket in range(0, n_buckets, per_block):
+                lo = starts[1 + first_bucket]
+                hi = starts[1 + min(first_bucket + per_block, n_buckets)]
+                if hi > lo:
+                    kernel(order[lo:hi], rec, rows, dist, has_dist, *outs)
+                    if release is not None and n >= RELEASE_MIN_POINTS:
+                        first = first_bucket << BUCKET_ROWS_LOG2
+                        release(first, min(first + (1 << BLOCK_ROWS_LOG2), rec.shape[0]))
+        else:
+            kernel(np.arange(n, dtype=np.int64), rec, rows, dist, has_dist, *outs)
+    finally:
+        if parallel:
+            _PARALLEL_LOCK.release()
+
+    if not components:
+        return outs[0]
+    return {
+        "ebv": fo[0], "density": fo[1], "sigma": fo[2], "max_distance": fo[3],
+        "distance": fo[4], "reliable": bo[0], "bubble_distance": fo[5],
+        "scale_height": fo[6], "n_clouds": io[0], "in_cloud": bo[1], "cloud_index": io[1],
+        "cloud_distance": fo[7], "cloud_size": fo[8], "cloud_column": fo[9],
+    }
+
+
+def cloud_profiles(rec: np.ndarray, row: int, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """E(B-V) and density of each component of one sightline on a distance grid.
+
+    Parameters
+    ----------
+    rec : ndarray
+        Record array (see :func:`evaluate`).
+    row : int
+        Row of the sightline.
+    distances : ndarray of float64
+        Finite, non-negative distances (kpc).
+
+    Returns
+    -------
+    ebv, density : ndarray, shape (n, 1 + N_CLOUDS)
+        Column 0: diffuse dust with its bubble (mag, mag/kpc); column k: cloud k.
+        Their sums over columns are the sightline's E(B-V) and density.
+    """
+    x = np.ascontiguousarray(distances, dtype=np.float64)
+    ebv = np.empty((x.size, 1 + N_CLOUDS))
+    dens = np.empty((x.size, 1 + N_CLOUDS))
+    _profiles(rec, int(row), x, ebv, dens)
+    return ebv, dens
+
+
+def ring_pixels(l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
+    """HEALPix RING pixel (nside 1024) of each direction, exactly as astropy-healpix finds it.
+
+    Compiled and parallel; the few directions within 1e-6 pixel of a boundary (and
+    directions on regular grids that lie on boundaries, e.g. b = 0, l = 45 deg) are looked up
+    with astropy-healpix itself, which dustmaps3d uses (healpy puts ~40% of the points that
+    lie exactly on a boundary in the neighbouring pixel).
+
+    Parameters
+    ----------
+    l_deg, b_deg : ndarray of float64, shape (n,)
+        Galactic longitude (any finite value) and latitude (deg).
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        The pixel, or -1 where l or b is not finite or |b| > 90 deg.
+    """
+    l_deg = np.ascontiguousarray(l_deg, dtype=np.float64)
+    b_deg = np.ascontiguousarray(b_deg, dtype=np.float64)
+    rows = np.empty(l_deg.shape, np.int64)
+    flags = np.empty(l_deg.shape, np.bool_)
+    parallel = l_deg.size >= PARALLEL_MIN_POINTS and _PARALLEL_LOCK.acquire(blocking=False)
+    try:
+        (_ring_pixels_parallel if parallel else _ring_pixels_serial)(l_deg, b_deg, rows, flags)
+    finally:
+        if parallel:
+            _PARALLEL_LOCK.release()
+    near = np.flatnonzero(flags)
+    if near.size:
+        import astropy.units as u
+        from astropy_healpix.core import lonlat_to_healpix
+
+        rows[near] = lonlat_to_healpix(u.Quantity(l_deg[near], u.deg),
+                                       u.Quantity(b_deg[near], u.deg), _NSIDE, order="ring")
+    return rows

@@ -1,0 +1,342 @@
+"""The parametric all-sky 3D dust map of Wang et al. (2025), as a :mod:`dustmaps` map.
+
+Each nside-1024 HEALPix sightline stores a local bubble, a diffuse disk and up to four
+clouds; E(B-V) is evaluated analytically at any distance, with the same numbers as the
+authors' package dustmaps3d 2.2.13 (see ``docs/wang2025.rst``)::
+
+    from astropy.coordinates import SkyCoord
+    import astropy.units as u
+    from dustmaps_ext.wang2025 import Wang2025Query
+
+    q = Wang2025Query()
+    c = SkyCoord(l=[30., 120.] * u.deg, b=[2., -5.] * u.deg, distance=[1.5, 3.] * u.kpc,
+                 frame="galactic")
+    ebv = q(c)                                   # E(B-V), mag, shape c.shape
+    res = q.query(c, return_components=True)     # every quantity of the paper's §5
+
+The released ``data_v3.fits`` is converted once (:func:`convert_table`) into a file that is
+memory-mapped; queries then read only the records they need.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from dustmaps.map_base import DustMap
+
+from ._core.parametric import (CLOUD_MIN_COLUMN, COMPONENT_FIELDS, N_CLOUDS, RECORD_FIELDS,
+                               cloud_profiles, evaluate, ring_pixels)
+from ._io.fetchers import fetch_wang2025 as fetch
+from ._io.parametric_table import NSIDE, convert_fits_table, open_table
+
+__all__ = ["Wang2025Query", "fetch", "convert_table", "default_table_path", "default_fits_path",
+           "COMPONENT_DTYPE"]
+
+logger = logging.getLogger(__name__)
+
+#: dtype of the structured array returned by ``query(..., return_components=True)``.
+COMPONENT_DTYPE = np.dtype([(name, dt) for name, dt in COMPONENT_FIELDS])
+
+_FIELD_INDEX = {name: i for i, name in enumerate(RECORD_FIELDS)}
+
+
+def _map_dir() -> Path:
+    from dustmaps.std_paths import data_dir
+
+    return Path(data_dir()) / "wang2025"
+
+
+def default_fits_path() -> Path:
+    """Where :func:`fetch` puts the released table: ``<dustmaps data_dir>/wang2025/data_v3.fits``."""
+    return _map_dir() / "data_v3.fits"
+
+
+def default_table_path() -> Path:
+    """The converted table: ``<dustmaps data_dir>/wang2025/data_v3_columns.h5``."""
+    return _map_dir() / "data_v3_columns.h5"
+
+
+def convert_table(src: str | os.PathLike, dst: str | os.PathLike | None = None, *,
+                  progress: bool = True) -> Path:
+    """Convert a released ``data_v3.fits`` table once into the memory-mapped layout.
+
+    Parameters
+    ----------
+    src : path
+        The uncompressed FITS table.
+    dst : path, optional
+        Output file; default :func:`default_table_path`. Written atomically (temporary
+        name, then :func:`os.replace`), replacing an existing file.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        The converted file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``src`` does not exist.
+    ValueError
+        If ``src`` lacks columns or does not have 12,582,912 rows (the error names them).
+    """
+    dst = default_table_path() if dst is None else Path(dst)
+    return convert_fits_table(src, dst, progress=progress)
+
+
+def _resolve_map(map_fname) -> Path:
+    """The converted file to open, converting a FITS table first when needed."""
+    if map_fname is None:
+        converted = default_table_path()
+        if converted.is_file():
+            return converted
+        fits_path = default_fits_path()
+        if fits_path.is_file():
+            logger.warning("converting %s once into %s (about a minute)", fits_path, converted)
+            return convert_table(fits_path, converted, progress=False)
+        raise FileNotFoundError(
+            f"the Wang et al. (2025) map is not in {_map_dir()}: download it with "
+            "dustmaps_ext.wang2025.fetch() (or `dustmaps-ext fetch wang2025`)")
+    path = Path(map_fname)
+    if path.suffix.lower() in (".fits", ".fit"):
+        converted = path.with_name(path.stem + "_columns.h5")
+        if not converted.is_file() or converted.stat().st_mtime < path.stat().st_mtime:
+            logger.warning("converting %s once into %s", path, converted)
+            convert_table(path, converted, progress=False)
+        return converted
+    return path
+
+
+def _pixel_rows(l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
+    """Row (nside-1024 RING pixel) of each direction; -1 where l or b is not finite or
+    |b| > 90. The same pixel as astropy-healpix (used by dustmaps3d) finds, boundaries
+    included (see :func:`dustmaps_ext._core.parametric.ring_pixels`)."""
+    return ring_pixels(np.ravel(l_deg), np.ravel(b_deg)).reshape(np.shape(l_deg))
+
+
+def _as_structured(res: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    out = np.empty(len(res["ebv"]), COMPONENT_DTYPE)
+    for name in COMPONENT_DTYPE.names:
+        out[name] = res[name]
+    return out.reshape(shape)
+
+
+class Wang2025Query(DustMap):
+    """Query the parametric 3D dust map of Wang et al. (2025).
+
+    Parameters
+    ----------
+    map_fname : str or path, optional
+        A converted table (``.h5`` from :func:`convert_table`) or a released-format FITS
+        table (converted once into ``<name>_columns.h5`` beside it). Default: the converted
+        file in the dustmaps data directory, converting ``data_v3.fits`` there on first use.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no map is found (the message says how to fetch it).
+    ValueError
+        If the table lacks columns or has the wrong number of rows.
+
+    Notes
+    -----
+    Queries are thread-safe. Large queries use every core (one query at a time; a query
+    made while another runs in parallel runs on one core).
+    """
+
+    def __init__(self, map_fname: str | os.PathLike | None = None):
+        super().__init__()
+        self._table = open_table(_resolve_map(map_fname))
+
+    @property
+    def map_fname(self) -> Path:
+        """The converted table being read."""
+        return self._table.path
+
+    def release_memory(self) -> None:
+        """Drop the table's pages from this process's resident set (they stay in the page
+        cache, and later queries map them again). Large queries do this block by block;
+        small ones keep the pages they touched mapped, so that repeating them is fast."""
+        self._table.release(0, self._table.records.shape[0])
+
+    # ----------------------------------------------------------------- coordinates
+
+    def query(self, coords, return_components: bool = False):
+        """E(B-V) at the given coordinates, or every quantity of the paper's §5.
+
+        Parameters
+        ----------
+        coords : astropy.coordinates.SkyCoord
+            Any frame and shape. With a distance, the map is evaluated there; without
+            one, at each sightline's maximum reliable distance (as dustmaps3d does).
+        return_components : bool
+            Return a structured array (fields below) instead of E(B-V) alone.
+
+        Returns
+        -------
+        ndarray
+            E(B-V) in mag, shaped like ``coords``; or, with ``return_components``, a
+            structured array shaped like ``coords`` with the fields
+
+            - ``ebv`` (mag): E(B-V) from the Sun to the distance;
+            - ``density`` (mag/kpc): dE(B-V)/dx there (the smooth bubble-edge step is
+              left out, as in the paper and dustmaps3d);
+            - ``sigma`` (mag): the fit's residual scatter for that distance range;
+            - ``max_distance`` (kpc): the sightline's maximum reliable distance;
+            - ``distance`` (kpc): the distance evaluated (``max_distance`` when none or
+              NaN was given);
+            - ``reliable`` (bool): 0 <= distance <= max_distance;
+            - ``bubble_distance`` (kpc): distance of the Local Bubble's edge;
+            - ``scale_height`` (kpc): the diffuse dust's scale height projected on the
+              sightline, h / sin|b_lim| (the density falls by e over this distance);
+            - ``n_clouds``: clouds on the sightline (components with column >= 0.001 mag);
+            - ``in_cloud`` (bool): the point lies within a cloud, i.e. within half its
+              size of its distance (if within several, the one with the highest density
+              there is reported);
+            - ``cloud_index``: that cloud's component number (1-4; 0 if none);
+            - ``cloud_distance`` (kpc): its distance (where its density peaks,
+              distance_k + 2 span_k + bubble in the table's terms);
+            - ``cloud_size`` (kpc): its size along the sightline (span_k);
+            - ``cloud_column`` (mag): its total E(B-V) (Cum_EBV_k).
+
+            Cloud fields are NaN when ``in_cloud`` is False.
+
+        Notes
+        -----
+        NaN or infinite coordinates, and negative or infinite distances, give NaN
+        (``n_clouds`` = -1 where there is no sightline at all); dustmaps3d raises on NaN
+        coordinates. A NaN distance means "no distance" (the maximum reliable distance),
+        as in dustmaps3d.
+        """
+        from astropy.coordinates import SkyCoord
+
+        if not isinstance(coords, SkyCoord):
+            raise TypeError("coords must be an astropy.coordinates.SkyCoord")
+        l_deg, b_deg, d_kpc = _galactic_arrays(coords)
+        return self._query_flat(l_deg, b_deg, d_kpc, coords.shape, return_components)
+
+    def query_lbd(self, l, b, d=None, return_components: bool = False):
+        """Query with plain arrays, like ``dustmaps3d.dustmaps3d(l, b, d)``.
+
+        Parameters
+        ----------
+        l, b : float or array_like
+            Galactic longitude and latitude (deg).
+        d : float or array_like, optional
+            Distance (kpc); ``None`` or NaN: the maximum reliable distance.
+        return_components : bool
+            As in :meth:`query`.
+
+        Returns
+        -------
+        ndarray
+            As in :meth:`query`, with the broadcast shape of ``l``, ``b`` and ``d``.
+        """
+        arrays = [np.asarray(l, np.float64), np.asarray(b, np.float64)]
+        if d is not None:
+            arrays.append(np.asarray(d, np.float64))
+        arrays = np.broadcast_arrays(*arrays)
+        shape = arrays[0].shape
+        flat = [a.ravel() for a in arrays]
+        return self._query_flat(flat[0], flat[1], flat[2] if d is not None else None, shape,
+                                return_components)
+
+    def _query_flat(self, l_deg, b_deg, d_kpc, shape, return_components):
+        rows = _pixel_rows(l_deg, b_deg)
+        res = evaluate(self._table.records, rows, d_kpc, components=return_components,
+                       release=self._table.release)
+        if return_components:
+            out = _as_structured(res, shape)
+        else:
+            out = res.reshape(shape)
+        return out[()] if shape == () else out
+
+    # ----------------------------------------------------------------- sightlines
+
+    def sightline_parameters(self, l: float, b: float) -> dict:
+        """The table's parameters of the sightline through (l, b) (deg), by column name.
+
+        Also holds the derived constants (``span_0``, ``centre_k``, ...) and ``row``, the
+        sightline's nside-1024 RING pixel.
+        """
+        row = int(_pixel_rows(np.array([float(l)]), np.array([float(b)]))[0])
+        if row < 0:
+            raise ValueError(f"no sightline at l={l!r}, b={b!r} (need finite l and |b| <= 90)")
+        rec = self._table.records[row]
+        out = {name: float(rec[i]) for i, name in enumerate(RECORD_FIELDS)}
+        out["row"] = row
+        return out
+
+    def sightline_profile(self, l: float, b: float, distances=None) -> dict:
+        """E(B-V) and density curves of one sightline, total and per component.
+
+        Parameters
+        ----------
+        l, b : float
+            Galactic longitude and latitude (deg).
+        distances : array_like, optional
+            Finite, non-negative distances (kpc). Default: 1000 steps from 0 to 1.2 times
+            the maximum reliable distance.
+
+        Returns
+        -------
+        dict
+            ``distance`` (kpc, shape (n,)); ``ebv`` (mag), ``density`` (mag/kpc),
+            ``sigma`` (mag), ``reliable`` (bool), shape (n,); ``diffuse_ebv``,
+            ``diffuse_density`` (the bubble and diffuse disk), shape (n,);
+            ``cloud_ebv``, ``cloud_density``, shape (n, 4), one column per component
+            (``ebv`` is the sum of ``diffuse_ebv`` and the cloud columns); and the
+            sightline's ``l``, ``b``, ``row``, ``max_distance``, ``bubble_distance``,
+            ``scale_height`` (kpc), ``n_clouds`` and ``clouds``: one dict per component
+            with ``index``, ``distance``, ``size`` (kpc), ``column`` (mag) and
+            ``significant`` (column >= 0.001 mag).
+        """
+        par = self.sightline_parameters(l, b)
+        row = par["row"]
+        if distances is None:
+            dmax = par["max_distance"]
+            top = 1.2 * dmax if np.isfinite(dmax) and dmax > 0 else 10.0
+            distances = np.linspace(0.0, top, 1000)
+        x = np.asarray(distances, np.float64).ravel()
+        if not np.all(np.isfinite(x)) or np.any(x < 0):
+            raise ValueError("sightline_profile needs finite, non-negative distances")
+        comp_ebv, comp_dens = cloud_profiles(self._table.records, row, x)
+        total = evaluate(self._table.records, np.full(x.size, row, np.int64), x,
+                         components=True)
+        clouds = [{"index": k, "distance": par[f"centre_{k}"], "size": par[f"span_{k}"],
+                   "column": par[f"Cum_EBV_{k}"],
+                   "significant": bool(par[f"Cum_EBV_{k}"] >= CLOUD_MIN_COLUMN)}
+                  for k in range(1, N_CLOUDS + 1)]
+        return {
+            "l": float(l), "b": float(b), "row": row, "distance": x,
+            "ebv": total["ebv"], "density": total["density"], "sigma": total["sigma"],
+            "reliable": total["reliable"],
+            "diffuse_ebv": comp_ebv[:, 0], "diffuse_density": comp_dens[:, 0],
+            "cloud_ebv": comp_ebv[:, 1:], "cloud_density": comp_dens[:, 1:],
+            "max_distance": par["max_distance"], "bubble_distance": par["bubble"],
+            "scale_height": par["span_0"], "n_clouds": sum(c["significant"] for c in clouds),
+            "clouds": clouds,
+        }
+
+
+def _galactic_arrays(coords):
+    """Flat Galactic l, b (deg) and distance (kpc, or None) of a SkyCoord of any frame."""
+    import astropy.units as u
+    from astropy.coordinates import SphericalRepresentation, UnitSphericalRepresentation
+
+    gal = coords if coords.frame.name == "galactic" else coords.transform_to("galactic")
+    data = gal.data
+    if not isinstance(data, (SphericalRepresentation, UnitSphericalRepresentation)):
+        data = data.represent_as(SphericalRepresentation)
+    l_deg = np.ravel(data.lon.to_value(u.deg)).astype(np.float64, copy=False)
+    b_deg = np.ravel(data.lat.to_value(u.deg)).astype(np.float64, copy=False)
+    d_kpc = None
+    if isinstance(data, SphericalRepresentation) and data.distance.unit.physical_type == "length":
+        d_kpc = np.ravel(data.distance.to_value(u.kpc)).astype(np.float64, copy=False)
+        d_kpc = np.broadcast_to(d_kpc, l_deg.shape) if d_kpc.size == 1 else d_kpc
+    return l_deg, b_deg, d_kpc
