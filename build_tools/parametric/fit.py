@@ -65,7 +65,7 @@ class FitConfig:
     drop_below: float = 0.001
     #: L-BFGS-B stopping rules (scipy's ``maxiter``, ``ftol``, ``gtol``)
     maxiter: int = 300
-    ftol: float = 1e-7
+    ftol: float = 1e-6
     gtol: float = 1e-6
     #: residual sigma of a distance range needs at least this many stars, else NaN
     min_stars_sigma: int = 3
