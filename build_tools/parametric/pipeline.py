@@ -44,8 +44,8 @@ from .model import N_PARAMS, PARAM_NAMES
 from .sightlines import (adaptive_sightlines, decentration_weight, resolution_deg,
                          sightline_centres, stars_nested_index, uncertainty_weights)
 
-__all__ = ["ParametricBuildConfig", "prepare_build", "process_block", "assemble_table",
-           "build_parametric_map", "fill_row_values"]
+__all__ = ["ParametricBuildConfig", "prepare_build", "plan_build", "process_block",
+           "assemble_table", "build_parametric_map", "fill_row_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +332,25 @@ def assemble_table(results: dict, config: ParametricBuildConfig,
 
 
 # --------------------------------------------------------------------------- whole build
+def plan_build(catalog: StarCatalog, work_dir: str | os.PathLike,
+               config: ParametricBuildConfig):
+    """Prepare the inputs and describe the block job, without running it.
+
+    Returns
+    -------
+    block_ids : list of int
+    job : functools.partial
+        ``process_block`` bound to the work folder and configuration (picklable).
+    fingerprint : str
+        Identity of the job (prepared input and configuration), for the runner's manifest.
+    """
+    work = Path(work_dir)
+    block_ids, digest = prepare_build(catalog, work, config)
+    fingerprint = hashlib.sha256((digest + config.to_json()).encode()).hexdigest()
+    job = functools.partial(process_block, work_dir=str(work.resolve()), config=config)
+    return block_ids, job, fingerprint
+
+
 def build_parametric_map(catalog: StarCatalog | str | os.PathLike, output: str | os.PathLike,
                          work_dir: str | os.PathLike, *,
                          config: ParametricBuildConfig | None = None,
@@ -373,9 +392,7 @@ def build_parametric_map(catalog: StarCatalog | str | os.PathLike, output: str |
     if not isinstance(catalog, StarCatalog):
         catalog = read_catalog(catalog, column_map=column_map)
     work = Path(work_dir)
-    block_ids, digest = prepare_build(catalog, work, config)
-    fingerprint = hashlib.sha256((digest + config.to_json()).encode()).hexdigest()
-    job = functools.partial(process_block, work_dir=str(work.resolve()), config=config)
+    block_ids, job, fingerprint = plan_build(catalog, work, config)
     paths = run_blocks(block_ids, job, work / "blocks", scheduler=scheduler, n_workers=n_workers,
                        progress=progress, resume=resume, fingerprint=fingerprint)
     results = load_blocks(paths)
