@@ -104,7 +104,8 @@ class SightlineFit:
     start_sigmas : numpy.ndarray
         Residual sigma of each multi-start fit.
     loss : float
-        Final value of the eq. 15 loss.
+        Value of the eq. 15 loss at the end of the refit (before negligible components
+        are dropped).
     """
 
     params: np.ndarray
@@ -153,11 +154,12 @@ class _Objective:
     def __init__(self, sin_b, x, e, w, lam):
         self.args = (sin_b, x, e, w, lam)
         self.consts = np.empty((N_CLOUDS, 4))
+        self.svals = np.empty((x.size, N_CLOUDS))
 
     def __call__(self, p):
         grad = np.empty(N_PARAMS)
         sin_b, x, e, w, lam = self.args
-        loss = _loss_grad_kernel(p, sin_b, x, e, w, lam, grad, self.consts)
+        loss = _loss_grad_kernel(p, sin_b, x, e, w, lam, grad, self.consts, self.svals)
         return loss, grad
 
 

@@ -140,12 +140,13 @@ def _model_kernel(p, sin_b, x, out, jac, want_jac):
 
 
 @numba.njit(cache=True, nogil=True)
-def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad, consts):
-    """Eq. 15 loss; writes its gradient into ``grad``. ``consts`` is (4, 4) scratch.
+def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad, consts, svals):
+    """Eq. 15 loss; writes its gradient into ``grad``.
 
-    The same arithmetic as :func:`_model_kernel`, fused with the L1 sum so that no
-    Jacobian is stored, and with the logistic functions of distant stars (saturated to
-    machine precision) not evaluated.
+    ``consts`` (4, 4) and ``svals`` (n, 4) are scratch arrays. The same arithmetic as
+    :func:`_model_kernel`, fused with the L1 sum so that no Jacobian is stored; the cloud
+    logistic values are kept between the value and gradient passes, and those of distant
+    stars (saturated to machine precision) are not evaluated.
     """
     bubble = p[0]
     h = p[1]
@@ -207,6 +208,7 @@ def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad, consts):
                 s = 0.0
             else:
                 s = _sig(u)
+            svals[j, k] = s
             val += consts[k, 3] * (s - consts[k, 2])
         r = e[j] - val
         if r == 0.0:
@@ -224,12 +226,7 @@ def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad, consts):
             ck = consts[k, 2]
             nk = consts[k, 3]
             u = 5.0 * (xj - mk) / span
-            if u > 40.0:
-                s = 1.0
-            elif u < -40.0:
-                s = 0.0
-            else:
-                s = _sig(u)
+            s = svals[j, k]
             ss = s * (1.0 - s)
             cc = ck * (1.0 - ck)
             d_m = (5.0 / span) * (-cum * em * (s - ck) + nk * (cc - ss))
@@ -370,7 +367,7 @@ def loss_and_gradient(params, b_lim_deg: float, distance_kpc, ebv, weights,
         raise ValueError("distance_kpc, ebv and weights must have the same shape")
     grad = np.empty(N_PARAMS)
     loss = _loss_grad_kernel(p, _check_sin_b(b_lim_deg), x, e, wt, float(lam), grad,
-                             np.empty((N_CLOUDS, 4)))
+                             np.empty((N_CLOUDS, 4)), np.empty((x.size, N_CLOUDS)))
     return float(loss), grad
 
 
