@@ -68,8 +68,8 @@ class ParametricBuildConfig:
         Decentration weight shape (7.5, -5).
     min_decentration_weight : float
         Stars whose decentration weight is below this are left out of the fit (they
-        lie beyond ~1.6 resolutions and carry < 0.1% of the centre weight each; together
-        about 0.3% of a sightline's weight). Set 0 to keep every star within
+        lie beyond ~1.6 resolutions and carry < 0.1% of the centre weight each; for a
+        uniform star density, together 0.09% of a sightline's total weight). Set 0 to keep every star within
         ``neighbour_factor`` resolutions, as the paper does, at ~3x the cost.
     min_fit_stars : int
         Sightlines with fewer stars (neighbours included) are not fitted; their rows get

@@ -224,6 +224,28 @@ def test_killed_build_resumes_to_the_same_file(built, tmp_path):
                              scheduler="synchronous", progress=False)
 
 
+@pytest.mark.slow  # fits the whole small sky twice (~20 s)
+def test_neighbour_weight_cut_keeps_the_accuracy(built, tmp_path):
+    from build_tools.parametric.catalog import read_catalog
+    from build_tools.parametric.pipeline import process_block
+
+    catalog = read_catalog(built["catalog"])
+    galaxy = default_galaxy()
+    metrics = {}
+    for minw in (1e-3, 0.0):  # the default cut, and every neighbour within 3 resolutions
+        config = ParametricBuildConfig(block_nside=BLOCK_NSIDE, min_decentration_weight=minw)
+        block_ids, _, _ = plan_build(catalog, tmp_path / str(minw), config)
+        parts = [process_block(bid, str(tmp_path / str(minw)), config) for bid in block_ids]
+        res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        metrics[minw] = recovery_metrics(res, galaxy)
+        metrics[minw]["n_stars"] = np.median(res["n_stars"])
+    cut, full = metrics[1e-3], metrics[0.0]
+    assert cut["n_stars"] < 0.6 * full["n_stars"]
+    for key in ("median_abs_err_low_b", "median_abs_err_high_b"):
+        assert cut[key] <= 1.25 * full[key] + 0.002
+    assert cut["cloud_recovery"] >= full["cloud_recovery"] - 0.1
+
+
 def test_cli_reports_bad_catalogs(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
