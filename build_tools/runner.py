@@ -165,7 +165,8 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
         Folder of the block files and of ``manifest.json`` (created if needed).
     scheduler : str, optional
         ``None``: a :class:`distributed.LocalCluster` of ``n_workers`` single-threaded worker
-        processes; ``"synchronous"``, ``"threads"`` or ``"processes"``: Dask's local
+        processes (dashboard on a free port; a script that uses it needs the usual
+        ``if __name__ == "__main__":`` guard, as worker processes are spawned); ``"synchronous"``, ``"threads"`` or ``"processes"``: Dask's local
         schedulers; anything else: the address of a running Dask scheduler
         (e.g. ``"tcp://host:8786"``), whose workers send the results back to this process,
         which writes them (no shared file system needed).
@@ -245,7 +246,7 @@ def _run_distributed(todo, process_block, out, scheduler, n_workers, bar) -> Non
     if scheduler is None:
         cluster = LocalCluster(n_workers=int(n_workers or os.cpu_count() or 1),
                                threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         client = Client(cluster)
     else:
         client = Client(scheduler)
