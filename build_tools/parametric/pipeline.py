@@ -161,13 +161,13 @@ def prepare_build(catalog: StarCatalog, work_dir: str | os.PathLike,
         arr = np.ascontiguousarray(stars[name])
         digest.update(arr.tobytes())
         _save_npy(work / f"stars_{name}.npy", arr)
-    sl = {"nside": nside, "ipix": spix, "n_in_pixel": nstar}
+    # sightlines are sorted along the NESTED curve, hence by block too
+    lev = np.round(np.log2(nside // config.block_nside)).astype(np.int64)
+    blocks = spix >> (2 * lev)
+    sl = {"nside": nside, "ipix": spix, "n_in_pixel": nstar, "block": blocks}
     for name, arr in sl.items():
         digest.update(arr.tobytes())
         _save_npy(work / f"sightlines_{name}.npy", arr)
-    shift = 2 * int(round(math.log2(config.nside_min // config.block_nside)))
-    lev = np.round(np.log2(nside // config.nside_min)).astype(np.int64)
-    blocks = (spix >> (2 * lev)) >> shift
     logger.info("%d stars, %d sightlines (%s), %d blocks at nside %d", len(catalog), nside.size,
                 ", ".join(f"nside {n}: {c}" for n, c in zip(*np.unique(nside, return_counts=True))),
                 np.unique(blocks).size, config.block_nside)
@@ -212,14 +212,13 @@ def process_block(block_id: int, work_dir: str, config: ParametricBuildConfig) -
     from scipy.spatial import cKDTree
 
     work = Path(work_dir)
-    sl = _load(work, "sightlines", ("nside", "ipix", "n_in_pixel"))
-    nside_all = np.asarray(sl["nside"])
-    lev = np.round(np.log2(nside_all // config.nside_min)).astype(np.int64)
-    shift = 2 * int(round(math.log2(config.nside_min // config.block_nside)))
-    in_block = ((np.asarray(sl["ipix"]) >> (2 * lev)) >> shift) == block_id
-    nside = nside_all[in_block]
-    ipix = np.asarray(sl["ipix"])[in_block]
-    n_in_pixel = np.asarray(sl["n_in_pixel"])[in_block]
+    # memory-mapped inputs, read by binary search: a block touches only its own pages
+    sl = _load(work, "sightlines", ("nside", "ipix", "n_in_pixel", "block"))
+    first = int(np.searchsorted(sl["block"], block_id, side="left"))
+    last = int(np.searchsorted(sl["block"], block_id, side="right"))
+    nside = np.array(sl["nside"][first:last])
+    ipix = np.array(sl["ipix"][first:last])
+    n_in_pixel = np.array(sl["n_in_pixel"][first:last])
     n = nside.size
     if n == 0:
         raise ValueError(f"block {block_id} holds no sightline")
@@ -228,17 +227,17 @@ def process_block(block_id: int, work_dir: str, config: ParametricBuildConfig) -
     # stars of the nside_min pixels that may lie within the neighbour radius of the block
     stars = _load(work, "stars", _STAR_ARRAYS)
     min_shift = 2 * int(round(math.log2(config.nside_max // config.nside_min)))
-    star_min_pix = np.asarray(stars["ipix"]) >> min_shift
     radius = (hp.max_pixrad(config.block_nside) + hp.max_pixrad(config.nside_min)
               + math.radians(config.neighbour_factor * float(resolution_deg(config.nside_min))))
     bvec = hp.pix2vec(config.block_nside, int(block_id), nest=True)
     near = np.sort(hp.query_disc(config.nside_min, bvec, radius, inclusive=True, nest=True))
-    lo = np.searchsorted(star_min_pix, near, side="left")
-    hi = np.searchsorted(star_min_pix, near, side="right")
-    idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if near.size else np.array([], int)
-    s_l, s_b = np.asarray(stars["l"])[idx], np.asarray(stars["b"])[idx]
-    s_e, s_d = np.asarray(stars["ebv"])[idx], np.asarray(stars["distance"])[idx]
-    s_w = np.asarray(stars["w_unc"])[idx]
+    lo = np.searchsorted(stars["ipix"], near << min_shift, side="left")
+    hi = np.searchsorted(stars["ipix"], (near + 1) << min_shift, side="left")
+    idx = (np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if near.size
+           else np.array([], dtype=np.int64))
+    s_l, s_b = stars["l"][idx], stars["b"][idx]
+    s_e, s_d = stars["ebv"][idx], stars["distance"][idx]
+    s_w = stars["w_unc"][idx]
     svec = _unit_vectors(s_l, s_b)
     tree = cKDTree(svec) if idx.size else None
     cvec = _unit_vectors(cl, cb)
