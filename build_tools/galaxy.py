@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-__all__ = ["Cloud", "SimulatedGalaxy", "default_galaxy", "draw_stars", "lbd_to_xyz"]
+__all__ = ["Cloud", "SimulatedGalaxy", "default_galaxy", "draw_stars", "draw_observed_stars",
+           "lbd_to_xyz"]
 
 
 @dataclass(frozen=True)
@@ -279,3 +280,60 @@ def draw_stars(galaxy: SimulatedGalaxy, n: int, rng: np.random.Generator, *,
         todo = todo[~keep]
     ebv = galaxy.cumulative_ebv(l, b, d)
     return {"l": l, "b": b, "d": d, "ebv_true": ebv}
+
+
+def draw_observed_stars(galaxy: SimulatedGalaxy, n: int, rng: np.random.Generator, *,
+                        l_range_deg=(0.0, 360.0), b_range_deg=(-90.0, 90.0),
+                        d_range_kpc=(0.05, 8.0), stellar_scale_height_kpc: float = 0.3,
+                        abs_mag_mean: float = 2.5, abs_mag_sigma: float = 1.5,
+                        g_limit: float = 17.5, a_g_per_ebv: float = 2.74,
+                        ebv_err_range=(0.02, 0.05), min_plx_snr: float = 3.0,
+                        outlier_fraction: float = 0.01, outlier_scale_mag: float = 0.15):
+    """Stars drawn with :func:`draw_stars`, selected by magnitude and observed with errors.
+
+    * Selection: absolute magnitude M_G ~ Normal(``abs_mag_mean``, ``abs_mag_sigma``),
+      apparent ``G = M_G + 5 log10(100 d_true) + a_g_per_ebv * E_true``; stars fainter than
+      ``g_limit`` are not observed, so heavily reddened and distant stars drop out as in a
+      real survey.
+    * Distance, Gaia DR3-like: parallax error ``sqrt(0.015^2 + (0.022 * 10^(0.25 (G - 15)))^2)``
+      mas (0.03 mas at G = 15, 0.07 at 17, 0.4 at 20), observed parallax = 1/d_true +
+      Gaussian noise; stars with parallax over error below ``min_plx_snr`` are dropped (the
+      usual quality cut), the others get ``distance = 1 / parallax`` and the asymmetric 68%
+      interval ``[1/(plx + err), 1/(plx - err)]``: errors grow with distance and are larger
+      above than below.
+    * E(B-V): error uniform in ``ebv_err_range`` (mag), measurement = truth + Gaussian
+      noise; a fraction ``outlier_fraction`` of stars gets an extra positive offset
+      (exponential, scale ``outlier_scale_mag``) imitating circumstellar dust or bad fits.
+
+    Returns
+    -------
+    dict
+        For the kept stars: ``l``, ``b`` (deg), ``d`` (true distance, kpc), ``ebv_true``,
+        ``ebv``, ``ebv_err`` (mag), ``distance``, ``distance_err_lo``, ``distance_err_hi``
+        (kpc), ``parallax``, ``parallax_err`` (mas), ``g_mag``. Fewer than ``n`` stars.
+    """
+    if not 0.0 <= outlier_fraction < 1.0:
+        raise ValueError("outlier_fraction must be in [0, 1)")
+    if min_plx_snr <= 1.0:
+        raise ValueError("min_plx_snr must exceed 1 so that the upper distance bound is finite")
+    stars = draw_stars(galaxy, n, rng, l_range_deg=l_range_deg, b_range_deg=b_range_deg,
+                       d_range_kpc=d_range_kpc, stellar_scale_height_kpc=stellar_scale_height_kpc)
+    d_true = stars["d"]
+    g_mag = (abs_mag_mean + abs_mag_sigma * rng.standard_normal(n)
+             + 5.0 * np.log10(100.0 * d_true) + a_g_per_ebv * stars["ebv_true"])
+    lo, hi = ebv_err_range
+    ebv_err = lo + (hi - lo) * rng.random(n)
+    ebv = stars["ebv_true"] + ebv_err * rng.standard_normal(n)
+    outlier = rng.random(n) < outlier_fraction
+    ebv = ebv + np.where(outlier, rng.exponential(outlier_scale_mag, n), 0.0)
+    plx_err = np.hypot(0.015, 0.022 * 10.0 ** (0.25 * (g_mag - 15.0)))
+    plx = 1.0 / d_true + plx_err * rng.standard_normal(n)
+    keep = (g_mag <= g_limit) & (plx > min_plx_snr * plx_err)
+    plx, plx_err = plx[keep], plx_err[keep]
+    dist = 1.0 / plx
+    out = {k: v[keep] for k, v in stars.items()}
+    out.update(ebv=ebv[keep], ebv_err=ebv_err[keep], distance=dist,
+               distance_err_lo=dist - 1.0 / (plx + plx_err),
+               distance_err_hi=1.0 / (plx - plx_err) - dist,
+               parallax=plx, parallax_err=plx_err, g_mag=g_mag[keep])
+    return out

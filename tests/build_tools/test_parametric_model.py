@@ -1,0 +1,130 @@
+"""The parametric model, its density and the eq. 15 loss gradient.
+
+References: dustmaps3d 2.2.13's own evaluation of the released model (component4 /
+derivative_of_component4), central finite differences, and analytic limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+
+from build_tools.parametric.model import (
+    N_PARAMS, PARAM_NAMES, cloud_centres, evaluate_density, evaluate_model, loss_and_gradient,
+    model_jacobian)
+
+with contextlib.redirect_stdout(io.StringIO()):
+    from dustmaps3d import core as d3core
+
+PARAMS = np.array([0.12, 0.15, 0.03, 0.2, 0.05, 0.3, 0.8, 0.1, 0.2, 1.5, 0.2, 0.1,
+                   3.0, 0.3, 0.05])
+
+
+def _dustmaps3d_args(p):
+    # dustmaps3d orders the diffuse parameters (bubble, rho, h); ours are (bubble, h, rho)
+    return (p[0], p[2], p[1], *p[3:])
+
+
+def _random_params(rng):
+    p = np.empty(N_PARAMS)
+    p[0] = rng.uniform(0.05, 0.5)
+    p[1] = rng.uniform(0.05, 0.5)
+    p[2] = rng.uniform(0.0, 0.04)
+    p[3::3] = rng.uniform(0.0, 4.0, 4)
+    p[4::3] = rng.uniform(0.01, 1.0, 4)
+    p[5::3] = rng.uniform(0.0, 1.0, 4)
+    return p
+
+
+@pytest.mark.parametrize("b_lim", [0.5, 3.0, -12.0, 45.0, 89.0])
+def test_model_and_density_match_dustmaps3d(b_lim):
+    rng = np.random.default_rng(7)
+    x = np.concatenate([np.linspace(0.0, 8.0, 801) + 1e-4, [0.0, 15.0]])
+    for p in [PARAMS] + [_random_params(rng) for _ in range(5)]:
+        ours = evaluate_model(p, b_lim, x)
+        ref = d3core.component4(x, b_lim, *_dustmaps3d_args(p))
+        np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-13)
+        dens = evaluate_density(p, b_lim, x)
+        dref = d3core.derivative_of_component4(x, b_lim, *_dustmaps3d_args(p))
+        np.testing.assert_allclose(dens, dref, rtol=1e-11, atol=1e-12)
+
+
+def test_model_limits():
+    x = np.array([0.0, 0.05, 200.0])
+    e = evaluate_model(PARAMS, 30.0, x)
+    assert abs(e[0]) < 1e-9  # passes through the origin
+    assert abs(e[1]) < 1e-9  # nothing inside the bubble (wall at 0.12 kpc, 10 pc wide)
+    # far away: every cloud column, plus the diffuse column T and the swept-up wall C0
+    span0 = PARAMS[1] / np.sin(np.radians(30.0))
+    total = span0 * PARAMS[2]
+    c0 = total * (1 - np.exp(-PARAMS[0] / span0))
+    assert e[2] == pytest.approx(PARAMS[5::3].sum() + total + c0, rel=1e-9)
+    np.testing.assert_allclose(cloud_centres(PARAMS), PARAMS[3::3] + 2 * PARAMS[4::3] + PARAMS[0])
+
+
+def test_jacobian_matches_finite_differences():
+    rng = np.random.default_rng(11)
+    x = np.sort(rng.uniform(0.02, 6.0, 300))
+    for p in [PARAMS, _random_params(rng), _random_params(rng)]:
+        jac = model_jacobian(p, 7.0, x)
+        for i in range(N_PARAMS):
+            step = 1e-6 * max(1.0, abs(p[i]))
+            hi, lo = p.copy(), p.copy()
+            hi[i] += step
+            lo[i] -= step
+            fd = (evaluate_model(hi, 7.0, x) - evaluate_model(lo, 7.0, x)) / (2 * step)
+            # the [x >= bubble] switch is a kink in bubble; skip stars right at it
+            ok = np.abs(x - p[0]) > 1e-4
+            np.testing.assert_allclose(jac[ok, i], fd[ok], rtol=1e-5,
+                                       atol=1e-6 * max(1.0, np.abs(fd).max()),
+                                       err_msg=PARAM_NAMES[i])
+
+
+def test_loss_gradient_matches_finite_differences():
+    rng = np.random.default_rng(5)
+    x = np.sort(rng.uniform(0.02, 6.0, 120))
+    e = evaluate_model(PARAMS, 7.0, x) + rng.normal(0, 0.03, x.size)
+    w = rng.uniform(0.1, 1.0, x.size)
+    for p in [PARAMS, _random_params(rng)]:
+        loss, grad = loss_and_gradient(p, 7.0, x, e, w, lam=0.1)
+        resid = e - evaluate_model(p, 7.0, x)
+        assert loss == pytest.approx(np.sum(w * np.abs(resid)) + 0.1 * p[5::3].sum(), rel=1e-12)
+        for i in range(N_PARAMS):
+            # a step small enough that no residual changes sign (the L1 kinks)
+            step = 1e-7 * max(1.0, abs(p[i]))
+            hi, lo = p.copy(), p.copy()
+            hi[i] += step
+            lo[i] -= step
+            fd = (loss_and_gradient(hi, 7.0, x, e, w)[0]
+                  - loss_and_gradient(lo, 7.0, x, e, w)[0]) / (2 * step)
+            assert grad[i] == pytest.approx(fd, rel=1e-4, abs=1e-6), PARAM_NAMES[i]
+
+
+def test_loss_gradient_at_zero_residual_uses_sign_zero():
+    x = np.array([0.5, 1.0, 2.0])
+    e = evaluate_model(PARAMS, 20.0, x)
+    loss, grad = loss_and_gradient(PARAMS, 20.0, x, e, np.ones(3), lam=0.1)
+    assert loss == pytest.approx(0.1 * PARAMS[5::3].sum(), abs=1e-15)
+    expected = np.zeros(N_PARAMS)
+    expected[5::3] = 0.1
+    np.testing.assert_allclose(grad, expected, atol=1e-15)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.ones(14), "shape"),
+    (np.where(np.arange(N_PARAMS) == 1, 0.0, 0.1), "positive"),
+    (np.where(np.arange(N_PARAMS) == 2, np.nan, 0.1), "finite"),
+])
+def test_bad_parameters_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate_model(bad, 10.0, [1.0])
+
+
+def test_zero_latitude_is_refused():
+    with pytest.raises(ValueError, match="b_lim"):
+        evaluate_model(PARAMS, 0.0, [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        evaluate_model(PARAMS, 10.0, [np.nan])
