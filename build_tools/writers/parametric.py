@@ -13,20 +13,15 @@ from typing import Mapping
 
 import numpy as np
 
+from dustmaps_ext._core.parametric import TABLE_COLUMNS
+
 __all__ = ["PARAMETRIC_COLUMNS", "RELEASE_NSIDE", "RELEASE_NROWS", "write_parametric_table"]
 
 RELEASE_NSIDE = 1024
 RELEASE_NROWS = 12 * RELEASE_NSIDE ** 2
 
-#: Column names of the released table, in release order.
-PARAMETRIC_COLUMNS = (
-    "b_lim", "bubble", "diffuse_dust_rho", "h",
-    "distance_1", "span_1", "Cum_EBV_1",
-    "distance_2", "span_2", "Cum_EBV_2",
-    "distance_3", "span_3", "Cum_EBV_3",
-    "distance_4", "span_4", "Cum_EBV_4",
-    "sigma", "sigma_0_2", "sigma_1_4", "sigma_2_max", "max_distance",
-)
+#: Column names of the released table, in release order (the evaluator's own list).
+PARAMETRIC_COLUMNS = TABLE_COLUMNS
 
 
 def write_parametric_table(path: str | Path, columns: Mapping[str, np.ndarray], *,
