@@ -63,6 +63,10 @@ class StarPosteriors:
             setattr(self, name, np.asarray(getattr(self, name), np.int32))
         self.offsets = np.asarray(self.offsets, np.int64)
         self.data = np.asarray(self.data, np.float32)
+        self.chi2_best = np.asarray(self.chi2_best, np.float64)
+        self.n_bands = np.asarray(self.n_bands, np.int32)
+        self.m_init_median = np.asarray(self.m_init_median, np.float64)
+        self.dist_p2_5_kpc = np.asarray(self.dist_p2_5_kpc, np.float64)
         if n and (np.any(self.x0 < 0) or np.any(self.nx < 1) or np.any(self.x0 + self.nx > N_DM)
                   or np.any(self.y0 < 0) or np.any(self.ny < 1)
                   or np.any(self.y0 + self.ny > N_E)):
