@@ -419,7 +419,12 @@ def _pt_chain_kernel(data, off, row_lo, nrows, a, b, n_star, n_E, wts, logp_dy, 
             Lc = L[c]
             winvc = winv[c]
             for _step in range(steps_per_round):
-                state, code = _randint(state, 12)
+                # one 64-bit draw gives the move type (high half), the distance bin
+                # (low half, multiply-shift) and the direction (lowest bit)
+                state, z = _next(state)
+                zl = z & np.uint64(0xFFFFFFFF)
+                code = np.int64(((z >> np.uint64(32)) * np.uint64(12)) >> np.uint64(32))
+                bit = np.int64(z & np.uint64(1))
                 if code < 4:
                     kind = 0
                 elif code < 8:
@@ -433,8 +438,7 @@ def _pt_chain_kernel(data, off, row_lo, nrows, a, b, n_star, n_E, wts, logp_dy, 
                 y_new = 0
                 # ---- propose and compute the prior change (cheap) ----
                 if kind == 0:
-                    state, x = _randint(state, n_dist)
-                    state, bit = _randint(state, 2)
+                    x = np.int64((zl * np.uint64(n_dist)) >> np.uint64(32))
                     dy = 2 * bit - 1
                     y_new = yc[x] + dy
                     prev = yc[x - 1] if x > 0 else 0
@@ -452,8 +456,7 @@ def _pt_chain_kernel(data, off, row_lo, nrows, a, b, n_star, n_E, wts, logp_dy, 
                     lo = a[x]
                     hi = b[x]
                 elif kind == 1:
-                    state, x = _randint(state, n_dist - 2)
-                    x += 1
+                    x = 1 + np.int64((zl * np.uint64(n_dist - 2)) >> np.uint64(32))
                     jl = yc[x] - yc[x - 1]
                     jr = yc[x + 1] - yc[x]
                     if jl == jr:
@@ -465,9 +468,8 @@ def _pt_chain_kernel(data, off, row_lo, nrows, a, b, n_star, n_E, wts, logp_dy, 
                     lo = a[x]
                     hi = b[x]
                 else:
-                    state, x = _randint(state, n_dist - 1)
+                    x = np.int64((zl * np.uint64(n_dist - 1)) >> np.uint64(32))
                     if kind <= 3:
-                        state, bit = _randint(state, 2)
                         dy = 2 * bit - 1
                     else:
                         state, u = _uniform(state)
