@@ -714,17 +714,59 @@ def integrated_autocorr_time(x, c: float = 5.0) -> float:
     return float(taus[window])
 
 
+@numba.njit(cache=True, nogil=True)
+def _first_pc_projection(yk):
+    """Projection of each row of ``yk`` on its first principal component.
+
+    Covariance and power iteration in numba (no BLAS threads: per-pixel calls from many
+    workers must not oversubscribe the cores).
+    """
+    n, m = yk.shape
+    mean = np.zeros(m)
+    for t in range(n):
+        for j in range(m):
+            mean[j] += yk[t, j]
+    mean /= n
+    cov = np.zeros((m, m))
+    yc = np.empty(m)
+    for t in range(n):
+        for j in range(m):
+            yc[j] = yk[t, j] - mean[j]
+        for i in range(m):
+            if yc[i] != 0.0:
+                for j in range(m):
+                    cov[i, j] += yc[i] * yc[j]
+    v = np.ones(m) / math.sqrt(m)
+    for _ in range(500):
+        w = np.zeros(m)
+        for i in range(m):
+            s = 0.0
+            for j in range(m):
+                s += cov[i, j] * v[j]
+            w[i] = s
+        norm = math.sqrt(np.sum(w * w))
+        if norm == 0.0:
+            break
+        w /= norm
+        diff = np.sum(np.abs(w - v))
+        v = w
+        if diff < 1e-10:
+            break
+    out = np.zeros(n)
+    for t in range(n):
+        s = 0.0
+        for j in range(m):
+            s += (yk[t, j] - mean[j]) * v[j]
+        out[t] = s
+    return out
+
+
 def _convergence(y_trace, logL_trace, logPr_trace, n_burn, tau_fraction):
     yk = y_trace[n_burn:].astype(np.float64)
     n = yk.shape[0]
     if n < 4:
         return False, np.full(3, np.inf)
-    yc = yk - yk.mean(axis=0)
-    if np.any(yc):
-        _, _, vt = np.linalg.svd(yc, full_matrices=False)
-        pc1 = yc @ vt[0]
-    else:
-        pc1 = np.zeros(n)
+    pc1 = _first_pc_projection(np.ascontiguousarray(yk))
     tau = np.array([integrated_autocorr_time(logPr_trace[n_burn:]),
                     integrated_autocorr_time(logL_trace[n_burn:]),
                     integrated_autocorr_time(pc1)])
