@@ -99,7 +99,7 @@ class StarPosteriors:
         if index.dtype == bool:
             index = np.flatnonzero(index)
         sizes = self.nx[index].astype(np.int64) * self.ny[index]
-        new_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        new_off = (np.cumsum(sizes) - sizes).astype(np.int64)
         new_data = _gather_boxes(self.offsets[index], sizes, new_off, self.data,
                                  int(sizes.sum()))
         return StarPosteriors(self.l[index], self.b[index], self.x0[index], self.nx[index],

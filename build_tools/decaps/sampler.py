@@ -22,10 +22,11 @@ Speed (REFERENCE §5): star images are packed by distance column, each column ho
 the stars and reddening rows where some star is non-zero, with stars innermost and sorted by
 distance (:class:`PackedPixel`); the prior change of every move is computed first and invalid
 or prior-impossible moves cost nothing more; swaps of two equal jumps are skipped (they do not
-change the state); the uniform variate is drawn before the per-star work so that a move is
-rejected on the bound ``log(1 + z) <= z`` (no logarithm) whenever that suffices; and the
-per-star line integrals, their logs and inverses are updated incrementally and re-synchronised
-exactly at the end of every round.
+change the state); the uniform variate is drawn before the per-star work, so that the bounds
+``z / (1 + z) <= log(1 + z) <= z`` (``z = delta_k / (L_k + eps)``) accept or reject most
+moves without a logarithm; the per-star line integrals and their inverses are updated
+incrementally, and re-synchronised exactly (with the total log likelihood and prior) at the
+end of every round.
 
 Defects of the C++ code (REFERENCE §5) and what this port does: the first star's image is
 never modified (fixed); the temperature-swap acceptance uses the likelihoods of the pair that
@@ -42,8 +43,9 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-__all__ = ["PackedPixel", "SamplerSettings", "ChainResult", "pack_pixel", "pack_dense_images",
-           "sample_pixel", "line_integrals", "log_prior_of_profile"]
+__all__ = ["PackedPixel", "SamplerSettings", "ChainResult", "RETRY_SETTINGS", "PROPOSAL_NAMES",
+           "pack_pixel", "pack_dense_images", "sample_pixel", "run_chain", "initial_profiles",
+           "integrated_autocorr_time", "line_integrals", "log_prior_of_profile"]
 
 #: Proposal codes (same order as the counters returned by the kernel).
 PROPOSAL_NAMES = ("step", "swap", "shift_near", "shift_far", "shift_abs_near", "shift_abs_far")
@@ -694,8 +696,8 @@ def log_prior_of_profile(y, logp_dy) -> float:
 def integrated_autocorr_time(x, c: float = 5.0) -> float:
     """Integrated autocorrelation time of a 1D series (Sokal's automatic window).
 
-    Returns ``inf`` for a constant series longer than one element only if it is not
-    exactly constant; a constant series has time 1 (no information on mixing is lost).
+    Returns ``inf`` for fewer than 4 values and 1 for a constant series (a chain stuck in
+    one state on this statistic carries no sign of poor mixing in it).
     """
     x = np.asarray(x, dtype=np.float64)
     n = x.size

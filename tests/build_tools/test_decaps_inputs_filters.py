@@ -49,6 +49,7 @@ def test_box_storage_roundtrip_and_size(tmp_path):
     back = StarPosteriors.load(path)
     sub = back.subset([3, 7])
     np.testing.assert_array_equal(sub.image(1), dense[7])
+    assert back.subset(np.zeros(back.n_star, bool)).n_star == 0
     # the compact form is a small fraction of a dense stack
     assert stars.data.nbytes < 0.1 * dense.nbytes
     with pytest.raises(ValueError, match="bounding boxes"):
