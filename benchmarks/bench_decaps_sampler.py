@@ -18,6 +18,7 @@ with 300. The ratio column divides that by the CPU seconds measured here.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -101,8 +102,10 @@ def main(argv=None) -> int:
         "",
         f"Command: `python benchmarks/bench_decaps_sampler.py{' --quick' if args.quick else ''}`"
         f" ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()},"
-        f" Python {platform.python_version()}, one thread). CPU time is process time"
-        " (`time.process_time`), so other jobs on the machine inflate it less than wall time.",
+        f" Python {platform.python_version()}, one thread, load average"
+        f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end). CPU time is process time"
+        " (`time.process_time`), so other jobs on the machine inflate it less than wall time,"
+        " but shared cores and caches still slow it down.",
         "",
         f"Settings: 4 temperatures, {rounds} rounds x 2400 proposals per temperature"
         f"{' (scaled x10 to 2500 rounds)' if args.quick else ''}, 20% burn-in, 100 samples,"
