@@ -15,12 +15,14 @@ from build_tools.decaps.inputs import StarPosteriors
 from build_tools.galaxy import default_galaxy
 
 # Stars on a 0.3 x 0.3 deg patch in front of and behind the cloud at (l, b, d) =
-# (330, -1.5, 1.6 kpc); the map covers its central 0.16 x 0.16 deg at nside 2048 (1.7' pixels).
+# (330, -1.5, 1.6 kpc); the map covers its central 0.12 x 0.12 deg at nside 2048 (1.7' pixels).
 L_RANGE, B_RANGE = (329.85, 330.15), (-1.65, -1.35)
-FOOT_L, FOOT_B = (329.92, 330.08), (-1.58, -1.42)
+FOOT_L, FOOT_B = (329.95, 330.07), (-1.56, -1.44)
 N_STARS = 400
 D_RANGE = (0.1, 4.0)
 CLOUD_MU = 5 * np.log10(1.6 * 100)
+
+pytestmark = pytest.mark.slow  # one ~10 s build shared by the module
 
 
 @pytest.fixture(scope="module")
