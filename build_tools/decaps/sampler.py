@@ -395,6 +395,15 @@ def _pt_chain_kernel(data, off, row_lo, nrows, a, b, n_star, n_E, wts, logp_dy, 
         logL[c] = _sum_logs(L[c], wts, eps)
         logPr[c] = _log_prior(y[c], logp_dy)
     temp_slot = np.arange(n_T)
+    # per-column metadata in one array (one cache line per column in the shift loop):
+    # data offset, first stored row - 1, stored rows + 1, first star, number of stars
+    cm = np.empty((n_dist, 5), np.int64)
+    for j in range(n_dist):
+        cm[j, 0] = off[j]
+        cm[j, 1] = row_lo[j] - 1
+        cm[j, 2] = nrows[j] + 1
+        cm[j, 3] = a[j]
+        cm[j, 4] = b[j] - a[j]
 
     delta = np.zeros(n_star, np.float32)
     y_trace = np.zeros((n_rounds, n_dist), np.int16)
@@ -532,18 +541,20 @@ def _pt_chain_kernel(data, off, row_lo, nrows, a, b, n_star, n_E, wts, logp_dy, 
                             j_lo = x
                             j_hi = n_dist
                         for j in range(j_lo, j_hi):
-                            w = b[j] - a[j]
+                            w = cm[j, 4]
                             if w == 0:
                                 continue
-                            rl = row_lo[j] - 1
-                            rt = nrows[j] + 1
-                            r0 = min(max(yc[j] - rl, 0), rt)
-                            r1 = min(max(yc[j] + dy - rl, 0), rt)
+                            rl = cm[j, 1]
+                            rt = cm[j, 2]
+                            yj = yc[j]
+                            r0 = min(max(yj - rl, 0), rt)
+                            r1 = min(max(yj + dy - rl, 0), rt)
                             if r0 == r1:
                                 continue
-                            p0 = np.uint64(off[j] + r0 * w)
-                            p1 = np.uint64(off[j] + r1 * w)
-                            uaj = np.uint64(a[j])
+                            base = cm[j, 0]
+                            p0 = np.uint64(base + r0 * w)
+                            p1 = np.uint64(base + r1 * w)
+                            uaj = np.uint64(cm[j, 3])
                             for i in range(np.uint64(w)):
                                 delta[uaj + i] += data[p1 + i] - data[p0 + i]
                     # ---- bounds: z / (1 + z) <= log(1 + z) <= z, z = delta / (L + eps) ----
