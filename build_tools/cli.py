@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Sequence
 
-__all__ = ["build_parametric_main"]
+__all__ = ["build_parametric_main", "build_decaps_main"]
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -109,3 +109,10 @@ def build_parametric_main(argv: Sequence[str] | None = None) -> int:
           f"{np.nanmedian(results['sigma']) if fitted else float('nan'):.4f} mag; "
           f"per-sightline results in {work / 'sightlines.npz'}")
     return 0
+
+
+def build_decaps_main(argv: Sequence[str] | None = None) -> int:
+    """``build-decaps``: the DECaPS pipeline (see :mod:`build_tools.decaps.cli`)."""
+    from .decaps.cli import build_decaps_main as run
+
+    return run(argv)

@@ -1,0 +1,352 @@
+"""The DECaPS map pipeline: blocks of nested pixels, Dask run, release file (§4.2, App. B).
+
+Stages:
+
+1. :func:`prepare_inputs` (driver): smooth and cut the stars (§4.1.2, §4.2.1), then write one
+   star file per block -- the stars within the weighting radius of the block's pixels, so
+   that a block needs nothing else.
+2. :func:`process_block` (workers; pixels are independent): for every pixel of the block
+   touched by a star, Gaussian star weights (§4.2.2), reliable distances (App. B), and, with
+   at least ``min_stars`` stars, the parallel-tempered line-of-sight fit with retries (§4.2.3).
+   A pixel's seed depends only on (seed, pixel), so results do not depend on how pixels are
+   grouped into blocks, on the scheduler, or on resuming.
+3. :func:`assemble_release` (driver): concatenate the blocks, infill pixels with too few
+   stars (§4.2.4), write the published layout and, optionally, the fast layout.
+
+:func:`build_decaps` runs the three stages with the project's Dask runner
+(``build_tools.runner.run_blocks``: per-block outputs, progress, resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import healpy as hp
+import numpy as np
+
+from . import filters, infill, pixelize, prior, reliable
+from .sampler import RETRY_SETTINGS, SamplerSettings, pack_pixel, sample_pixel
+from .inputs import DM_MIN, DM_STEP, N_DM, N_E, StarPosteriors
+
+__all__ = ["DecapsBuildConfig", "prepare_inputs", "process_block", "process_block_file",
+           "concat_block_results", "assemble_release", "build_decaps"]
+
+log = logging.getLogger(__name__)
+
+DM_EDGES = (DM_MIN + DM_STEP * np.arange(N_DM)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class DecapsBuildConfig:
+    """Settings of a DECaPS-format build.
+
+    Parameters
+    ----------
+    nside : int
+        HEALPix nside of the map (8192 for the real map).
+    nside_block : int
+        A block is one NESTED pixel at this nside, i.e. ``(nside / nside_block)**2`` map pixels.
+    sampler : SamplerSettings
+        Temperatures, burn-in, number of samples; with ``retry`` the rounds and steps follow
+        the paper's escalating settings.
+    retry : bool
+        Re-run non-converged pixels (3 times under each of 4 settings).
+    retry_settings : tuple
+        (sweeps_per_round, n_rounds) of each setting.
+    min_stars : int
+        Pixels with fewer stars are infilled (10).
+    fwhm_pixels, truncate_fwhm : float
+        Star weighting (2.5 pixels, truncated at 2 FWHM).
+    weight_mode : {"image", "loglike"}
+        How a star's weight enters (see :func:`.sampler.pack_pixel`).
+    n_keep_samples : int
+        Samples written per pixel (5), drawn at random (seeded per pixel) from the chain's.
+    p_reliable_min, p_reliable_max : float
+        Appendix B thresholds (0.5 and 5).
+    infill_window, infill_train, infill_median : int
+        Widths of the §4.2.4 infill (21, 51, 11).
+    seed : int
+        Base seed.
+    prior_model : SmoothDiskDustModel
+        Mean of the jump prior.
+    l_range_deg, b_range_deg : (float, float)
+        Footprint: only pixels whose centres lie in this box are mapped (longitudes may
+        wrap, e.g. (239, 366)); the default is the DECaPS footprint.
+    """
+
+    nside: int = 8192
+    nside_block: int = 256
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    retry: bool = True
+    retry_settings: tuple = RETRY_SETTINGS
+    min_stars: int = 10
+    fwhm_pixels: float = 2.5
+    truncate_fwhm: float = 2.0
+    weight_mode: str = "image"
+    n_keep_samples: int = 5
+    p_reliable_min: float = 0.5
+    p_reliable_max: float = 5.0
+    infill_window: int = 21
+    infill_train: int = 51
+    infill_median: int = 11
+    seed: int = 0
+    prior_model: prior.SmoothDiskDustModel = field(default_factory=prior.SmoothDiskDustModel)
+    l_range_deg: tuple = (239.0, 366.0)
+    b_range_deg: tuple = (-10.0, 10.0)
+
+    def in_footprint(self, l_deg, b_deg) -> np.ndarray:
+        """Whether directions (deg) lie in the footprint box."""
+        l_lo, l_hi = self.l_range_deg
+        dl = (np.asarray(l_deg) - l_lo) % 360.0
+        return (dl <= (l_hi - l_lo)) & (np.asarray(b_deg) >= self.b_range_deg[0]) & \
+            (np.asarray(b_deg) <= self.b_range_deg[1])
+
+    def __post_init__(self):
+        for name in ("nside", "nside_block"):
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"{name} must be a positive power of two")
+        if self.nside_block > self.nside:
+            raise ValueError("nside_block must not exceed nside")
+        if self.min_stars < 1 or self.n_keep_samples < 1:
+            raise ValueError("min_stars and n_keep_samples must be >= 1")
+        if self.n_keep_samples > self.sampler.n_samples:
+            raise ValueError("n_keep_samples cannot exceed the sampler's n_samples")
+
+    def fingerprint(self) -> str:
+        """Stable hash of every setting (for resume checks)."""
+        d = dataclasses.asdict(self)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- stage 1
+def _block_of_stars(stars: StarPosteriors, cfg: DecapsBuildConfig) -> list[np.ndarray]:
+    """Blocks whose pixels each star may weight (within the truncation radius)."""
+    radius = cfg.truncate_fwhm * cfg.fwhm_pixels * pixelize.pixel_size_rad(cfg.nside)
+    lr, br = np.radians(stars.l), np.radians(stars.b)
+    vec = np.stack([np.cos(br) * np.cos(lr), np.cos(br) * np.sin(lr), np.sin(br)], axis=1)
+    return [hp.query_disc(cfg.nside_block, v, radius, inclusive=True, nest=True) for v in vec]
+
+
+def prepare_inputs(stars: StarPosteriors, out_dir, cfg: DecapsBuildConfig, max_ebv=None,
+                   *, smooth: bool = True) -> dict:
+    """Filter the stars and write one star file per block.
+
+    Parameters
+    ----------
+    stars : StarPosteriors
+        All stars (raw binned posteriors and metadata).
+    out_dir : path
+        Folder for ``stars_{block:06d}.npz``.
+    cfg : DecapsBuildConfig
+    max_ebv : array_like, shape (120,), optional
+        Maximum physical reddening curve (:func:`.filters.max_reddening_curve`).
+    smooth : bool
+        Smooth the posteriors (§4.1.2) before the cuts.
+
+    Returns
+    -------
+    dict
+        ``blocks`` (sorted block ids), ``n_in``, ``n_kept`` and the cut ``masks``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept, masks = filters.filter_stars(stars, max_ebv, smooth=smooth)
+    lists = _block_of_stars(kept, cfg)
+    owner = np.repeat(np.arange(kept.n_star), [len(b) for b in lists])
+    blk = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+    blocks = np.unique(blk)
+    for bid in blocks:
+        kept.subset(np.sort(owner[blk == bid])).save(out_dir / f"stars_{int(bid):06d}.npz")
+    log.info("prepared %d blocks from %d of %d stars", blocks.size, kept.n_star, stars.n_star)
+    return {"blocks": blocks, "n_in": stars.n_star, "n_kept": kept.n_star, "masks": masks}
+
+
+# --------------------------------------------------------------------------- stage 2
+def _block_pixels(block: int, cfg: DecapsBuildConfig) -> np.ndarray:
+    f = (cfg.nside // cfg.nside_block) ** 2
+    return np.arange(block * f, (block + 1) * f, dtype=np.int64)
+
+
+def process_block(block: int, stars: StarPosteriors, cfg: DecapsBuildConfig) -> dict:
+    """Fit every pixel of one block that lies in the footprint and is touched by a star.
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        ``healpix_index`` (n), ``n_stars`` (n), ``sum_weights`` (n), ``mean`` (n, 120),
+        ``samples`` (n, n_keep_samples, 120), ``converged`` (n), ``fitted`` (n; False for
+        pixels with fewer than ``min_stars`` stars, whose profiles are NaN), ``attempts``
+        (n), ``tau`` (n, 3), ``dm_reliable_min``, ``dm_reliable_max`` (n) and
+        ``n_proposals`` (n).
+    """
+    pix = _block_pixels(block, cfg)
+    pl, pb = hp.pix2ang(cfg.nside, pix, nest=True, lonlat=True)
+    pix = pix[cfg.in_footprint(pl, pb)]
+    asg = pixelize.assign_stars_to_pixels(stars.l, stars.b, pix, cfg.nside,
+                                          fwhm_pixels=cfg.fwhm_pixels,
+                                          truncate_fwhm=cfg.truncate_fwhm)
+    n_st = asg.n_stars()
+    use = np.flatnonzero(n_st > 0)
+    n = use.size
+    S = cfg.n_keep_samples
+    out = {"healpix_index": pix[use].astype(np.uint64), "n_stars": n_st[use].astype(np.int32),
+           "sum_weights": np.zeros(n), "mean": np.full((n, N_DM), np.nan, np.float32),
+           "samples": np.full((n, S, N_DM), np.nan, np.float32),
+           "converged": np.zeros(n, bool), "fitted": np.zeros(n, bool),
+           "attempts": np.zeros(n, np.int32), "tau": np.full((n, 3), np.nan),
+           "dm_reliable_min": np.full(n, np.nan, np.float32),
+           "dm_reliable_max": np.full(n, np.nan, np.float32),
+           "n_proposals": np.zeros(n, np.int64)}
+    x0 = stars.x0.astype(np.int64)
+    nx = stars.nx.astype(np.int64)
+    y0 = stars.y0.astype(np.int64)
+    ny = stars.ny.astype(np.int64)
+    for i, pi in enumerate(use):
+        idx, w = asg.stars_of(pi)
+        p = int(pix[pi])
+        out["sum_weights"][i] = w.sum()
+        pdm = reliable.distance_probability(stars, idx, w)
+        out["dm_reliable_min"][i], out["dm_reliable_max"][i] = reliable.reliable_distance_range(
+            pdm, DM_EDGES, cfg.p_reliable_min, cfg.p_reliable_max)
+        if idx.size < cfg.min_stars:
+            continue
+        l, b = hp.pix2ang(cfg.nside, p, nest=True, lonlat=True)
+        table = prior.log_jump_prior_table(
+            prior.jump_prior_means(l, b, DM_EDGES, cfg.prior_model),
+            cfg.prior_model.sigma_ln, N_E)
+        packed = pack_pixel(x0, nx, y0, ny, stars.offsets, stars.data, star_index=idx,
+                                    weights=w, weight_mode=cfg.weight_mode)
+        seed = int(np.random.SeedSequence([cfg.seed, p]).generate_state(1, np.uint64)[0])
+        res = sample_pixel(packed, table, cfg.sampler, seed=seed, retry=cfg.retry,
+                                   retry_settings=cfg.retry_settings)
+        out["mean"][i] = res.samples.mean(axis=0)
+        pick = np.random.default_rng([cfg.seed, p, 1]).choice(res.samples.shape[0], S,
+                                                               replace=False)
+        out["samples"][i] = res.samples[np.sort(pick)]
+        out["converged"][i] = res.converged
+        out["fitted"][i] = True
+        out["attempts"][i] = res.attempts
+        out["tau"][i] = res.tau
+        out["n_proposals"][i] = res.n_proposals
+    return out
+
+
+def process_block_file(block: int, *, star_dir: str, config: DecapsBuildConfig) -> dict:
+    """Worker entry point: read ``star_dir/stars_{block:06d}.npz`` and run :func:`process_block`.
+
+    Top-level and picklable through ``functools.partial`` for the Dask runner.
+    """
+    stars = StarPosteriors.load(Path(star_dir) / f"stars_{int(block):06d}.npz")
+    return process_block(int(block), stars, config)
+
+
+def concat_block_results(results) -> dict:
+    """Concatenate per-block result dicts (the serial counterpart of the runner's loader)."""
+    results = list(results)
+    return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+
+
+# --------------------------------------------------------------------------- stage 3
+def assemble_release(blocks: dict, out_path, cfg: DecapsBuildConfig, *, fast_path=None,
+                     overwrite: bool = False, progress: bool = True) -> dict:
+    """Infill, then write the published layout (and optionally the fast layout).
+
+    Parameters
+    ----------
+    blocks : dict
+        Concatenated block results (:func:`concat_block_results` or the runner's loader).
+    out_path : path
+        Release file (published layout, readable by dustmaps' ``DECaPSQuery``).
+    cfg : DecapsBuildConfig
+    fast_path : path, optional
+        Also write this package's fast layout there (``dustmaps_ext.decaps.repack``).
+
+    Returns
+    -------
+    dict
+        The arrays written, plus ``n_stars`` and ``infilled``.
+    """
+    order = np.argsort(blocks["healpix_index"], kind="stable")
+    b = {k: v[order] for k, v in blocks.items()}
+    hp_idx = b["healpix_index"].astype(np.int64)
+    if np.any(np.diff(hp_idx) == 0):
+        raise ValueError("a pixel appears in more than one block")
+    missing = ~b["fitted"]
+    maps = np.concatenate([b["mean"][None], np.moveaxis(b["samples"], 1, 0)], axis=0)
+    infilled = np.zeros(hp_idx.size, bool)
+    if missing.any() and (~missing).any():
+        filled, infilled = infill.infill_maps(
+            hp_idx, cfg.nside, maps, missing, window=cfg.infill_window,
+            train=cfg.infill_train, median_width=cfg.infill_median, seed=cfg.seed)
+        maps = filled
+    from build_tools.writers.decaps import write_decaps_release
+
+    mean = maps[0].astype(np.float32)
+    samples = np.moveaxis(maps[1:], 0, 1).astype(np.float32)
+    write_decaps_release(out_path, nside=cfg.nside, healpix_index=hp_idx.astype(np.uint64),
+                         mean=mean, samples=samples, dm_reliable_min=b["dm_reliable_min"],
+                         dm_reliable_max=b["dm_reliable_max"], converged=b["converged"],
+                         infilled=infilled, dm_bin_edges=DM_EDGES, overwrite=overwrite)
+    if fast_path is not None:
+        from dustmaps_ext.decaps import repack  # lands with the query half of the package
+
+        repack(out_path, fast_path, progress=progress)
+    return {"healpix_index": hp_idx, "mean": mean, "samples": samples,
+            "converged": b["converged"], "infilled": infilled, "n_stars": b["n_stars"],
+            "dm_reliable_min": b["dm_reliable_min"], "dm_reliable_max": b["dm_reliable_max"]}
+
+
+def build_decaps(stars: StarPosteriors | str | Path, out_path, work_dir, cfg: DecapsBuildConfig,
+                 *, max_ebv=None, scheduler=None, n_workers=None, progress: bool = True,
+                 resume: bool = True, fast_path=None, overwrite: bool = False) -> dict:
+    """Run the whole pipeline with the Dask runner.
+
+    Parameters
+    ----------
+    stars : StarPosteriors or path
+        The star catalogue (``StarPosteriors.save`` format).
+    out_path : path
+        Release file to write.
+    work_dir : path
+        Holds ``stars/`` (per-block inputs) and ``blocks/`` (per-block outputs, for resume).
+    cfg : DecapsBuildConfig
+    max_ebv : array_like, optional
+        Maximum physical reddening curve for the §4.2.1 cut.
+    scheduler, n_workers :
+        Passed to ``build_tools.runner.run_blocks`` (None = a local Dask cluster; a
+        scheduler address for a real cluster; "synchronous", "threads", "processes").
+    progress, resume : bool
+        Progress bar; skip blocks whose outputs exist (same settings).
+    fast_path : path, optional
+        Also write the fast layout.
+
+    Returns
+    -------
+    dict
+        What :func:`assemble_release` returns.
+    """
+    from build_tools.runner import load_blocks, run_blocks  # the project's Dask runner
+
+    work_dir = Path(work_dir)
+    star_dir = work_dir / "stars"
+    if not isinstance(stars, StarPosteriors):
+        stars = StarPosteriors.load(stars)
+    prep = prepare_inputs(stars, star_dir, cfg, max_ebv)
+    fn = functools.partial(process_block_file, star_dir=str(star_dir), config=cfg)
+    digest = hashlib.sha256(cfg.fingerprint().encode())
+    for arr in (stars.l, stars.b, stars.offsets, stars.data):
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    if max_ebv is not None:
+        digest.update(np.asarray(max_ebv, np.float64).tobytes())
+    paths = run_blocks([int(b) for b in prep["blocks"]], fn, work_dir / "blocks",
+                       scheduler=scheduler, n_workers=n_workers, progress=progress,
+                       resume=resume, fingerprint=digest.hexdigest())
+    return assemble_release(load_blocks(paths), out_path, cfg, fast_path=fast_path,
+                            overwrite=overwrite, progress=progress)
