@@ -251,7 +251,7 @@ class DECaPSQueryLite(_DECaPSBase):
     One object may be queried from several threads at once.
     """
 
-    def __init__(self, map_fname=None, mean_only: bool = False, *, chunk_coords: int = 16384) -> None:
+    def __init__(self, map_fname=None, mean_only: bool = False, *, chunk_coords: int = 1024) -> None:
         super().__init__(map_fname, mean_only)
         if self._info.layout == "pixel-major":
             self._store = MappedStore(self._info, chunk_coords=chunk_coords)

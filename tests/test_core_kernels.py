@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dustmaps_ext._core import los
-from dustmaps_ext._core.modes import per_pixel_draw
+from dustmaps_ext._core.modes import draw_key, per_pixel_draw
 from dustmaps_ext._core.pixels import PixelIndex, lb_to_nested
 
 
@@ -123,7 +123,7 @@ def test_invalid_positions_give_no_pixel():
 def test_per_pixel_draw_is_uniform_and_consistent():
     rng = np.random.default_rng(4)
     rows = rng.integers(0, 100_000, 300_000)
-    draws = per_pixel_draw(rows, 5, np.random.default_rng(7))
+    draws = per_pixel_draw(rows, 5, draw_key(np.random.default_rng(7)))
     counts = np.bincount(draws, minlength=5)
     assert np.all(np.abs(counts / rows.size - 0.2) < 0.01)
     first = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["ALL_MODES", "check_mode", "parse_pct", "as_generator", "per_pixel_draw",
+__all__ = ["ALL_MODES", "check_mode", "parse_pct", "as_generator", "draw_key", "per_pixel_draw",
            "FLAGS_WITH_DISTANCE", "FLAGS_WITHOUT_DISTANCE"]
 
 #: Every mode of a map with posterior samples, in dustmaps' order.
@@ -68,15 +68,21 @@ def as_generator(rng) -> np.random.Generator:
     return np.random.default_rng(rng)
 
 
-def per_pixel_draw(rows: np.ndarray, n_choices: int, rng: np.random.Generator) -> np.ndarray:
+def draw_key(rng: np.random.Generator) -> int:
+    """A random key for :func:`per_pixel_draw` (one per query)."""
+    return int(rng.integers(0, 2 ** 63, dtype=np.int64))
+
+
+def per_pixel_draw(rows: np.ndarray, n_choices: int, key: int) -> np.ndarray:
     """One draw in [0, n_choices) per row, shared by coordinates that fall in the same row.
 
-    Rows are hashed with a key drawn from ``rng``, so the cost is proportional to the
-    number of coordinates, not to the number of pixels of the map.
+    Rows are hashed with ``key`` (see :func:`draw_key`), so the cost is proportional to the
+    number of coordinates, not to the number of pixels of the map, and a query answered in
+    chunks draws the same sample for a row in every chunk.
     """
-    key = np.uint64(rng.integers(0, 2 ** 63, dtype=np.int64))
     out = np.empty(rows.shape, dtype=np.int64)
-    _hash_draw(np.ascontiguousarray(rows, dtype=np.int64).ravel(), key, np.uint64(n_choices), out.ravel())
+    _hash_draw(np.ascontiguousarray(rows, dtype=np.int64).ravel(), np.uint64(key),
+               np.uint64(n_choices), out.ravel())
     return out
 
 

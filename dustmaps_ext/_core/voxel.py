@@ -25,7 +25,8 @@ import numpy as np
 
 from . import los
 from .modes import (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE, as_generator, check_mode,
-                    parse_pct, per_pixel_draw)
+                    draw_key, parse_pct, per_pixel_draw)
+from .pixels import lb_to_nested
 
 __all__ = ["distance_modulus", "query_voxels"]
 
@@ -76,19 +77,17 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     check_mode(mode, valid_modes)
     pct, scalar_pct = parse_pct(mode, pct)
     n = l_deg.size
-    rows = store.pixels.index.rows(l_deg, b_deg)
+    index = store.pixels.index
+    pix = lb_to_nested(index.nside_max, l_deg, b_deg)
     dm = None if d_kpc is None else distance_modulus(d_kpc)
     n_samples = store.n_samples
+    rng = as_generator(rng) if mode.startswith("random") else None
 
-    slot_first, n_slots, slot_per_coord = 1, n_samples, None
-    if mode == "mean":
-        slot_first, n_slots = 0, 1
-    elif mode == "random_sample":
-        slot_per_coord = 1 + as_generator(rng).integers(0, n_samples, n)
-    elif mode == "random_sample_per_pix":
-        slot_per_coord = 1 + per_pixel_draw(rows, n_samples, as_generator(rng))
-    want_samples = mode != "mean"
-    n_out = 1 if (slot_per_coord is not None or mode == "mean") else n_slots
+    slot_first, n_slots = (0, 1) if mode == "mean" else (1, n_samples)
+    per_coord = mode in ("random_sample", "random_sample_per_pix")
+    slot_per_coord = 1 + rng.integers(0, n_samples, n) if mode == "random_sample" else None
+    key = draw_key(rng) if mode == "random_sample_per_pix" else None
+    n_out = 1 if per_coord else n_slots
 
     n_dist = store.info.n_dist
     edges = store.info.dm_bin_edges
@@ -98,26 +97,47 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
         raw = np.empty((n, n_dist), dtype=np.float16)
     else:
         raw = np.empty((n, n_out, n_dist), dtype=np.float16)
+    rows = np.empty(n, dtype=np.int64)
+    pixel_flags = _empty_pixel_flags(n) if return_flags else None
 
+    # A store with a chunk size answers the coordinates in order of pixel (so consecutive
+    # coordinates touch neighbouring parts of a file) and releases what it read between chunks.
     step = store.chunk_coords or max(n, 1)
+    order = np.argsort(pix, kind="stable") if step < n else None
     for a in range(0, n, step):
-        b = min(a + step, n)
-        data, local = store.data_for(rows[a:b], want_samples)
-        per = None if slot_per_coord is None else slot_per_coord[a:b]
-        if dm is not None:
-            raw[a:b] = los.values_at_distmod(data, local, dm[a:b], edges, slot_first=slot_first,
-                                             n_slots=n_slots, slot_per_coord=per)
-        elif mode == "median":
-            raw[a:b] = los.median_of_profiles(data, local, slot_first, n_slots)
+        sel = slice(a, min(a + step, n)) if order is None else order[a:a + step]
+        r = index.rows_of_pixels(pix[sel])
+        rows[sel] = r
+        data, local = store.data_for(r, mode != "mean")
+        if mode == "random_sample":
+            per = slot_per_coord[sel]
+        elif mode == "random_sample_per_pix":
+            per = 1 + per_pixel_draw(r, n_samples, key)
         else:
-            raw[a:b] = los.profiles(data, local, slot_first=slot_first, n_slots=n_slots,
+            per = None
+        if dm is not None:
+            raw[sel] = los.values_at_distmod(data, local, np.ascontiguousarray(dm[sel]), edges,
+                                             slot_first=slot_first, n_slots=n_slots,
+                                             slot_per_coord=per)
+        elif mode == "median":
+            raw[sel] = los.median_of_profiles(data, local, slot_first, n_slots)
+        else:
+            raw[sel] = los.profiles(data, local, slot_first=slot_first, n_slots=n_slots,
                                     slot_per_coord=per)
+        if return_flags:
+            for name, values in store.pixels.flags(r).items():
+                pixel_flags[name][sel] = values
         store.release()
 
     values = _reduce(raw, mode, pct, scalar_pct, dm is not None, rows, dm)
     if not return_flags:
         return values
-    return values, _flags(store, rows, dm)
+    return values, _flags(pixel_flags, dm)
+
+
+def _empty_pixel_flags(n: int) -> dict:
+    return {"converged": np.empty(n, bool), "infilled": np.empty(n, bool),
+            "dm_min": np.empty(n, np.float32), "dm_max": np.empty(n, np.float32)}
 
 
 def _reduce(raw, mode, pct, scalar_pct, has_dist, rows, dm):
@@ -153,15 +173,14 @@ def _percentile(samples_f16, pct, scalar_pct, inside):
     return out
 
 
-def _flags(store, rows, dm):
-    pix = store.pixels.flags(rows)
+def _flags(pix, dm):
     if dm is not None:
-        flags = np.empty(rows.size, dtype=FLAGS_WITH_DISTANCE)
+        flags = np.empty(dm.size, dtype=FLAGS_WITH_DISTANCE)
         dm_min, dm_max = pix["dm_min"], pix["dm_max"]
         flags["reliable_dist"] = ((dm >= dm_min) & (dm <= dm_max)
                                   & np.isfinite(dm_min) & np.isfinite(dm_max))
     else:
-        flags = np.empty(rows.size, dtype=FLAGS_WITHOUT_DISTANCE)
+        flags = np.empty(pix["dm_min"].size, dtype=FLAGS_WITHOUT_DISTANCE)
         flags["min_reliable_distmod"] = pix["dm_min"]
         flags["max_reliable_distmod"] = pix["dm_max"]
     flags["converged"] = pix["converged"]

@@ -238,7 +238,7 @@ class MappedStore:
         ``chunk_coords x 4 KiB x 2``.
     """
 
-    def __init__(self, info: DecapsFileInfo, chunk_coords: int = 16384) -> None:
+    def __init__(self, info: DecapsFileInfo, chunk_coords: int = 1024) -> None:
         if info.layout != "pixel-major":
             raise ValueError("MappedStore needs a pixel-major file; call repack() first")
         self.info = info
