@@ -1,10 +1,20 @@
-"""The checked functional core of voxel-map queries (DECaPS; Bayestar-style maps).
+"""The checked functional core of voxel-map queries (DECaPS; Bayestar19).
 
 :func:`query_voxels` turns Galactic ``l, b`` (and optional distance) arrays into reddening
 and flags for any store that follows the convention of :mod:`dustmaps_ext._io.layouts`
 (slot 0 the mean, slots 1..n_samples the samples). Everything here works on plain arrays.
 
-Results follow dustmaps 1.0.14 exactly for the deterministic modes:
+A store may declare, as class attributes,
+
+* ``value_dtype``: the type of its values, ``float16`` (default; stored as uint16 bit
+  patterns) or ``float32`` (Bayestar19); answers come in that type;
+* ``slot0``: ``'mean'`` (default: slot 0 holds the mean map, DECaPS) or ``'best'``
+  (slot 0 holds the best fit, Bayestar19: mode ``'best'`` reads it and mode ``'mean'`` is
+  numpy's mean over the samples of the interpolated values, as dustmaps computes it);
+* ``flag_dtypes``: the flag layouts (with, without distances); default DECaPS'.
+
+Results follow dustmaps 1.0.14 exactly for the deterministic modes (float16 DECaPS shown;
+a float32 store answers float32 where this table says float16):
 
 ================  ===========================  ====================================
 mode              with distances               without distances
@@ -27,6 +37,8 @@ from . import los
 from .modes import (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE, as_generator, check_mode,
                     parse_pct, per_pixel_draw)
 
+_DEFAULT_FLAGS = (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE)
+
 __all__ = ["distance_modulus", "query_voxels"]
 
 
@@ -44,7 +56,8 @@ def distance_modulus(d_kpc: np.ndarray) -> np.ndarray:
 
 
 def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray | None, *,
-                 mode: str, valid_modes, pct=None, return_flags: bool = False, rng=None):
+                 mode: str, valid_modes, pct=None, return_flags: bool = False, rng=None,
+                 rows: np.ndarray | None = None):
     """Reddening of a voxel map at flat arrays of positions.
 
     Parameters
@@ -65,6 +78,10 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
         Also return a structured array of flags.
     rng : None, int or numpy.random.Generator
         Randomness of the random modes.
+    rows : numpy.ndarray of int64, shape (n,), optional
+        The map rows of the positions, when the caller has already looked them up
+        (``store.pixels.index.rows(l_deg, b_deg)``); ``l_deg`` and ``b_deg`` are then
+        not used again.
 
     Returns
     -------
@@ -76,28 +93,36 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     check_mode(mode, valid_modes)
     pct, scalar_pct = parse_pct(mode, pct)
     n = l_deg.size
-    rows = store.pixels.index.rows(l_deg, b_deg)
+    if rows is None:
+        rows = store.pixels.index.rows(l_deg, b_deg)
+    elif rows.shape != (n,):
+        raise ValueError(f"rows must have shape ({n},); got {rows.shape}")
     dm = None if d_kpc is None else distance_modulus(d_kpc)
     n_samples = store.n_samples
+    value_dtype = np.dtype(getattr(store, "value_dtype", np.float16))
+    slot0 = getattr(store, "slot0", "mean")
+    if mode == "best" and slot0 != "best":
+        raise ValueError("mode 'best' needs a map whose slot 0 is a best fit")
+    computed_mean = mode == "mean" and slot0 != "mean"
 
     slot_first, n_slots, slot_per_coord = 1, n_samples, None
-    if mode == "mean":
+    if (mode == "mean" and not computed_mean) or mode == "best":
         slot_first, n_slots = 0, 1
     elif mode == "random_sample":
         slot_per_coord = 1 + as_generator(rng).integers(0, n_samples, n)
     elif mode == "random_sample_per_pix":
         slot_per_coord = 1 + per_pixel_draw(rows, n_samples, as_generator(rng))
-    want_samples = mode != "mean"
-    n_out = 1 if (slot_per_coord is not None or mode == "mean") else n_slots
+    want_samples = slot_first != 0
+    n_out = 1 if (slot_per_coord is not None or slot_first == 0) else n_slots
 
     n_dist = store.info.n_dist
     edges = store.info.dm_bin_edges
     if dm is not None:
         raw = np.empty((n, n_out), dtype=np.float64)
     elif mode == "median":
-        raw = np.empty((n, n_dist), dtype=np.float16)
+        raw = np.empty((n, n_dist), dtype=value_dtype)
     else:
-        raw = np.empty((n, n_out, n_dist), dtype=np.float16)
+        raw = np.empty((n, n_out, n_dist), dtype=value_dtype)
 
     step = store.chunk_coords or max(n, 1)
     for a in range(0, n, step):
@@ -114,23 +139,29 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
                                     slot_per_coord=per)
         store.release()
 
-    values = _reduce(raw, mode, pct, scalar_pct, dm is not None, rows, dm)
+    values = _reduce(raw, mode, pct, scalar_pct, dm is not None, rows, dm, value_dtype,
+                     computed_mean)
     if not return_flags:
         return values
     return values, _flags(store, rows, dm)
 
 
-def _reduce(raw, mode, pct, scalar_pct, has_dist, rows, dm):
+def _reduce(raw, mode, pct, scalar_pct, has_dist, rows, dm, value_dtype, computed_mean):
     if has_dist:
         if mode == "median":
-            return los.median_of_values(raw).astype(np.float16)
+            return los.median_of_values(raw, value_dtype).astype(value_dtype)
         if mode == "samples":
-            return raw.astype(np.float16)
+            return raw.astype(value_dtype)
+        if computed_mean:
+            # numpy's mean of the stored-type samples, reduced in the order dustmaps' is
+            return raw.astype(value_dtype).mean(axis=1)
         if mode == "percentile":
-            return _percentile(raw.astype(np.float16), pct, scalar_pct, (rows >= 0) & ~np.isnan(dm))
-        return raw[:, 0].astype(np.float16)
+            return _percentile(raw.astype(value_dtype), pct, scalar_pct, (rows >= 0) & ~np.isnan(dm))
+        return raw[:, 0].astype(value_dtype)
     if mode == "median" or mode == "samples":
         return raw
+    if computed_mean:
+        return raw.mean(axis=1)
     if mode == "percentile":
         return _percentile(raw, pct, scalar_pct, rows >= 0)
     return raw[:, 0, :]
@@ -155,15 +186,17 @@ def _percentile(samples_f16, pct, scalar_pct, inside):
 
 def _flags(store, rows, dm):
     pix = store.pixels.flags(rows)
+    with_d, without_d = getattr(store, "flag_dtypes", _DEFAULT_FLAGS)
     if dm is not None:
-        flags = np.empty(rows.size, dtype=FLAGS_WITH_DISTANCE)
+        flags = np.empty(rows.size, dtype=with_d)
         dm_min, dm_max = pix["dm_min"], pix["dm_max"]
         flags["reliable_dist"] = ((dm >= dm_min) & (dm <= dm_max)
                                   & np.isfinite(dm_min) & np.isfinite(dm_max))
     else:
-        flags = np.empty(rows.size, dtype=FLAGS_WITHOUT_DISTANCE)
+        flags = np.empty(rows.size, dtype=without_d)
         flags["min_reliable_distmod"] = pix["dm_min"]
         flags["max_reliable_distmod"] = pix["dm_max"]
     flags["converged"] = pix["converged"]
-    flags["infilled"] = pix["infilled"]
+    if "infilled" in flags.dtype.names:
+        flags["infilled"] = pix["infilled"]
     return flags
