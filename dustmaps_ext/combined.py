@@ -27,6 +27,7 @@ import contextlib
 import io
 import logging
 import math
+import numbers
 from pathlib import Path
 
 import astropy.units as u
@@ -213,10 +214,9 @@ class BayestarDECaPSQuery(DustMap):
             raise ValueError(f"prefer must be one of {PREFER_CHOICES}; got {prefer!r}")
         if bayestar_mean not in ("mean", "best"):
             raise ValueError(f"bayestar_mean must be 'mean' or 'best'; got {bayestar_mean!r}")
-        try:
-            scale = float(bayestar_to_ebv)
-        except (TypeError, ValueError):
-            raise TypeError(f"bayestar_to_ebv must be a number; got {bayestar_to_ebv!r}") from None
+        if isinstance(bayestar_to_ebv, bool) or not isinstance(bayestar_to_ebv, numbers.Real):
+            raise TypeError(f"bayestar_to_ebv must be a number; got {bayestar_to_ebv!r}")
+        scale = float(bayestar_to_ebv)
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"bayestar_to_ebv must be a positive finite number; got {bayestar_to_ebv!r}")
         self.prefer = prefer
