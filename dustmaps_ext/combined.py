@@ -36,7 +36,7 @@ from dustmaps.map_base import DustMap
 
 from ._coords import galactic_arrays, restore_shape
 from ._core.modes import as_generator, check_mode, parse_pct
-from ._core.pixels import PixelIndex, lb_to_nested
+from ._core.pixels import PixelIndex, lb_to_nested, nested_to_lb
 from ._core.voxel import distance_modulus, query_voxels
 
 __all__ = ["BayestarDECaPSQuery", "COMBINED_MODES", "SOURCE_NAMES", "SOURCE_NONE",
@@ -73,8 +73,8 @@ class _StoreSource:
         pix = self.store.pixels.flags(rows)
         return pix["dm_min"], pix["dm_max"]
 
-    def answer(self, l_deg, b_deg, d_kpc, rows, mode, pct, rng, return_flags):
-        return query_voxels(self.store, l_deg, b_deg, d_kpc, mode=self.mode_map.get(mode, mode),
+    def answer(self, d_kpc, rows, mode, pct, rng, return_flags):
+        return query_voxels(self.store, None, None, d_kpc, mode=self.mode_map.get(mode, mode),
                             valid_modes=self.valid_modes, pct=pct, return_flags=return_flags,
                             rng=rng, rows=rows)
 
@@ -96,6 +96,12 @@ class _DustmapsBayestarSource:
         self.scale = scale
         self.n_samples = int(query._n_samples)
         self.edges = np.asarray(query._DM_bin_edges, dtype=np.float32)
+        # the centre of each row's pixel: asking dustmaps there reads exactly that row
+        self._l_deg = np.empty(info.size)
+        self._b_deg = np.empty(info.size)
+        for nside in np.unique(info["nside"]):
+            sel = info["nside"] == nside
+            self._l_deg[sel], self._b_deg[sel] = nested_to_lb(int(nside), info["healpix_index"][sel])
 
     def reliable_range(self, rows: np.ndarray):
         inside = rows >= 0
@@ -103,9 +109,10 @@ class _DustmapsBayestarSource:
         return (np.where(inside, self._dm_min[safe], np.float32(np.nan)),
                 np.where(inside, self._dm_max[safe], np.float32(np.nan)))
 
-    def answer(self, l_deg, b_deg, d_kpc, rows, mode, pct, rng, return_flags):
+    def answer(self, d_kpc, rows, mode, pct, rng, return_flags):
         from astropy.coordinates import SkyCoord
 
+        l_deg, b_deg = self._l_deg[rows], self._b_deg[rows]
         if d_kpc is None:
             coords = SkyCoord(l_deg * u.deg, b_deg * u.deg, frame="galactic")
         else:
@@ -235,36 +242,39 @@ class BayestarDECaPSQuery(DustMap):
                           if "samples" in self.valid_modes else 0)
 
     # ------------------------------------------------------------------ coverage
-    def _rows(self, source, pix_fine: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    def _rows(self, source, pix_fine: np.ndarray) -> np.ndarray:
         shift = 2 * int(math.log2(self._nside_fine // source.index.nside_max))
-        if where is None:
-            return source.index.rows_of_pixels(pix_fine >> shift)
-        rows = np.full(pix_fine.shape, -1, dtype=np.int64)
-        rows[where] = source.index.rows_of_pixels(pix_fine[where] >> shift)
-        return rows
+        return source.index.rows_of_pixels(pix_fine >> shift if shift else pix_fine)
 
-    def _choose(self, l_deg, b_deg, dm):
-        """Source code of each coordinate, and the rows of both maps."""
-        pix = lb_to_nested(self._nside_fine, l_deg, b_deg)  # -1 (no row at any nside) if invalid
-        if self.prefer == "bayestar":
-            rows_b = self._rows(self._bayestar, pix)
-            rows_d = self._rows(self._decaps, pix, rows_b < 0)
-        else:
-            rows_d = self._rows(self._decaps, pix)
-            rows_b = self._rows(self._bayestar, pix, None if self.prefer == "reliable" else rows_d < 0)
-        code = np.zeros(l_deg.size, dtype=np.uint8)
-        has_d, has_b = rows_d >= 0, rows_b >= 0
-        first, second = (has_b, has_d) if self.prefer == "bayestar" else (has_d, has_b)
-        first_code, second_code = ((SOURCE_BAYESTAR, SOURCE_DECAPS) if self.prefer == "bayestar"
-                                   else (SOURCE_DECAPS, SOURCE_BAYESTAR))
-        code[second] = second_code
-        code[first] = first_code
-        if self.prefer == "reliable" and dm is not None:
-            both = np.flatnonzero(has_d & has_b)
-            rel_d = _contains(self._decaps.reliable_range(rows_d[both]), dm[both])
-            rel_b = _contains(self._bayestar.reliable_range(rows_b[both]), dm[both])
-            code[both[~rel_d & rel_b]] = SOURCE_BAYESTAR
-        return code, rows_d, rows_b
+    def _plan(self, l_deg, b_deg, dm):
+        """Which coordinates each map answers, and their rows in it.
+
+        Returns ``{source name: (indices, rows)}`` and, for ``prefer='reliable'``, the full
+        row arrays of both maps (else None). A coordinate without a valid position has
+        pixel -1, which stays negative at every nside: no row in either map.
+        """
+        pix = lb_to_nested(self._nside_fine, l_deg, b_deg)
+        if self.prefer == "reliable":
+            rows_d, rows_b = self._rows(self._decaps, pix), self._rows(self._bayestar, pix)
+            use_b = (rows_b >= 0) & (rows_d < 0)
+            if dm is not None:
+                both = np.flatnonzero((rows_d >= 0) & (rows_b >= 0))
+                rel_d = _contains(self._decaps.reliable_range(rows_d[both]), dm[both])
+                rel_b = _contains(self._bayestar.reliable_range(rows_b[both]), dm[both])
+                use_b[both[~rel_d & rel_b]] = True
+            idx_d = np.flatnonzero((rows_d >= 0) & ~use_b)
+            idx_b = np.flatnonzero(use_b)
+            plan = {"decaps": (idx_d, rows_d[idx_d]), "bayestar": (idx_b, rows_b[idx_b])}
+            return plan, (rows_d, rows_b)
+        first, second = ((self._bayestar, self._decaps) if self.prefer == "bayestar"
+                         else (self._decaps, self._bayestar))
+        rows_1 = self._rows(first, pix)
+        idx_1 = np.flatnonzero(rows_1 >= 0)
+        miss = np.flatnonzero(rows_1 < 0)
+        rows_2 = self._rows(second, pix[miss])
+        hit = rows_2 >= 0
+        plan = {first.name: (idx_1, rows_1[idx_1]), second.name: (miss[hit], rows_2[hit])}
+        return plan, None
 
     # ------------------------------------------------------------------ query
     def query(self, coords, mode: str = "mean", return_flags: bool = False, pct=None, *, rng=None):
@@ -311,14 +321,14 @@ class BayestarDECaPSQuery(DustMap):
         check_mode(mode, self.valid_modes)
         _, scalar_pct = parse_pct(mode, pct)
         flat = galactic_arrays(coords)
-        l_deg, b_deg, d_kpc = flat.l_deg, flat.b_deg, flat.d_kpc
+        d_kpc = flat.d_kpc
         has_dist = d_kpc is not None
-        dm = distance_modulus(d_kpc) if has_dist else None
-        code, rows_d, rows_b = self._choose(l_deg, b_deg, dm)
+        dm = distance_modulus(d_kpc) if (has_dist and self.prefer == "reliable") else None
+        plan, full_rows = self._plan(flat.l_deg, flat.b_deg, dm)
         per_bin = self.prefer == "reliable" and not has_dist
         gen = as_generator(rng) if mode == "random_sample" else None
 
-        n, n_dist = l_deg.size, self._edges.size
+        n, n_dist = flat.l_deg.size, self._edges.size
         tail = ()
         if mode == "samples":
             tail = (self.n_samples,)
@@ -330,25 +340,26 @@ class BayestarDECaPSQuery(DustMap):
         flags = None
         if return_flags:
             flags = np.zeros(n, dtype=_flag_dtype(has_dist, per_bin, n_dist))
+            code = np.zeros(n, dtype=np.uint8)
+            code[plan["decaps"][0]] = SOURCE_DECAPS
+            code[plan["bayestar"][0]] = SOURCE_BAYESTAR
             flags["source"] = _SOURCE_ARRAY[code]
             if not has_dist:
                 flags["min_reliable_distmod"] = np.nan
                 flags["max_reliable_distmod"] = np.nan
 
-        for source, rows, which in ((self._decaps, rows_d, SOURCE_DECAPS),
-                                    (self._bayestar, rows_b, SOURCE_BAYESTAR)):
-            idx = np.flatnonzero(code == which)
+        for source in (self._decaps, self._bayestar):
+            idx, rows = plan[source.name]
             if idx.size:
-                self._fill(source, idx, rows, l_deg, b_deg, d_kpc, mode, pct, gen, values, flags)
-
+                self._fill(source, idx, rows, d_kpc, mode, pct, gen, values, flags)
         if per_bin:
-            self._fill_per_bin(code, rows_d, rows_b, l_deg, b_deg, mode, pct, gen, values, flags)
+            self._fill_per_bin(*full_rows, mode, pct, gen, values, flags)
         result = (values, flags) if return_flags else values
         return restore_shape(result, flat)
 
-    def _answer(self, source, idx, rows, l_deg, b_deg, d_kpc, mode, pct, gen, want_flags):
+    def _answer(self, source, idx, rows, d_kpc, mode, pct, gen, want_flags):
         d_sub = None if d_kpc is None else d_kpc[idx]
-        out = source.answer(l_deg[idx], b_deg[idx], d_sub, rows[idx], mode, pct, gen, want_flags)
+        out = source.answer(d_sub, rows, mode, pct, gen, want_flags)
         vals, fl = out if want_flags else (out, None)
         if mode == "samples":
             vals = vals[:, :self.n_samples]
@@ -356,9 +367,8 @@ class BayestarDECaPSQuery(DustMap):
             vals = np.asarray(vals, dtype=np.float64) * source.scale
         return vals, fl
 
-    def _fill(self, source, idx, rows, l_deg, b_deg, d_kpc, mode, pct, gen, values, flags):
-        vals, fl = self._answer(source, idx, rows, l_deg, b_deg, d_kpc, mode, pct, gen,
-                                flags is not None)
+    def _fill(self, source, idx, rows, d_kpc, mode, pct, gen, values, flags):
+        vals, fl = self._answer(source, idx, rows, d_kpc, mode, pct, gen, flags is not None)
         values[idx] = vals
         if flags is not None:
             for name in fl.dtype.names:
@@ -366,7 +376,7 @@ class BayestarDECaPSQuery(DustMap):
             if "bin_source" in flags.dtype.names:
                 flags["bin_source"][idx] = _code_of(source)
 
-    def _fill_per_bin(self, code, rows_d, rows_b, l_deg, b_deg, mode, pct, gen, values, flags):
+    def _fill_per_bin(self, rows_d, rows_b, mode, pct, gen, values, flags):
         """prefer='reliable' without distances: overlap profiles, bin by bin."""
         both = np.flatnonzero((rows_d >= 0) & (rows_b >= 0))
         if not both.size:
@@ -379,19 +389,17 @@ class BayestarDECaPSQuery(DustMap):
             return
         sub = both[take]
         use_b = use_b[take]
-        vals, fl = self._answer(self._bayestar, sub, rows_b, l_deg, b_deg, None, mode, pct, gen,
+        vals, fl = self._answer(self._bayestar, sub, rows_b[sub], None, mode, pct, gen,
                                 flags is not None)
         mask = use_b
         if mode == "samples":
             mask = use_b[:, None, :]
         elif vals.ndim == 3:  # list of percentiles: (m, n_dist, n_pct)
             mask = use_b[:, :, None]
-        block = values[sub]
-        values[sub] = np.where(mask, vals, block)
+        values[sub] = np.where(mask, vals, values[sub])
         if flags is not None:
             all_b = use_b.all(axis=1)
             new_code = np.where(all_b, SOURCE_BAYESTAR, SOURCE_MIXED).astype(np.uint8)
-            code[sub] = new_code
             flags["source"][sub] = _SOURCE_ARRAY[new_code]
             flags["bin_source"][sub] = np.where(use_b, SOURCE_BAYESTAR, SOURCE_DECAPS)
             whole = sub[all_b]  # every bin from Bayestar19: its flags

@@ -7,7 +7,8 @@ binary search for the last range that starts at or before the query pixel, restr
 short stretch of the table by a small coarse index (one entry per pixel at ``coarse_nside``).
 The table itself may be a memory map: a lookup touches a few pages of it.
 
-All HEALPix arithmetic of the package goes through :func:`lb_to_nested`.
+All HEALPix arithmetic of the package goes through :func:`lb_to_nested` and
+:func:`nested_to_lb`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import healpy as hp
 import numba
 import numpy as np
 
-__all__ = ["lb_to_nested", "PixelIndex"]
+__all__ = ["lb_to_nested", "nested_to_lb", "PixelIndex"]
 
 
 def _check_nside(nside: int) -> int:
@@ -52,6 +53,12 @@ def lb_to_nested(nside: int, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray
         pix[valid] = hp.ang2pix(nside, np.radians(90.0 - b_deg[valid]),
                                 np.radians(l_deg[valid]), nest=True)
     return pix
+
+
+def nested_to_lb(nside: int, pix: np.ndarray):
+    """Galactic (l, b) in deg of the centres of HEALPix NESTED pixels at ``nside``."""
+    nside = _check_nside(nside)
+    return hp.pix2ang(nside, np.asarray(pix, dtype=np.int64), nest=True, lonlat=True)
 
 
 class PixelIndex:

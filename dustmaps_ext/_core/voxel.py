@@ -64,8 +64,8 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     ----------
     store : InMemoryStore, MappedStore or PublishedRowStore
         The map.
-    l_deg, b_deg : numpy.ndarray, shape (n,)
-        Galactic coordinates (deg).
+    l_deg, b_deg : numpy.ndarray, shape (n,), or None
+        Galactic coordinates (deg); may be None when ``rows`` is given.
     d_kpc : numpy.ndarray, shape (n,), or None
         Distances (kpc), or None for whole distance profiles.
     mode : str
@@ -81,7 +81,7 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     rows : numpy.ndarray of int64, shape (n,), optional
         The map rows of the positions, when the caller has already looked them up
         (``store.pixels.index.rows(l_deg, b_deg)``); ``l_deg`` and ``b_deg`` are then
-        not used again.
+        not used.
 
     Returns
     -------
@@ -92,11 +92,13 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     """
     check_mode(mode, valid_modes)
     pct, scalar_pct = parse_pct(mode, pct)
-    n = l_deg.size
     if rows is None:
         rows = store.pixels.index.rows(l_deg, b_deg)
-    elif rows.shape != (n,):
-        raise ValueError(f"rows must have shape ({n},); got {rows.shape}")
+    rows = np.asarray(rows, dtype=np.int64)
+    n = rows.size
+    if rows.ndim != 1 or (d_kpc is not None and np.shape(d_kpc) != (n,)):
+        raise ValueError(f"rows and d_kpc must be 1D arrays of one length; got {rows.shape}, "
+                         f"{np.shape(d_kpc)}")
     dm = None if d_kpc is None else distance_modulus(d_kpc)
     n_samples = store.n_samples
     value_dtype = np.dtype(getattr(store, "value_dtype", np.float16))
