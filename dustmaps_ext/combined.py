@@ -340,10 +340,10 @@ class BayestarDECaPSQuery(DustMap):
         flags = None
         if return_flags:
             flags = np.zeros(n, dtype=_flag_dtype(has_dist, per_bin, n_dist))
-            code = np.zeros(n, dtype=np.uint8)
-            code[plan["decaps"][0]] = SOURCE_DECAPS
-            code[plan["bayestar"][0]] = SOURCE_BAYESTAR
-            flags["source"] = _SOURCE_ARRAY[code]
+            source_field = flags["source"]
+            source_field[...] = "none"
+            source_field[plan["decaps"][0]] = "decaps"
+            source_field[plan["bayestar"][0]] = "bayestar"
             if not has_dist:
                 flags["min_reliable_distmod"] = np.nan
                 flags["max_reliable_distmod"] = np.nan

@@ -406,3 +406,76 @@ def test_bad_positions_and_distances(combined):
     assert not flags["reliable_dist"][[1, 3, 5, 6]].any()
     with pytest.raises(TypeError, match="SkyCoord"):
         combined["decaps"].query(np.zeros(3))
+
+
+# --------------------------------------------------------------------------- plots, CLI
+def test_density_integrates_back_to_the_cumulative_reddening(combined):
+    from dustmaps_ext.plot_disk import density_at
+
+    q = combined["decaps"]
+    edges = q.distmods.to_value(u.mag).astype(np.float64)
+    d_edges = 10.0 ** (0.2 * edges - 2.0)
+    l = np.array([300.0, 330.0, 30.0, 120.0])  # two DECaPS, two Bayestar19 sightlines
+    b = np.array([1.0, -1.5, 2.0, 3.0])
+    mid = 10.0 ** (0.2 * np.concatenate([[edges[0] - 0.5], 0.5 * (edges[1:] + edges[:-1])]) - 2.0)
+    rho, src = density_at(q, np.repeat(l, 120), np.repeat(b, 120), np.tile(mid, 4))
+    assert list(src.reshape(4, 120)[:, 0]) == ["decaps", "decaps", "bayestar", "bayestar"]
+    width = np.diff(np.concatenate([[0.0], d_edges]))
+    total = (rho.reshape(4, 120) * width).sum(axis=1)
+    far = q(SkyCoord(l * u.deg, b * u.deg, distance=d_edges[-1] * u.kpc, frame="galactic"))
+    np.testing.assert_allclose(total, far, rtol=1e-5)
+    assert np.all(far > 0.05)
+
+
+def test_topdown_columns_split_by_map(combined):
+    from dustmaps_ext.plot_disk import density_at, topdown_columns
+
+    q = combined["decaps"]
+    cols = topdown_columns(q, extent_kpc=3.0, n_xy=24, n_z=3)
+    xx, yy = np.meshgrid(cols["x"], cols["y"], indexing="ij")
+    l = np.degrees(np.arctan2(yy, xx)) % 360.0
+    has_d, has_b = np.isfinite(cols["decaps"]), np.isfinite(cols["bayestar"])
+    assert has_d.sum() > 50 and has_b.sum() > 150
+    assert np.all(in_decaps_footprint(l[has_d], 0.0) | (np.hypot(xx, yy)[has_d] < 0.6))
+    far_from_decaps = (l > 12.0) & (l < 233.0)
+    assert not has_d[far_from_decaps].any() and has_b[far_from_decaps].all()
+    # one column by hand: density at the slab's midpoints times dz
+    i, j = np.argwhere(has_b & ~has_d & (np.hypot(xx, yy) > 1.0))[0]
+    z = np.array([-2 / 30, 0.0, 2 / 30])
+    r = np.hypot(xx[i, j], yy[i, j])
+    rho, _ = density_at(q, np.full(3, l[i, j]), np.degrees(np.arctan2(z, r)), np.hypot(r, z))
+    np.testing.assert_allclose(cols["bayestar"][i, j], rho.sum() * 0.2 / 3, rtol=1e-6)
+
+
+def test_strip_is_the_combined_query_on_a_grid(combined):
+    from dustmaps_ext.plot_disk import strip_ebv
+
+    q = combined["decaps"]
+    s = strip_ebv(q, 2.0, l_range_deg=(230.0, 380.0), step_deg=1.0)
+    assert s["ebv"].shape == (20, 150) and s["l"][-1] == 379.5
+    ll, bb = np.meshgrid(s["l"] % 360.0, s["b"])
+    want, flags = q(SkyCoord(ll * u.deg, bb * u.deg, distance=np.full(ll.shape, 2.0) * u.kpc,
+                             frame="galactic"), return_flags=True)
+    assert_identical(s["ebv"], want)
+    assert_identical(s["source"], flags["source"])
+    assert set(np.unique(s["source"])) >= {"decaps", "bayestar"}
+    with pytest.raises(ValueError, match="distance_kpc must be a positive"):
+        strip_ebv(q, -1.0)
+
+
+def test_cli_plot_disk(files, tmp_path, capsys):
+    from dustmaps_ext import cli
+
+    common = ["--decaps", str(files["decaps_repacked"]), "--bayestar", str(files["bayestar"]),
+              "--no-progress"]
+    top = tmp_path / "top.png"
+    assert cli.main(["plot-disk", "topdown", *common, "--n-xy", "16", "--n-z", "2",
+                     "--extent", "2", "-o", str(top)]) == 0
+    strip = tmp_path / "strip.png"
+    assert cli.main(["plot-disk", "strip", *common, "--distance", "3", "--step", "2",
+                     "-o", str(strip), "--prefer", "reliable"]) == 0
+    for png in (top, strip):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert "written" in capsys.readouterr().out
+    assert cli.main(["plot-disk", "strip", *common, "--distance", "-1", "-o", str(strip)]) == 2
+    assert "distance_kpc must be a positive" in capsys.readouterr().err
