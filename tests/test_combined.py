@@ -479,3 +479,13 @@ def test_cli_plot_disk(files, tmp_path, capsys):
     assert "written" in capsys.readouterr().out
     assert cli.main(["plot-disk", "strip", *common, "--distance", "-1", "-o", str(strip)]) == 2
     assert "distance_kpc must be a positive" in capsys.readouterr().err
+
+
+def test_demo_runs_on_tiny_maps(tmp_path, capsys):
+    from build_tools import demo_combined
+
+    assert demo_combined.main(["--output-dir", str(tmp_path), "--decaps-nside", "32",
+                               "--n-xy", "12"]) == 0
+    assert (tmp_path / "combined_topdown.png").stat().st_size > 5000
+    assert (tmp_path / "combined_strip.png").stat().st_size > 5000
+    assert "dustmaps-ext plot-disk topdown" in capsys.readouterr().out
