@@ -54,11 +54,14 @@ def make_maps(workdir: Path, quick: bool):
     dec_rp = workdir / f"decaps_{tag}_repacked.h5"
     b19 = workdir / f"bayestar_{tag}.h5"
     if not dec_rp.exists():
-        if not dec.exists():
-            write_simulated_decaps(dec, nside=decaps_nside, progress=True)
-        repack(dec, dec_rp, progress=True)
+        tmp = dec.with_suffix(".partial.h5")
+        write_simulated_decaps(tmp, nside=decaps_nside, progress=True, overwrite=True)
+        repack(tmp, dec_rp, progress=True)
+        tmp.unlink()
     if not b19.exists():
-        write_simulated_bayestar19(b19, nsides=b19_nsides, n_samples=5)
+        tmp = b19.with_suffix(".partial.h5")
+        write_simulated_bayestar19(tmp, nsides=b19_nsides, n_samples=5, overwrite=True)
+        os.replace(tmp, b19)
     return dec_rp, b19, decaps_nside, b19_nsides
 
 
@@ -134,10 +137,13 @@ def main(argv=None) -> int:
             t_sum_flags = parts["decaps"][3] + parts["bayestar"][3]
             ref_mode = "mean" if mode == "mean" else mode
             sub_b = parts["bayestar"][2]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t_ref = best_of(lambda: ref_bq.query(sub_b, mode=ref_mode, pct=pct), 1)
-            rows.append({"prefer": prefer, "mode": mode + ("" if pct is None else f" {pct}"),
+            t_ref = np.nan  # dustmaps' nanpercentile loops in Python over every row: minutes
+            if mode != "percentile":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t_ref = best_of(lambda: ref_bq.query(sub_b, mode=ref_mode, pct=pct), 1)
+            row_ref = "n/a" if np.isnan(t_ref) else f"{t_ref:.3f}"
+            rows.append({"ref": row_ref, "prefer": prefer, "mode": mode + ("" if pct is None else f" {pct}"),
                          "dist": "yes" if with_d else "no", "n": count,
                          "n_decaps": parts["decaps"][0], "n_bayestar": parts["bayestar"][0],
                          "t_decaps": parts["decaps"][1], "t_bayestar": parts["bayestar"][1],
@@ -149,7 +155,7 @@ def main(argv=None) -> int:
             print(f"{prefer:8s} {r['mode']:18s} dist={r['dist']:3s} n={count:>8d}  decaps {r['t_decaps']:.3f} s "
                   f"+ bayestar {r['t_bayestar']:.3f} s = {t_sum:.3f} s; combined {t_comb:.3f} s "
                   f"(x{r['ratio']:.2f}); with flags: sum {t_sum_flags:.3f} s, combined {t_comb_flags:.3f} s (x{r['ratio_flags']:.2f}); "
-                  f"dustmaps BayestarQuery on its share {t_ref:.3f} s")
+                  f"dustmaps BayestarQuery on its share {r['ref']} s")
 
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +186,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['prefer']} | {r['mode']} | {r['dist']} | {r['n']:,} | {r['n_decaps']:,} | "
                      f"{r['n_bayestar']:,} | {r['t_decaps']:.3f} | {r['t_bayestar']:.3f} | "
                      f"{r['t_sum']:.3f} | {r['t_comb']:.3f} | {r['ratio']:.2f} | "
-                     f"{r['t_sum_flags']:.3f} | {r['t_comb_flags']:.3f} | {r['ratio_flags']:.2f} | {r['t_ref_bayestar']:.3f} |")
+                     f"{r['t_sum_flags']:.3f} | {r['t_comb_flags']:.3f} | {r['ratio_flags']:.2f} | {r['ref']} |")
     out.write_text("\n".join(lines) + "\n")
     print(f"written {out}")
     return 0

@@ -27,10 +27,11 @@ from ._coords import galactic_arrays, restore_shape
 from ._core.modes import BAYESTAR_MODES
 from ._core.voxel import query_voxels
 from ._io.bayestar19 import inspect_bayestar19_file, load_bayestar19
+from ._io.fetchers import fetch_bayestar2019 as fetch
 from ._io.layouts import MapFileError
 
-__all__ = ["Bayestar19Query", "default_map_path", "BAYESTAR19_TO_EBV", "BAYESTAR19_TO_EBV_RZ",
-           "MapFileError"]
+__all__ = ["Bayestar19Query", "default_map_path", "fetch", "BAYESTAR19_TO_EBV",
+           "BAYESTAR19_TO_EBV_RZ", "MapFileError"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ def default_map_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"The Bayestar19 map is not in the dustmaps data directory: {path} is missing.\n"
-            "Download it with:\n\n    dustmaps-ext fetch bayestar2019\n\n"
-            "or: import dustmaps.bayestar; dustmaps.bayestar.fetch(version='bayestar2019')\n"
+            "Download it with:\n\n    import dustmaps_ext.bayestar\n    dustmaps_ext.bayestar.fetch()\n\n"
+            "or from the shell: dustmaps-ext fetch bayestar2019\n"
             "To use another data directory: from dustmaps.config import config; "
             "config['data_dir'] = '/path/to/data'")
     return path
