@@ -18,7 +18,9 @@ Coverage rule
 Units
     DECaPS is E(B-V) in mag. Bayestar19 values are multiplied by ``bayestar_to_ebv``:
     0.884 (default; E(B-V) from E(g-r) on the SFD scale) or 0.996 (from E(r-z)), the two
-    conversions of the Bayestar19 usage notes. Answers are float32.
+    conversions of the Bayestar19 usage notes, in the precision of Bayestar19's answer
+    (float32 values times ``float32(bayestar_to_ebv)``; float64 percentiles times the
+    factor). Answers are float32.
 """
 
 from __future__ import annotations
@@ -360,10 +362,12 @@ class BayestarDECaPSQuery(DustMap):
         d_sub = None if d_kpc is None else d_kpc[idx]
         out = source.answer(d_sub, rows, mode, pct, gen, want_flags)
         vals, fl = out if want_flags else (out, None)
-        if mode == "samples":
+        if mode == "samples" and vals.shape[1] != self.n_samples:
             vals = vals[:, :self.n_samples]
         if source.scale != 1.0:
-            vals = np.asarray(vals, dtype=np.float64) * source.scale
+            # in the answer's own precision, in place (the answer is a fresh array):
+            # float32 x float32(factor), or float64 x factor for percentiles
+            vals *= vals.dtype.type(source.scale)
         return vals, fl
 
     def _fill(self, source, idx, rows, d_kpc, mode, pct, gen, values, flags):
