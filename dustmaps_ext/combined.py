@@ -38,7 +38,7 @@ from dustmaps.map_base import DustMap
 
 from ._coords import galactic_arrays, restore_shape
 from ._core.modes import as_generator, check_mode, parse_pct
-from ._core.pixels import PixelIndex, first_rows, lb_to_nested, nested_to_lb
+from ._core.pixels import PixelIndex, lb_to_nested, nested_to_lb
 from ._core.voxel import distance_modulus, query_voxels
 
 __all__ = ["BayestarDECaPSQuery", "COMBINED_MODES", "SOURCE_NAMES", "SOURCE_NONE",
@@ -270,11 +270,12 @@ class BayestarDECaPSQuery(DustMap):
             return plan, (rows_d, rows_b)
         first, second = ((self._bayestar, self._decaps) if self.prefer == "bayestar"
                          else (self._decaps, self._bayestar))
-        which, rows = first_rows(pix, self._nside_fine, first.index, second.index)
-        plan = {}
-        for code, source in ((1, first), (2, second)):
-            idx = np.flatnonzero(which == code)
-            plan[source.name] = (idx, rows[idx])
+        rows_1 = self._rows(first, pix)
+        idx_1 = np.flatnonzero(rows_1 >= 0)
+        miss = np.flatnonzero(rows_1 < 0)
+        rows_2 = self._rows(second, pix[miss])
+        hit = rows_2 >= 0
+        plan = {first.name: (idx_1, rows_1[idx_1]), second.name: (miss[hit], rows_2[hit])}
         return plan, None
 
     # ------------------------------------------------------------------ query

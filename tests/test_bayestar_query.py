@@ -286,34 +286,3 @@ def test_pixel_index_on_an_unsorted_table():
     assert np.array_equal(idx.rows(l, b), want)
     assert np.all(want >= 0)
 
-
-def test_first_rows_equals_two_separate_lookups():
-    from dustmaps_ext._core.pixels import first_rows
-
-    rng = np.random.default_rng(6)
-    a = PixelIndex(np.unique(rng.integers(0, 12 * 64 ** 2, 20_000)), 64)
-    nsides = rng.choice([16, 32], 3000)
-    pix = np.where(nsides == 16, rng.integers(0, 12 * 16 ** 2, 3000), rng.integers(0, 12 * 32 ** 2, 3000))
-    order = np.lexsort((pix, nsides))
-    nsides, pix = nsides[order], pix[order]
-    starts = pix * (32 // nsides) ** 2
-    keep = np.ones(pix.size, bool)  # drop pixels that overlap an earlier one
-    seen = set()
-    for i, (s, n) in enumerate(zip(starts.tolist(), nsides.tolist())):
-        span = set(range(s, s + (32 // n) ** 2))
-        keep[i] = not (span & seen)
-        seen |= span if keep[i] else set()
-    b = PixelIndex(pix[keep], nsides[keep], sort=True)
-    l = rng.uniform(0, 360, 50_000)
-    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, 50_000)))
-    fine = hp.ang2pix(128, l, lat, nest=True, lonlat=True)
-    fine[::1000] = -1
-    which, rows = first_rows(fine, 128, a, b)
-    ra, rb = a.rows(l, lat), b.rows(l, lat)
-    ra[::1000] = -1
-    rb[::1000] = -1
-    assert np.array_equal(which, np.where(ra >= 0, 1, np.where(rb >= 0, 2, 0)))
-    assert np.array_equal(rows, np.where(ra >= 0, ra, rb))
-    assert set(np.unique(which)) == {0, 1, 2}
-    with pytest.raises(ValueError, match="not a multiple"):
-        first_rows(fine, 32, a, b)

@@ -17,7 +17,7 @@ import healpy as hp
 import numba
 import numpy as np
 
-__all__ = ["lb_to_nested", "nested_to_lb", "PixelIndex", "first_rows"]
+__all__ = ["lb_to_nested", "nested_to_lb", "PixelIndex"]
 
 
 def _check_nside(nside: int) -> int:
@@ -152,11 +152,6 @@ class PixelIndex:
     def _row_of_or_empty(self) -> np.ndarray:
         return _NO_PERMUTATION if self._row_of is None else self._row_of
 
-    def _state(self) -> tuple:
-        """The arrays the lookup kernels read, in their argument order."""
-        return (self._starts, self._shifts, self._unit_span, self._coarse_start,
-                self._coarse_shift, self._row_of_or_empty())
-
 
 _NO_PERMUTATION = np.empty(0, dtype=np.int64)
 
@@ -193,47 +188,3 @@ def _lookup_one(x, starts, shifts, unit_span, coarse_start, coarse_shift, row_of
 def _lookup_rows(pix, starts, shifts, unit_span, coarse_start, coarse_shift, row_of, out):
     for i in range(pix.size):
         out[i] = _lookup_one(pix[i], starts, shifts, unit_span, coarse_start, coarse_shift, row_of)
-
-
-@numba.njit(cache=True, nogil=True)
-def _first_rows(pix, a_state, a_shift, b_state, b_shift, which, rows):
-    for i in range(pix.size):
-        x = pix[i]
-        which[i] = 0
-        rows[i] = -1
-        if x < 0:
-            continue
-        r = _lookup_one(x >> a_shift, a_state[0], a_state[1], a_state[2], a_state[3], a_state[4],
-                        a_state[5])
-        if r >= 0:
-            which[i] = 1
-            rows[i] = r
-            continue
-        r = _lookup_one(x >> b_shift, b_state[0], b_state[1], b_state[2], b_state[3], b_state[4],
-                        b_state[5])
-        if r >= 0:
-            which[i] = 2
-            rows[i] = r
-
-
-def first_rows(pix: np.ndarray, nside: int, first: PixelIndex, second: PixelIndex):
-    """For pixels at ``nside``, the row in ``first``, else in ``second`` (one pass).
-
-    ``nside`` must be at least the finest nside of both tables.
-
-    Returns
-    -------
-    (which, rows) : (numpy.ndarray of uint8, numpy.ndarray of int64)
-        ``which`` is 1 (found in ``first``), 2 (found only in ``second``) or 0 (in
-        neither, or a negative pixel); ``rows`` the row in that table, -1 for 0.
-    """
-    pix = np.ascontiguousarray(pix, dtype=np.int64).ravel()
-    shifts = []
-    for index in (first, second):
-        if nside < index.nside_max or nside % index.nside_max:
-            raise ValueError(f"nside {nside} is not a multiple of the table's finest nside {index.nside_max}")
-        shifts.append(2 * int(np.log2(nside // index.nside_max)))
-    which = np.empty(pix.size, dtype=np.uint8)
-    rows = np.empty(pix.size, dtype=np.int64)
-    _first_rows(pix, first._state(), shifts[0], second._state(), shifts[1], which, rows)
-    return which, rows
