@@ -184,7 +184,12 @@ def main(argv=None) -> int:
         f"Maps (simulated): DECaPS nside {decaps_nside} (repacked, memory-mapped, DECaPSQueryLite); "
         f"Bayestar19 nsides {b19_nsides}, |b| < 12 deg, 5 samples (Bayestar19Query, in RAM). "
         f"Coordinates uniform over all l, |b| < 10 deg, d = 0.1-10 kpc (log-uniform); "
-        f"{n:,} with distances, {n_prof:,} without (whole profiles). Best of {args.repeat}.",
+        f"{n:,} with distances, {n_prof:,} without (whole profiles).",
+        "",
+        f"Times are process CPU seconds, minimum of {args.repeat} interleaved repeats (the query "
+        "path is single-threaded, so on an idle machine CPU and wall time agree; on a shared "
+        "machine CPU time is the robust measure). The last two columns give wall-clock seconds. "
+        f"Load average when the run ended: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.",
         f"Loading: ours {t_load_ours:.2f} s (both maps), dustmaps' BayestarQuery {t_load_ref:.2f} s.",
         "",
         "`sum` = DECaPS alone on the coordinates DECaPS answers + Bayestar19 alone on those it "

@@ -120,7 +120,8 @@ class _DustmapsBayestarSource:
         else:
             coords = SkyCoord(l_deg * u.deg, b_deg * u.deg, distance=d_kpc * u.kpc,
                               frame="galactic")
-        with contextlib.redirect_stdout(io.StringIO()):
+        # no prints; d = 0 (log10 of 0 in dustmaps) is not an error here: it gives 0
+        with contextlib.redirect_stdout(io.StringIO()), np.errstate(divide="ignore", invalid="ignore"):
             out = self.query.query(coords, mode=self.mode_map.get(mode, mode), pct=pct,
                                    return_flags=return_flags)
         if d_kpc is not None:  # this package's rule: NaN distance -> NaN (dustmaps: last bin)

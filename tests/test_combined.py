@@ -169,6 +169,12 @@ def test_dustmaps_bayestar_object_gives_the_same_answers(files, singles, combine
             assert got_flags.dtype == want_flags.dtype
             for name in want_flags.dtype.names:
                 assert_identical(got_flags[name], want_flags[name])
+    # zero and NaN distances follow this package's rules, without warnings
+    odd = SkyCoord([90.0, 90.0] * u.deg, [1.0, 1.0] * u.deg, distance=[0.0, np.nan] * u.kpc,
+                   frame="galactic")
+    with contextlib.redirect_stdout(io.StringIO()):
+        got = via_dustmaps(odd, mode="median")
+    assert got[0] == 0 and np.isnan(got[1])
 
 
 def test_random_sample_is_a_sample_of_the_answering_map(combined, singles):
