@@ -191,6 +191,10 @@ def test_bad_inputs(b19, b19_file, tmp_path, dustmaps_data_dir):
     text.write_text("<html>not found</html>")
     with pytest.raises(MapFileError, match="text.h5 is not a readable HDF5"):
         Bayestar19Query(text)
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(b19_file.read_bytes()[:-20000])
+    with pytest.raises(MapFileError, match="truncated.h5"):
+        Bayestar19Query(truncated, progress=False)
     partial = tmp_path / "partial.h5"
     with h5py.File(b19_file) as src, h5py.File(partial, "w") as f:
         src.copy("pixel_info", f)
