@@ -120,9 +120,63 @@ def _run_plot_wang2025(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot_disk(targets: argparse._SubParsersAction) -> None:
+    """`plot topdown` and `plot strip`: the combined Bayestar19 + DECaPS map (BayestarDECaPSQuery)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--decaps", default=None,
+                        help="DECaPS file (default: the one in dustmaps' data directory)")
+    common.add_argument("--bayestar", default=None,
+                        help="Bayestar19 file (default: <data_dir>/bayestar/bayestar2019.h5)")
+    common.add_argument("--prefer", choices=("decaps", "bayestar", "reliable"), default="decaps",
+                        help="which map answers where both have a pixel (default: %(default)s)")
+    common.add_argument("--bayestar-to-ebv", type=float, default=0.884,
+                        help="E(B-V) per Bayestar19 unit: 0.884 (E(g-r), default) or 0.996 (E(r-z))")
+    common.add_argument("--mode", choices=("mean", "median"), default="mean")
+    common.add_argument("--output", "-o", required=True, help="image file to write (PNG, PDF, ...)")
+    common.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bars while maps load")
+    t = targets.add_parser("topdown", parents=[common],
+                           help="face-on view of the dust within |z| < 100 pc (Zucker et al. 2025, Fig. 12)")
+    t.add_argument("--extent", type=float, default=5.0, help="half-width around the Sun, kpc (default: %(default)s)")
+    t.add_argument("--n-xy", type=int, default=200, help="pixels per side (default: %(default)s)")
+    t.add_argument("--z-max", type=float, default=100.0, help="half-thickness of the slab, pc (default: %(default)s)")
+    t.add_argument("--n-z", type=int, default=5, help="samples across the slab (default: %(default)s)")
+    t.set_defaults(handler=_run_plot_disk)
+    s = targets.add_parser("strip", parents=[common], help="E(B-V) to a distance over |b| < 10 deg")
+    s.add_argument("--distance", type=float, required=True, help="distance, kpc")
+    s.add_argument("--step", type=float, default=0.25, help="pixel size, deg (default: %(default)s)")
+    s.add_argument("--l-min", type=float, default=0.0)
+    s.add_argument("--l-max", type=float, default=360.0)
+    s.set_defaults(handler=_run_plot_disk)
+
+
+def _run_plot_disk(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .combined import BayestarDECaPSQuery
+    from .plot_disk import plot_strip, plot_topdown
+
+    query = BayestarDECaPSQuery(args.decaps, args.bayestar, bayestar_to_ebv=args.bayestar_to_ebv,
+                                prefer=args.prefer, progress=args.progress)
+    if args.target == "topdown":
+        ax = plot_topdown(query, extent_kpc=args.extent, n_xy=args.n_xy, z_max_pc=args.z_max,
+                          n_z=args.n_z, mode=args.mode)
+    else:
+        ax = plot_strip(query, args.distance, l_range_deg=(args.l_min, args.l_max),
+                        step_deg=args.step, mode=args.mode)
+    ax.figure.savefig(args.output, dpi=120, bbox_inches="tight")
+    plt.close(ax.figure)
+    print(f"written {args.output}")
+    return 0
+
+
 # Targets of `dustmaps-ext plot <target>`; each adds its own sub-parser.
 _PLOT_TARGETS: list[Callable[[argparse._SubParsersAction], None]] = [
     _plot_wang2025,
+    _plot_disk,
 ]
 
 

@@ -1,9 +1,13 @@
 """Line-of-sight numerics of voxel maps: distance interpolation and sample reductions.
 
-The kernels work on plain arrays. A map's values are a 3D array ``data[row, slot, k]`` of
-float16 *bit patterns* (uint16; numba has no float16 on the CPU), decoded through a
-65,536-entry lookup table. ``slot`` selects the mean or one posterior sample and ``k`` the
-distance-modulus edge. ``data`` may be an array in RAM or a memory map.
+The kernels work on plain arrays. A map's values are a 3D array ``data[row, slot, k]``;
+``slot`` selects the mean (or best fit) or one posterior sample and ``k`` the
+distance-modulus edge. ``data`` may be an array in RAM or a memory map. Two storage types
+share every kernel (numba compiles one specialisation per type):
+
+* float16 *bit patterns* (uint16; numba has no float16 on the CPU), decoded through a
+  65,536-entry lookup table (DECaPS);
+* float32 values, used as they are (Bayestar19).
 
 Interpolation in distance modulus ``dm`` follows the DECaPS/Bayestar convention of dustmaps:
 
@@ -12,8 +16,9 @@ Interpolation in distance modulus ``dm`` follows the DECaPS/Bayestar convention 
 * between edges: ``(1 - a) * value_ceil + a * value_floor`` with
   ``a = (edge_ceil - dm) / (edge_ceil - edge_floor)``, ``edge_ceil`` the first edge >= dm.
 
-Arithmetic is float64 and each result is rounded to the nearest float16 (ties to even),
-exactly as dustmaps 1.0.14 stores its float16 answers; a NaN ``dm`` or a row of -1 gives NaN.
+Arithmetic is float64 and each result is rounded to the storage precision (float16 or
+float32, ties to even), exactly as dustmaps 1.0.14 stores its answers (float16 for DECaPS,
+float32 for Bayestar); a NaN ``dm`` or a row of -1 gives NaN.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import math
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 __all__ = ["F16_TO_F64", "F16_NAN_BITS", "values_at_distmod", "profiles", "median_of_values",
-           "median_of_profiles", "round_to_float16"]
+           "median_of_profiles", "round_to_float16", "stored_type"]
 
 #: float16 bit pattern -> float64 value.
 F16_TO_F64 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
@@ -50,6 +57,28 @@ def _round_f16(x):
     return math.copysign(math.ldexp(q, exponent - 11), x)
 
 
+def _decode(x, lut):
+    """Stored value -> float64: a LUT lookup for float16 bit patterns, a cast for floats."""
+
+
+@overload(_decode, inline="always")
+def _decode_impl(x, lut):
+    if isinstance(x, types.Integer):
+        return lambda x, lut: lut[x]
+    return lambda x, lut: np.float64(x)
+
+
+def _round_as(v, stored):
+    """Round a float64 result to the precision of the stored type (``stored`` only gives the type)."""
+
+
+@overload(_round_as, inline="always")
+def _round_as_impl(v, stored):
+    if isinstance(stored, types.Integer):
+        return lambda v, stored: _round_f16(v)
+    return lambda v, stored: np.float64(np.float32(v))
+
+
 @numba.njit(cache=True, nogil=True)
 def _round_f16_array(x, out):
     for i in range(x.size):
@@ -66,10 +95,7 @@ def round_to_float16(x: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _values_at_distmod(data, rows, slot_first, slot_per_coord, dm, edges, lut, out):
-    """out[i, j] = map value of row rows[i], slot (slot_first + j or slot_per_coord[i]) at dm[i].
-
-    The values are not yet rounded to float16 (see :func:`values_at_distmod`).
-    """
+    """out[i, j] = map value of row rows[i], slot (slot_first + j or slot_per_coord[i]) at dm[i]."""
     n_edges = edges.size
     n_out = out.shape[1]
     per_coord = slot_per_coord.size > 0
@@ -97,19 +123,19 @@ def _values_at_distmod(data, rows, slot_first, slot_per_coord, dm, edges, lut, o
         for j in range(n_out):
             s = slot_per_coord[i] if per_coord else slot_first + j
             if k == 0:
-                v = a * lut[data[r, s, 0]]
+                v = a * _decode(data[r, s, 0], lut)
             elif k == n_edges:
-                v = lut[data[r, s, n_edges - 1]]
+                v = _decode(data[r, s, n_edges - 1], lut)
             else:
-                v = (1.0 - a) * lut[data[r, s, k]] + a * lut[data[r, s, k - 1]]
-            # rounded to float16 afterwards, in a separate pass: rounding here (libm calls)
-            # stalls the random reads of ``data`` and made this loop 2-3x slower
+                v = (1.0 - a) * _decode(data[r, s, k], lut) + a * _decode(data[r, s, k - 1], lut)
+            # rounded to the stored precision afterwards, in a separate pass: rounding here
+            # (libm calls) stalls the random reads of ``data`` and made this loop 2-3x slower
             out[i, j] = v
 
 
 @numba.njit(cache=True, nogil=True)
 def _profiles(data, rows, slot_first, slot_per_coord, nan_bits, out):
-    """out[i, j, :] = raw float16 bits of the whole profile of row rows[i], slot j."""
+    """out[i, j, :] = stored values (as stored) of the whole profile of row rows[i], slot j."""
     n_out = out.shape[1]
     n_dist = out.shape[2]
     per_coord = slot_per_coord.size > 0
@@ -126,8 +152,11 @@ def _profiles(data, rows, slot_first, slot_per_coord, nan_bits, out):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _median_sorted_f16(buf, n):
-    """numpy's median of n float16 values held (as float64) in buf[:n]; NaN if any is NaN."""
+def _median_sorted(buf, n, stored):
+    """numpy's median of n stored values held (as float64) in buf[:n]; NaN if any is NaN.
+
+    ``stored`` is a value of the storage type (uint16 bits: float16; float32).
+    """
     for t in range(n):
         if math.isnan(buf[t]):
             return math.nan
@@ -141,19 +170,20 @@ def _median_sorted_f16(buf, n):
     half = n // 2
     if n % 2 == 1:
         return buf[half]
-    # numpy averages the two middle float16 values in float32, then rounds to float16
+    # numpy averages the two middle values in float32 (float16 or float32 input), then
+    # rounds to the input's type
     s = np.float32(buf[half - 1]) + np.float32(buf[half])
-    return _round_f16(np.float64(s / np.float32(2.0)))
+    return _round_as(np.float64(s / np.float32(2.0)), stored)
 
 
 @numba.njit(cache=True, nogil=True)
-def _median_of_values(values, out):
+def _median_of_values(values, stored, out):
     n = values.shape[1]
     buf = np.empty(n)
     for i in range(values.shape[0]):
         for t in range(n):
             buf[t] = values[i, t]
-        out[i] = _median_sorted_f16(buf, n)
+        out[i] = _median_sorted(buf, n, stored)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -167,11 +197,21 @@ def _median_of_profiles(data, rows, slot_first, n_slots, lut, out):
                 out[i, k] = math.nan
                 continue
             for t in range(n_slots):
-                buf[t] = lut[data[r, slot_first + t, k]]
-            out[i, k] = _median_sorted_f16(buf, n_slots)
+                buf[t] = _decode(data[r, slot_first + t, k], lut)
+            out[i, k] = _median_sorted(buf, n_slots, data[r, slot_first, k])
 
 
 _NO_SLOTS = np.empty(0, dtype=np.int64)
+
+
+def stored_type(data: np.ndarray) -> np.dtype:
+    """The value type a data array stands for: float16 for uint16 bit patterns, else its dtype."""
+    return np.dtype(np.float16) if data.dtype == np.uint16 else data.dtype
+
+
+def _check_data(data: np.ndarray) -> None:
+    if data.dtype not in (np.uint16, np.float32):
+        raise TypeError(f"map values must be float16 bit patterns (uint16) or float32; got {data.dtype}")
 
 
 def values_at_distmod(data: np.ndarray, rows: np.ndarray, dm: np.ndarray, edges: np.ndarray,
@@ -181,8 +221,8 @@ def values_at_distmod(data: np.ndarray, rows: np.ndarray, dm: np.ndarray, edges:
 
     Parameters
     ----------
-    data : numpy.ndarray of uint16, shape (n_rows, n_slots_total, n_dist)
-        float16 bit patterns (array or memory map).
+    data : numpy.ndarray of uint16 or float32, shape (n_rows, n_slots_total, n_dist)
+        float16 bit patterns or float32 values (array or memory map).
     rows : numpy.ndarray of int64, shape (n,)
         Row of each coordinate; -1 gives NaN.
     dm : numpy.ndarray of float64, shape (n,)
@@ -197,8 +237,9 @@ def values_at_distmod(data: np.ndarray, rows: np.ndarray, dm: np.ndarray, edges:
     Returns
     -------
     numpy.ndarray of float64, shape (n, n_slots)
-        Values on the float16 grid.
+        Values on the grid of the stored type (float16 or float32).
     """
+    _check_data(data)
     if slot_per_coord is None:
         slot_per_coord = _NO_SLOTS
     else:
@@ -206,37 +247,45 @@ def values_at_distmod(data: np.ndarray, rows: np.ndarray, dm: np.ndarray, edges:
     out = np.empty((rows.size, n_slots), dtype=np.float64)
     _values_at_distmod(data, rows, int(slot_first), np.asarray(slot_per_coord, dtype=np.int64),
                        dm, np.asarray(edges, dtype=np.float64), F16_TO_F64, out)
-    flat = out.ravel()
-    _round_f16_array(flat, flat)  # in place, elementwise
+    if data.dtype == np.uint16:
+        flat = out.ravel()
+        _round_f16_array(flat, flat)  # in place, elementwise
+    else:
+        out[...] = out.astype(np.float32)
     return out
 
 
 def profiles(data: np.ndarray, rows: np.ndarray, *, slot_first: int = 0, n_slots: int = 1,
              slot_per_coord: np.ndarray | None = None) -> np.ndarray:
-    """Whole distance profiles (float16) of each coordinate's row; NaN for row -1.
+    """Whole distance profiles of each coordinate's row, in the stored type; NaN for row -1.
 
-    Returns an array of shape (n, n_slots, n_dist) (``n_slots`` is 1 with ``slot_per_coord``).
+    Returns an array of shape (n, n_slots, n_dist) (``n_slots`` is 1 with ``slot_per_coord``),
+    float16 for uint16 data, float32 for float32 data.
     """
+    _check_data(data)
     if slot_per_coord is None:
         slot_per_coord = _NO_SLOTS
     else:
         n_slots = 1
-    out = np.empty((rows.size, n_slots, data.shape[2]), dtype=np.uint16)
-    _profiles(data, rows, int(slot_first), np.asarray(slot_per_coord, dtype=np.int64),
-              F16_NAN_BITS, out)
-    return out.view(np.float16)
+    out = np.empty((rows.size, n_slots, data.shape[2]), dtype=data.dtype)
+    fill = F16_NAN_BITS if data.dtype == np.uint16 else data.dtype.type(np.nan)
+    _profiles(data, rows, int(slot_first), np.asarray(slot_per_coord, dtype=np.int64), fill, out)
+    return out.view(np.float16) if data.dtype == np.uint16 else out
 
 
-def median_of_values(values: np.ndarray) -> np.ndarray:
-    """Median over axis 1 of float16-grid values, as ``numpy.median`` of float16 gives it."""
+def median_of_values(values: np.ndarray, stored=np.float16) -> np.ndarray:
+    """Median over axis 1 of values on the ``stored`` grid (float16 or float32), as
+    ``numpy.median`` of an array of that type gives it (returned as float64)."""
+    witness = np.uint16(0) if np.dtype(stored) == np.float16 else np.float32(0)
     out = np.empty(values.shape[0], dtype=np.float64)
-    _median_of_values(np.ascontiguousarray(values), out)
+    _median_of_values(np.ascontiguousarray(values), witness, out)
     return out
 
 
 def median_of_profiles(data: np.ndarray, rows: np.ndarray, slot_first: int,
                        n_slots: int) -> np.ndarray:
-    """Median over samples of whole profiles, shape (n, n_dist), float16; NaN for row -1."""
+    """Median over samples of whole profiles, shape (n, n_dist), in the stored type; NaN for row -1."""
+    _check_data(data)
     out = np.empty((rows.size, data.shape[2]), dtype=np.float64)
     _median_of_profiles(data, rows, int(slot_first), int(n_slots), F16_TO_F64, out)
-    return out.astype(np.float16)
+    return out.astype(stored_type(data))

@@ -9,11 +9,16 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["ALL_MODES", "check_mode", "parse_pct", "as_generator", "draw_key", "per_pixel_draw",
-           "FLAGS_WITH_DISTANCE", "FLAGS_WITHOUT_DISTANCE"]
+__all__ = ["ALL_MODES", "BAYESTAR_MODES", "check_mode", "parse_pct", "as_generator", "draw_key",
+           "per_pixel_draw", "FLAGS_WITH_DISTANCE", "FLAGS_WITHOUT_DISTANCE",
+           "BAYESTAR_FLAGS_WITH_DISTANCE", "BAYESTAR_FLAGS_WITHOUT_DISTANCE"]
 
 #: Every mode of a map with posterior samples, in dustmaps' order.
 ALL_MODES = ("random_sample", "random_sample_per_pix", "samples", "median", "mean", "percentile")
+
+#: Every mode of Bayestar19, in dustmaps' order (``best``: the best fit of the file).
+BAYESTAR_MODES = ("random_sample", "random_sample_per_pix", "samples", "median", "mean", "best",
+                  "percentile")
 
 #: Flag fields returned with distances.
 FLAGS_WITH_DISTANCE = np.dtype([("converged", bool), ("infilled", bool), ("reliable_dist", bool)])
@@ -22,6 +27,11 @@ FLAGS_WITH_DISTANCE = np.dtype([("converged", bool), ("infilled", bool), ("relia
 FLAGS_WITHOUT_DISTANCE = np.dtype([("converged", bool), ("infilled", bool),
                                    ("min_reliable_distmod", np.float32),
                                    ("max_reliable_distmod", np.float32)])
+#: Bayestar19's flag fields (dustmaps' ``BayestarQuery``): no ``infilled``.
+BAYESTAR_FLAGS_WITH_DISTANCE = np.dtype([("converged", bool), ("reliable_dist", bool)])
+BAYESTAR_FLAGS_WITHOUT_DISTANCE = np.dtype([("converged", bool),
+                                            ("min_reliable_distmod", np.float32),
+                                            ("max_reliable_distmod", np.float32)])
 
 
 def check_mode(mode: str, valid_modes) -> str:

@@ -7,7 +7,8 @@ binary search for the last range that starts at or before the query pixel, restr
 short stretch of the table by a small coarse index (one entry per pixel at ``coarse_nside``).
 The table itself may be a memory map: a lookup touches a few pages of it.
 
-All HEALPix arithmetic of the package goes through :func:`lb_to_nested`.
+All HEALPix arithmetic of the package goes through :func:`lb_to_nested` and
+:func:`nested_to_lb`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import healpy as hp
 import numba
 import numpy as np
 
-__all__ = ["lb_to_nested", "PixelIndex"]
+__all__ = ["lb_to_nested", "nested_to_lb", "PixelIndex"]
 
 
 def _check_nside(nside: int) -> int:
@@ -54,6 +55,12 @@ def lb_to_nested(nside: int, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray
     return pix
 
 
+def nested_to_lb(nside: int, pix: np.ndarray):
+    """Galactic (l, b) in deg of the centres of HEALPix NESTED pixels at ``nside``."""
+    nside = _check_nside(nside)
+    return hp.pix2ang(nside, np.asarray(pix, dtype=np.int64), nest=True, lonlat=True)
+
+
 class PixelIndex:
     """Finds the table row of sky positions in a sorted table of HEALPix NESTED pixels.
 
@@ -69,10 +76,14 @@ class PixelIndex:
         over the table.
     coarse_nside : int, optional
         The nside of ``coarse_start``.
+    sort : bool
+        The table is in another order (Bayestar19 files list pixels nside by nside): sort
+        a copy of the pixel ranges internally; :meth:`rows` still returns rows of the table
+        as given. Costs 16 bytes per row.
     """
 
     def __init__(self, healpix_index: np.ndarray, nside, *, coarse_start: np.ndarray | None = None,
-                 coarse_nside: int | None = None) -> None:
+                 coarse_nside: int | None = None, sort: bool = False) -> None:
         nsides = np.atleast_1d(np.asarray(nside, dtype=np.int64))
         for n in np.unique(nsides):
             _check_nside(int(n))
@@ -82,21 +93,26 @@ class PixelIndex:
         index = np.asarray(healpix_index)
         if index.dtype == np.uint64:
             index = index.view(np.int64)
-        if nsides.size == 1:
+        self._row_of = None
+        if nsides.size == 1 and not sort:
             # one nside: the table is the range starts themselves, each range one pixel long
             self._starts = index.astype(np.int64, copy=False)
             self._shifts = np.zeros(1, dtype=np.int64)
             self._unit_span = True
         else:
-            if nsides.shape[0] != self.n_rows:
+            if nsides.size != 1 and nsides.shape[0] != self.n_rows:
                 raise ValueError("nside must be a scalar or one value per row")
             shifts = 2 * (np.log2(self.nside_max // nsides)).astype(np.int64)
             starts = index.astype(np.int64) << shifts
             order = np.argsort(starts, kind="stable")
             if np.any(order != np.arange(self.n_rows)):
-                raise ValueError("the pixel table must be sorted by the sky position it covers")
+                if not sort:
+                    raise ValueError("the pixel table must be sorted by the sky position it covers")
+                starts = starts[order]
+                shifts = np.broadcast_to(shifts, (self.n_rows,))[order]
+                self._row_of = order.astype(np.int64)
             self._starts = starts
-            self._shifts = shifts
+            self._shifts = np.broadcast_to(shifts, (self.n_rows,)).copy() if shifts.size == 1 else shifts
             self._unit_span = False
         self.coarse_nside = int(coarse_nside) if coarse_nside else min(self.nside_min, 256)
         self._coarse_shift = 2 * int(np.log2(self.nside_max // self.coarse_nside))
@@ -130,36 +146,45 @@ class PixelIndex:
         pix = np.ascontiguousarray(pix, dtype=np.int64)
         out = np.empty(pix.shape, dtype=np.int64)
         _lookup_rows(pix.ravel(), self._starts, self._shifts, self._unit_span,
-                     self._coarse_start, self._coarse_shift, out.ravel())
+                     self._coarse_start, self._coarse_shift, self._row_of_or_empty(), out.ravel())
         return out
+
+    def _row_of_or_empty(self) -> np.ndarray:
+        return _NO_PERMUTATION if self._row_of is None else self._row_of
+
+
+_NO_PERMUTATION = np.empty(0, dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lookup_one(x, starts, shifts, unit_span, coarse_start, coarse_shift, row_of):
+    """Row of pixel x (at the table's finest nside), or -1."""
+    if x < 0:
+        return -1
+    p = x >> coarse_shift
+    if p >= coarse_start.size - 1:
+        return -1
+    lo = coarse_start[p]
+    hi = coarse_start[p + 1]
+    # first row in [lo, hi) whose start is beyond x
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if starts[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    cand = lo - 1
+    if cand < 0:
+        return -1
+    s = starts[cand]
+    if unit_span:
+        return cand if s == x else -1
+    if x < s + (np.int64(1) << shifts[cand]):
+        return row_of[cand] if row_of.size > 0 else cand
+    return -1
 
 
 @numba.njit(cache=True, nogil=True)
-def _lookup_rows(pix, starts, shifts, unit_span, coarse_start, coarse_shift, out):
-    n_parent = coarse_start.size - 1
+def _lookup_rows(pix, starts, shifts, unit_span, coarse_start, coarse_shift, row_of, out):
     for i in range(pix.size):
-        x = pix[i]
-        out[i] = -1
-        if x < 0:
-            continue
-        p = x >> coarse_shift
-        if p >= n_parent:
-            continue
-        lo = coarse_start[p]
-        hi = coarse_start[p + 1]
-        # first row in [lo, hi) whose start is beyond x
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if starts[mid] <= x:
-                lo = mid + 1
-            else:
-                hi = mid
-        cand = lo - 1
-        if cand < 0:
-            continue
-        s = starts[cand]
-        if unit_span:
-            if s == x:
-                out[i] = cand
-        elif x < s + (np.int64(1) << shifts[cand]):
-            out[i] = cand
+        out[i] = _lookup_one(pix[i], starts, shifts, unit_span, coarse_start, coarse_shift, row_of)

@@ -1,10 +1,20 @@
-"""The checked functional core of voxel-map queries (DECaPS; Bayestar-style maps).
+"""The checked functional core of voxel-map queries (DECaPS; Bayestar19).
 
 :func:`query_voxels` turns Galactic ``l, b`` (and optional distance) arrays into reddening
 and flags for any store that follows the convention of :mod:`dustmaps_ext._io.layouts`
 (slot 0 the mean, slots 1..n_samples the samples). Everything here works on plain arrays.
 
-Results follow dustmaps 1.0.14 exactly for the deterministic modes:
+A store may declare, as class attributes,
+
+* ``value_dtype``: the type of its values, ``float16`` (default; stored as uint16 bit
+  patterns) or ``float32`` (Bayestar19); answers come in that type;
+* ``slot0``: ``'mean'`` (default: slot 0 holds the mean map, DECaPS) or ``'best'``
+  (slot 0 holds the best fit, Bayestar19: mode ``'best'`` reads it and mode ``'mean'`` is
+  numpy's mean over the samples of the interpolated values, as dustmaps computes it);
+* ``flag_dtypes``: the flag layouts (with, without distances); default DECaPS'.
+
+Results follow dustmaps 1.0.14 exactly for the deterministic modes (float16 DECaPS shown;
+a float32 store answers float32 where this table says float16):
 
 ================  ===========================  ====================================
 mode              with distances               without distances
@@ -28,6 +38,8 @@ from .modes import (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE, as_generator, c
                     draw_key, parse_pct, per_pixel_draw)
 from .pixels import lb_to_nested
 
+_DEFAULT_FLAGS = (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE)
+
 __all__ = ["distance_modulus", "query_voxels"]
 
 
@@ -45,15 +57,16 @@ def distance_modulus(d_kpc: np.ndarray) -> np.ndarray:
 
 
 def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray | None, *,
-                 mode: str, valid_modes, pct=None, return_flags: bool = False, rng=None):
+                 mode: str, valid_modes, pct=None, return_flags: bool = False, rng=None,
+                 rows: np.ndarray | None = None):
     """Reddening of a voxel map at flat arrays of positions.
 
     Parameters
     ----------
     store : InMemoryStore, MappedStore or PublishedRowStore
         The map.
-    l_deg, b_deg : numpy.ndarray, shape (n,)
-        Galactic coordinates (deg).
+    l_deg, b_deg : numpy.ndarray, shape (n,), or None
+        Galactic coordinates (deg); may be None when ``rows`` is given.
     d_kpc : numpy.ndarray, shape (n,), or None
         Distances (kpc), or None for whole distance profiles.
     mode : str
@@ -66,6 +79,10 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
         Also return a structured array of flags.
     rng : None, int or numpy.random.Generator
         Randomness of the random modes.
+    rows : numpy.ndarray of int64, shape (n,), optional
+        The map rows of the positions, when the caller has already looked them up
+        (``store.pixels.index.rows(l_deg, b_deg)``); ``l_deg`` and ``b_deg`` are then
+        not used.
 
     Returns
     -------
@@ -76,39 +93,52 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     """
     check_mode(mode, valid_modes)
     pct, scalar_pct = parse_pct(mode, pct)
-    n = l_deg.size
     index = store.pixels.index
-    pix = lb_to_nested(index.nside_max, l_deg, b_deg)
+    lookup = rows is None
+    # what the chunks are sorted by: the pixel of each position, or the given rows
+    keys = lb_to_nested(index.nside_max, l_deg, b_deg) if lookup else np.asarray(rows, dtype=np.int64)
+    n = keys.size
+    if keys.ndim != 1 or (d_kpc is not None and np.shape(d_kpc) != (n,)):
+        raise ValueError(f"rows and d_kpc must be 1D arrays of one length; got {keys.shape}, "
+                         f"{np.shape(d_kpc)}")
     dm = None if d_kpc is None else distance_modulus(d_kpc)
     n_samples = store.n_samples
+    value_dtype = np.dtype(getattr(store, "value_dtype", np.float16))
+    slot0 = getattr(store, "slot0", "mean")
+    if mode == "best" and slot0 != "best":
+        raise ValueError("mode 'best' needs a map whose slot 0 is a best fit")
+    computed_mean = mode == "mean" and slot0 != "mean"
     rng = as_generator(rng) if mode.startswith("random") else None
 
-    slot_first, n_slots = (0, 1) if mode == "mean" else (1, n_samples)
+    slot_first, n_slots = 1, n_samples
+    if (mode == "mean" and not computed_mean) or mode == "best":
+        slot_first, n_slots = 0, 1
     per_coord = mode in ("random_sample", "random_sample_per_pix")
     slot_per_coord = 1 + rng.integers(0, n_samples, n) if mode == "random_sample" else None
     key = draw_key(rng) if mode == "random_sample_per_pix" else None
-    n_out = 1 if per_coord else n_slots
+    want_samples = slot_first != 0
+    n_out = 1 if (per_coord or slot_first == 0) else n_slots
 
     n_dist = store.info.n_dist
     edges = store.info.dm_bin_edges
     if dm is not None:
         raw = np.empty((n, n_out), dtype=np.float64)
     elif mode == "median":
-        raw = np.empty((n, n_dist), dtype=np.float16)
+        raw = np.empty((n, n_dist), dtype=value_dtype)
     else:
-        raw = np.empty((n, n_out, n_dist), dtype=np.float16)
-    rows = np.empty(n, dtype=np.int64)
+        raw = np.empty((n, n_out, n_dist), dtype=value_dtype)
+    all_rows = np.empty(n, dtype=np.int64)
     pixel_flags = _empty_pixel_flags(n) if return_flags else None
 
     # A store with a chunk size answers the coordinates in order of pixel (so consecutive
     # coordinates touch neighbouring parts of a file) and releases what it read between chunks.
     step = store.chunk_coords or max(n, 1)
-    order = np.argsort(pix, kind="stable") if step < n else None
+    order = np.argsort(keys, kind="stable") if step < n else None
     for a in range(0, n, step):
         sel = slice(a, min(a + step, n)) if order is None else order[a:a + step]
-        r = index.rows_of_pixels(pix[sel])
-        rows[sel] = r
-        data, local = store.data_for(r, mode != "mean")
+        r = index.rows_of_pixels(keys[sel]) if lookup else keys[sel]
+        all_rows[sel] = r
+        data, local = store.data_for(r, want_samples)
         if mode == "random_sample":
             per = slot_per_coord[sel]
         elif mode == "random_sample_per_pix":
@@ -129,28 +159,34 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
                 pixel_flags[name][sel] = values
         store.release()
 
-    values = _reduce(raw, mode, pct, scalar_pct, dm is not None, rows, dm)
+    values = _reduce(raw, mode, pct, scalar_pct, dm is not None, all_rows, dm, value_dtype,
+                     computed_mean)
     if not return_flags:
         return values
-    return values, _flags(pixel_flags, dm)
+    return values, _flags(store, pixel_flags, dm)
 
 
 def _empty_pixel_flags(n: int) -> dict:
-    return {"converged": np.empty(n, bool), "infilled": np.empty(n, bool),
+    return {"converged": np.zeros(n, bool), "infilled": np.zeros(n, bool),
             "dm_min": np.empty(n, np.float32), "dm_max": np.empty(n, np.float32)}
 
 
-def _reduce(raw, mode, pct, scalar_pct, has_dist, rows, dm):
+def _reduce(raw, mode, pct, scalar_pct, has_dist, rows, dm, value_dtype, computed_mean):
     if has_dist:
         if mode == "median":
-            return los.median_of_values(raw).astype(np.float16)
+            return los.median_of_values(raw, value_dtype).astype(value_dtype)
         if mode == "samples":
-            return raw.astype(np.float16)
+            return raw.astype(value_dtype)
+        if computed_mean:
+            # numpy's mean of the stored-type samples, reduced in the order dustmaps' is
+            return raw.astype(value_dtype).mean(axis=1)
         if mode == "percentile":
-            return _percentile(raw.astype(np.float16), pct, scalar_pct, (rows >= 0) & ~np.isnan(dm))
-        return raw[:, 0].astype(np.float16)
+            return _percentile(raw.astype(value_dtype), pct, scalar_pct, (rows >= 0) & ~np.isnan(dm))
+        return raw[:, 0].astype(value_dtype)
     if mode == "median" or mode == "samples":
         return raw
+    if computed_mean:
+        return raw.mean(axis=1)
     if mode == "percentile":
         return _percentile(raw, pct, scalar_pct, rows >= 0)
     return raw[:, 0, :]
@@ -173,16 +209,18 @@ def _percentile(samples_f16, pct, scalar_pct, inside):
     return out
 
 
-def _flags(pix, dm):
+def _flags(store, pix, dm):
+    with_d, without_d = getattr(store, "flag_dtypes", _DEFAULT_FLAGS)
     if dm is not None:
-        flags = np.empty(dm.size, dtype=FLAGS_WITH_DISTANCE)
+        flags = np.empty(dm.size, dtype=with_d)
         dm_min, dm_max = pix["dm_min"], pix["dm_max"]
         flags["reliable_dist"] = ((dm >= dm_min) & (dm <= dm_max)
                                   & np.isfinite(dm_min) & np.isfinite(dm_max))
     else:
-        flags = np.empty(pix["dm_min"].size, dtype=FLAGS_WITHOUT_DISTANCE)
+        flags = np.empty(pix["dm_min"].size, dtype=without_d)
         flags["min_reliable_distmod"] = pix["dm_min"]
         flags["max_reliable_distmod"] = pix["dm_max"]
     flags["converged"] = pix["converged"]
-    flags["infilled"] = pix["infilled"]
+    if "infilled" in flags.dtype.names:
+        flags["infilled"] = pix["infilled"]
     return flags

@@ -1,0 +1,150 @@
+"""A fast, quiet reader of Bayestar19 (Green et al. 2019) with dustmaps' numbers.
+
+:class:`Bayestar19Query` reads the same ``bayestar2019.h5`` as
+``dustmaps.bayestar.BayestarQuery(version='bayestar2019')`` and answers every one of its
+modes (``random_sample``, ``random_sample_per_pix``, ``samples``, ``median``, ``mean``,
+``best``, ``percentile``) with the very same float32 numbers and flags, through the voxel
+core shared with the DECaPS classes. It prints nothing, shows a progress bar that can be
+turned off, and finds pixels with one HEALPix computation per coordinate instead of one
+per nside.
+
+Values are in Bayestar19's arbitrary reddening units. To convert to E(B-V) multiply by
+:data:`BAYESTAR19_TO_EBV` (0.884, from E(g-r) on the SFD scale) or by
+:data:`BAYESTAR19_TO_EBV_RZ` (0.996, from E(r-z)); both come from the Bayestar19 usage
+notes (Green et al. 2019; argonaut.skymaps.info/usage).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from dustmaps.map_base import DustMap
+
+from ._coords import galactic_arrays, restore_shape
+from ._core.modes import BAYESTAR_MODES
+from ._core.voxel import query_voxels
+from ._io.bayestar19 import inspect_bayestar19_file, load_bayestar19
+from ._io.fetchers import fetch_bayestar2019 as fetch
+from ._io.layouts import MapFileError
+
+__all__ = ["Bayestar19Query", "default_map_path", "fetch", "BAYESTAR19_TO_EBV",
+           "BAYESTAR19_TO_EBV_RZ", "MapFileError"]
+
+logger = logging.getLogger(__name__)
+
+#: E(B-V) per Bayestar19 unit, from E(g-r) on the SFD scale (Bayestar19 usage notes).
+BAYESTAR19_TO_EBV = 0.884
+#: E(B-V) per Bayestar19 unit, from E(r-z) (Bayestar19 usage notes).
+BAYESTAR19_TO_EBV_RZ = 0.996
+
+
+def default_map_path() -> Path:
+    """``<dustmaps data_dir>/bayestar/bayestar2019.h5``, where dustmaps' BayestarQuery looks.
+
+    Raises
+    ------
+    FileNotFoundError
+        If it is not there; the message says how to download it.
+    """
+    from dustmaps.std_paths import data_dir
+
+    path = Path(data_dir()) / "bayestar" / "bayestar2019.h5"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"The Bayestar19 map is not in the dustmaps data directory: {path} is missing.\n"
+            "Download it with:\n\n    import dustmaps_ext.bayestar\n    dustmaps_ext.bayestar.fetch()\n\n"
+            "or from the shell: dustmaps-ext fetch bayestar2019\n"
+            "To use another data directory: from dustmaps.config import config; "
+            "config['data_dir'] = '/path/to/data'")
+    return path
+
+
+class Bayestar19Query(DustMap):
+    """Bayestar19, loaded into RAM, answering as dustmaps' ``BayestarQuery`` does.
+
+    Parameters
+    ----------
+    map_fname : str or Path, optional
+        A Bayestar19-format file. Default: :func:`default_map_path`.
+    max_samples : int, optional
+        Load only the first ``max_samples`` samples (as dustmaps' ``max_samples``).
+    progress : bool, keyword-only
+        Show a progress bar while loading.
+
+    Notes
+    -----
+    Memory: ``n_pix x (1 + n_samples) x 120 x 4`` bytes (best fit and samples, float32,
+    as dustmaps holds them) plus about 40 bytes per pixel of pixel information.
+    """
+
+    def __init__(self, map_fname=None, max_samples: int | None = None, *,
+                 progress: bool = True) -> None:
+        super().__init__()
+        path = Path(map_fname) if map_fname is not None else default_map_path()
+        self._info = inspect_bayestar19_file(path)
+        if max_samples is not None:
+            if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)):
+                raise TypeError(f"max_samples must be an integer; got {max_samples!r}")
+            if not 1 <= max_samples <= self._info.n_samples:
+                raise ValueError(f"max_samples must be between 1 and {self._info.n_samples} "
+                                 f"(the samples in {path.name}); got {max_samples}")
+        self._store = load_bayestar19(self._info, n_samples=max_samples, progress=progress)
+
+    @property
+    def map_fname(self) -> Path:
+        """The file this object reads."""
+        return self._info.path
+
+    @property
+    def n_samples(self) -> int:
+        """Posterior samples loaded."""
+        return self._store.n_samples
+
+    def query(self, coords, mode: str = "random_sample", return_flags: bool = False, pct=None,
+              *, rng=None):
+        """Bayestar19 reddening (arbitrary units; see the module) at the given coordinates.
+
+        Parameters
+        ----------
+        coords : astropy.coordinates.SkyCoord
+            Any frame and shape, with or without distances.
+        mode : str
+            ``'random_sample'`` (default, as dustmaps), ``'random_sample_per_pix'``,
+            ``'samples'``, ``'median'``, ``'mean'`` (mean over the samples of the
+            interpolated values), ``'best'`` (the file's best fit) or ``'percentile'``.
+        return_flags : bool
+            Also return flags: with distances ``converged`` and ``reliable_dist``; without,
+            ``converged``, ``min_reliable_distmod`` and ``max_reliable_distmod`` (a NaN in
+            the file reads +inf and -inf, as in dustmaps).
+        pct : float or sequence of float
+            Percentile(s) in [0, 100] for ``mode='percentile'``.
+        rng : None, int or numpy.random.Generator, keyword-only
+            Randomness of the random modes (dustmaps uses numpy's global state instead).
+
+        Returns
+        -------
+        numpy.ndarray, or (numpy.ndarray, numpy.ndarray)
+            float32 (float64 for percentiles), shaped as dustmaps: ``coords.shape`` with
+            distances (plus a samples axis for ``'samples'``, a percentile axis for a list
+            ``pct``), else ``coords.shape + (120,)`` (``'samples'``: samples before
+            distances). Outside the map, for invalid positions and for NaN distances:
+            NaN and False flags (dustmaps returns the farthest bin for a NaN distance).
+        """
+        flat = galactic_arrays(coords)
+        result = query_voxels(self._store, flat.l_deg, flat.b_deg, flat.d_kpc, mode=mode,
+                              valid_modes=BAYESTAR_MODES, pct=pct,
+                              return_flags=return_flags, rng=rng)
+        return restore_shape(result, flat)
+
+    @property
+    def distmods(self) -> u.Quantity:
+        """Distance-modulus edges of the map (mag)."""
+        return self._info.dm_bin_edges * u.mag
+
+    @property
+    def distances(self) -> u.Quantity:
+        """Distances (kpc) of the distance-modulus edges."""
+        return 10.0 ** (0.2 * self._info.dm_bin_edges - 2.0) * u.kpc
