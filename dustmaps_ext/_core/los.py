@@ -247,11 +247,8 @@ def values_at_distmod(data: np.ndarray, rows: np.ndarray, dm: np.ndarray, edges:
     out = np.empty((rows.size, n_slots), dtype=np.float64)
     _values_at_distmod(data, rows, int(slot_first), np.asarray(slot_per_coord, dtype=np.int64),
                        dm, np.asarray(edges, dtype=np.float64), F16_TO_F64, out)
-    if data.dtype == np.uint16:
-        flat = out.ravel()
-        _round_f16_array(flat, flat)  # in place, elementwise
-    else:
-        out[...] = out.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond 65504 rounds to inf, as float16 does
+        out[...] = out.astype(np.float16 if data.dtype == np.uint16 else np.float32)
     return out
 
 

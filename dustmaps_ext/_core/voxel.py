@@ -31,6 +31,9 @@ percentile        (n,) or (n, n_pct) float64   (n, n_dist) or (n, n_dist, n_pct)
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from . import los
@@ -40,7 +43,12 @@ from .pixels import lb_to_nested
 
 _DEFAULT_FLAGS = (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE)
 
-__all__ = ["distance_modulus", "query_voxels"]
+__all__ = ["distance_modulus", "query_voxels", "MAX_THREADS"]
+
+#: Threads a large query uses (the kernels release the GIL); at most 8.
+MAX_THREADS = max(1, min(8, os.cpu_count() or 1))
+#: Queries smaller than this stay on the calling thread.
+PARALLEL_MIN_COORDS = 65536
 
 
 def distance_modulus(d_kpc: np.ndarray) -> np.ndarray:
@@ -130,12 +138,7 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     all_rows = np.empty(n, dtype=np.int64)
     pixel_flags = _empty_pixel_flags(n) if return_flags else None
 
-    # A store with a chunk size answers the coordinates in order of pixel (so consecutive
-    # coordinates touch neighbouring parts of a file) and releases what it read between chunks.
-    step = store.chunk_coords or max(n, 1)
-    order = np.argsort(keys, kind="stable") if step < n else None
-    for a in range(0, n, step):
-        sel = slice(a, min(a + step, n)) if order is None else order[a:a + step]
+    def answer(sel):
         r = index.rows_of_pixels(keys[sel]) if lookup else keys[sel]
         all_rows[sel] = r
         data, local = store.data_for(r, want_samples)
@@ -159,11 +162,41 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
                 pixel_flags[name][sel] = values
         store.release()
 
+    _run_in_chunks(answer, keys, store.chunk_coords)
+
     values = _reduce(raw, mode, pct, scalar_pct, dm is not None, all_rows, dm, value_dtype,
                      computed_mean)
     if not return_flags:
         return values
     return values, _flags(store, pixel_flags, dm)
+
+
+def _run_in_chunks(answer, keys: np.ndarray, chunk_coords: int | None) -> None:
+    """Call ``answer(sel)`` on chunks of the coordinates, on up to :data:`MAX_THREADS` threads.
+
+    A store with a chunk size (a memory map or a file) is answered in order of ``keys``
+    (pixels or rows), so consecutive coordinates touch neighbouring parts of the file, and
+    releases what it read after each chunk. A store in RAM is answered in contiguous parts,
+    one per thread. The kernels release the GIL and every chunk writes its own entries, so
+    the threads share nothing but the read-only map.
+    """
+    n = keys.size
+    if chunk_coords:
+        order = np.argsort(keys, kind="stable") if chunk_coords < n else None
+        step = chunk_coords
+    else:
+        order = None
+        parts = MAX_THREADS if n >= PARALLEL_MIN_COORDS else 1
+        step = -(-n // parts) if n else 1
+    chunks = [slice(a, min(a + step, n)) if order is None else order[a:a + step]
+              for a in range(0, n, step)]
+    if len(chunks) > 1 and MAX_THREADS > 1 and n >= PARALLEL_MIN_COORDS:
+        with ThreadPoolExecutor(max_workers=MAX_THREADS) as pool:
+            for done in pool.map(answer, chunks):
+                pass
+    else:
+        for sel in chunks:
+            answer(sel)
 
 
 def _empty_pixel_flags(n: int) -> dict:
