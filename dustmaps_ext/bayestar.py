@@ -19,14 +19,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import astropy.units as u
 import numpy as np
-from dustmaps.map_base import DustMap
 
-from ._coords import galactic_arrays, restore_shape
 from ._core.modes import BAYESTAR_MODES
-from ._core.voxel import query_voxels
 from ._io.bayestar19 import inspect_bayestar19_file, load_bayestar19
+from ._voxel_map import VoxelDustMap
 from ._io.fetchers import fetch_bayestar2019 as fetch
 from ._io.layouts import MapFileError
 
@@ -62,7 +59,7 @@ def default_map_path() -> Path:
     return path
 
 
-class Bayestar19Query(DustMap):
+class Bayestar19Query(VoxelDustMap):
     """Bayestar19, loaded into RAM, answering as dustmaps' ``BayestarQuery`` does.
 
     Parameters
@@ -79,6 +76,8 @@ class Bayestar19Query(DustMap):
     Memory: ``n_pix x (1 + n_samples) x 120 x 4`` bytes (best fit and samples, float32,
     as dustmaps holds them) plus about 40 bytes per pixel of pixel information.
     """
+
+    _valid_modes = BAYESTAR_MODES
 
     def __init__(self, map_fname=None, max_samples: int | None = None, *,
                  progress: bool = True) -> None:
@@ -133,18 +132,4 @@ class Bayestar19Query(DustMap):
             distances). Outside the map, for invalid positions and for NaN distances:
             NaN and False flags (dustmaps returns the farthest bin for a NaN distance).
         """
-        flat = galactic_arrays(coords)
-        result = query_voxels(self._store, flat.l_deg, flat.b_deg, flat.d_kpc, mode=mode,
-                              valid_modes=BAYESTAR_MODES, pct=pct,
-                              return_flags=return_flags, rng=rng)
-        return restore_shape(result, flat)
-
-    @property
-    def distmods(self) -> u.Quantity:
-        """Distance-modulus edges of the map (mag)."""
-        return self._info.dm_bin_edges * u.mag
-
-    @property
-    def distances(self) -> u.Quantity:
-        """Distances (kpc) of the distance-modulus edges."""
-        return 10.0 ** (0.2 * self._info.dm_bin_edges - 2.0) * u.kpc
+        return self._answer(coords, mode, return_flags, pct, rng)

@@ -18,15 +18,12 @@ import logging
 import warnings
 from pathlib import Path
 
-import astropy.units as u
 import numpy as np
-from dustmaps.map_base import DustMap
 
-from ._coords import galactic_arrays, restore_shape
 from ._core.modes import ALL_MODES
-from ._core.voxel import query_voxels
 from ._io.layouts import (MapFileError, MappedStore, PublishedRowStore, default_repacked_path,
                           inspect_decaps_file, load_in_memory)
+from ._voxel_map import VoxelDustMap
 from ._io.fetchers import fetch_decaps as fetch
 from ._io.layouts import repack as _repack
 
@@ -103,7 +100,7 @@ def repack(src, dst=None, *, progress: bool = True) -> Path:
     return _repack(src, dst, progress=progress)
 
 
-class _DECaPSBase(DustMap):
+class _DECaPSBase(VoxelDustMap):
     """What both query classes share: file resolution, modes and the query itself."""
 
     _store = None
@@ -170,21 +167,7 @@ class _DECaPSBase(DustMap):
         TypeError
             If ``coords`` is not a SkyCoord.
         """
-        flat = galactic_arrays(coords)
-        result = query_voxels(self._store, flat.l_deg, flat.b_deg, flat.d_kpc, mode=mode,
-                              valid_modes=self._valid_modes, pct=pct,
-                              return_flags=return_flags, rng=rng)
-        return restore_shape(result, flat)
-
-    @property
-    def distmods(self) -> u.Quantity:
-        """Distance-modulus edges of the map (mag)."""
-        return self._info.dm_bin_edges * u.mag
-
-    @property
-    def distances(self) -> u.Quantity:
-        """Distances (kpc) of the distance-modulus edges."""
-        return 10.0 ** (0.2 * self._info.dm_bin_edges - 2.0) * u.kpc
+        return self._answer(coords, mode, return_flags, pct, rng)
 
 
 class DECaPSQuery(_DECaPSBase):

@@ -502,6 +502,7 @@ def _create_pixel_major(src: Path, partial: Path, info: DecapsFileInfo, coarse_n
         for key, value in grp_in.attrs.items():
             grp.attrs[key] = value
         grp.attrs["n_samples"] = np.int64(info.n_samples)
+        last = -1  # the last pixel index seen, to check the order across blocks
         for name in _PIXEL_DATASETS:
             dset = grp.create_dataset(name, shape=(info.n_pix,), dtype=_PIXEL_DTYPES[name])
             for a in range(0, info.n_pix, step):
@@ -509,7 +510,7 @@ def _create_pixel_major(src: Path, partial: Path, info: DecapsFileInfo, coarse_n
                 block = grp_in[name][a:b]
                 dset[a:b] = block.astype(_PIXEL_DTYPES[name])
                 if name == "healpix_index":
-                    if a and int(block[0]) <= last:
+                    if int(block[0]) <= last:
                         raise MapFileError(f"{src}: pixel_info/healpix_index is not sorted")
                     if np.any(np.diff(block.astype(np.int64)) <= 0):
                         raise MapFileError(f"{src}: pixel_info/healpix_index is not sorted")
