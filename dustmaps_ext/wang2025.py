@@ -29,7 +29,7 @@ from dustmaps.map_base import DustMap
 
 from ._core.parametric import (CLOUD_MIN_COLUMN, COMPONENT_FIELDS, N_CLOUDS, RECORD_FIELDS,
                                cloud_profiles, evaluate, ring_pixels)
-from ._io.parametric_table import NSIDE, convert_fits_table, open_table
+from ._io.parametric_table import convert_fits_table, open_table
 
 __all__ = ["Wang2025Query", "convert_table", "default_table_path", "default_fits_path",
            "COMPONENT_DTYPE"]
@@ -38,9 +38,6 @@ logger = logging.getLogger(__name__)
 
 #: dtype of the structured array returned by ``query(..., return_components=True)``.
 COMPONENT_DTYPE = np.dtype([(name, dt) for name, dt in COMPONENT_FIELDS])
-
-_FIELD_INDEX = {name: i for i, name in enumerate(RECORD_FIELDS)}
-
 
 def _map_dir() -> Path:
     from dustmaps.std_paths import data_dir
@@ -100,7 +97,7 @@ def _resolve_map(map_fname) -> Path:
             return convert_table(fits_path, converted, progress=False)
         raise FileNotFoundError(
             f"the Wang et al. (2025) map is not in {_map_dir()}: download it with "
-            "dustmaps_ext.wang2025.fetch() (or `dustmaps-ext fetch wang2025`)")
+            "dustmaps_ext.wang2025.fetch()")
     path = Path(map_fname)
     if path.suffix.lower() in (".fits", ".fit"):
         converted = path.with_name(path.stem + "_columns.h5")
@@ -161,7 +158,7 @@ class Wang2025Query(DustMap):
         """Drop the table's pages from this process's resident set (they stay in the page
         cache, and later queries map them again). Large queries do this block by block;
         small ones keep the pages they touched mapped, so that repeating them is fast."""
-        self._table.release(0, self._table.records.shape[0])
+        self._table.release(0, self._table.records[0].shape[0])
 
     # ----------------------------------------------------------------- coordinates
 
@@ -266,8 +263,7 @@ class Wang2025Query(DustMap):
         row = int(_pixel_rows(np.array([float(l)]), np.array([float(b)]))[0])
         if row < 0:
             raise ValueError(f"no sightline at l={l!r}, b={b!r} (need finite l and |b| <= 90)")
-        rec = self._table.records[row]
-        out = {name: float(rec[i]) for i, name in enumerate(RECORD_FIELDS)}
+        out = {name: float(self._table.column(name)[row]) for name in RECORD_FIELDS}
         out["row"] = row
         return out
 
