@@ -28,7 +28,7 @@ import numpy as np
 from dustmaps.map_base import DustMap
 
 from ._core.parametric import (CLOUD_MIN_COLUMN, COMPONENT_FIELDS, N_CLOUDS, RECORD_FIELDS,
-                               cloud_profiles, evaluate, ring_pixels)
+                               RELEASE_MIN_POINTS, cloud_profiles, evaluate, ring_pixels)
 from ._io.parametric_table import convert_fits_table, open_table
 
 __all__ = ["Wang2025Query", "convert_table", "default_table_path", "default_fits_path",
@@ -145,9 +145,19 @@ class Wang2025Query(DustMap):
     made while another runs in parallel runs on one core).
     """
 
+    #: Bytes of records (from the first row) that large queries leave mapped between
+    #: queries; the rest is dropped block by block. Bounds the peak RSS of any query to about
+    #: this plus one block (~100 MB) plus the query's own arrays.
+    resident_bytes = 512 * 2 ** 20
+
     def __init__(self, map_fname: str | os.PathLike | None = None):
         super().__init__()
         self._table = open_table(_resolve_map(map_fname))
+
+    def _release_block(self, first_row: int, stop_row: int) -> None:
+        keep = self.resident_bytes // sum(r.strides[0] for r in self._table.records)
+        if stop_row > keep:
+            self._table.release(max(first_row, keep), stop_row)
 
     @property
     def map_fname(self) -> Path:
@@ -244,8 +254,15 @@ class Wang2025Query(DustMap):
 
     def _query_flat(self, l_deg, b_deg, d_kpc, shape, return_components):
         rows = _pixel_rows(l_deg, b_deg)
-        res = evaluate(self._table.records, rows, d_kpc, components=return_components,
-                       release=self._table.release)
+        large = rows.size >= RELEASE_MIN_POINTS
+        if large:
+            self._table.advise(sequential=True)
+        try:
+            res = evaluate(self._table.records, rows, d_kpc, components=return_components,
+                           release=self._release_block)
+        finally:
+            if large:
+                self._table.advise(sequential=False)
         if return_components:
             out = _as_structured(res, shape)
         else:

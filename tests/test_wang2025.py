@@ -328,3 +328,19 @@ def test_cli_plot_wang2025(release_like, tmp_path, capsys):
     assert rc == 2 and "no converted" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["plot"])  # a target is required
+
+
+def test_large_queries_keep_a_bounded_resident_set(query, monkeypatch):
+    calls = []
+    monkeypatch.setattr(query._table, "release", lambda a, b: calls.append((a, b)))
+    monkeypatch.setattr(query, "resident_bytes", 3 * 2 ** 20 * 96 + 2 ** 20 * 72)
+    rng = np.random.default_rng(8)
+    n = 40_000
+    l, b, d = rng.uniform(0, 360, n), rng.uniform(-90, 90, n), rng.uniform(0, 9, n)
+    expected = query.query_lbd(l[:100], b[:100], d[:100])  # small: nothing released
+    assert calls == []
+    out = query.query_lbd(l, b, d)
+    np.testing.assert_array_equal(out[:100], expected)
+    keep = query.resident_bytes // (96 + 72)
+    assert calls and all(first >= keep for first, _ in calls)
+    assert max(stop for _, stop in calls) == RELEASE_NROWS

@@ -166,6 +166,13 @@ class ParametricTable:
         """One column of the records (a strided view; no copy)."""
         return record_column(self.records, name)
 
+    def advise(self, sequential: bool) -> None:
+        """Hint the kernel how the records will be read: ``False`` (the default after
+        opening) reads only the pages touched (no read-ahead: a few scattered points do not
+        pull megabytes from disk), ``True`` restores normal read-ahead for large queries."""
+        if hasattr(self._map, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+            self._map.madvise(mmap.MADV_NORMAL if sequential else mmap.MADV_RANDOM)
+
     def release(self, first_row: int, stop_row: int) -> None:
         """Drop the pages of rows ``[first_row, stop_row)`` from this process's resident set.
 
@@ -250,5 +257,7 @@ def open_table(path: str | os.PathLike) -> ParametricTable:
             raise ValueError(f"{path}: truncated (records run past the end of the file)")
         arrays.append(np.frombuffer(mm, dtype=dtype, count=n_items, offset=offset)
                       .reshape(shape))
-    return ParametricTable(path=path, records=(arrays[0], arrays[1]), _map=mm,
-                           _offsets=(layouts[0][0], layouts[1][0]))
+    table = ParametricTable(path=path, records=(arrays[0], arrays[1]), _map=mm,
+                            _offsets=(layouts[0][0], layouts[1][0]))
+    table.advise(sequential=False)
+    return table
