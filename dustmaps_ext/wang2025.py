@@ -141,8 +141,7 @@ class Wang2025Query(DustMap):
 
     Notes
     -----
-    Queries are thread-safe. Large queries use every core (one query at a time; a query
-    made while another runs in parallel runs on one core).
+    Queries are thread-safe. Large queries use every core.
     """
 
     #: Bytes of records (from the first row) that large queries leave mapped between

@@ -236,6 +236,7 @@ def test_serial_parallel_and_blocked_paths_agree(n, monkeypatch):
     rows = rng.integers(-1, 3000, n)
     d = rng.uniform(0, 12, n)
     released = []
+    monkeypatch.setattr(par, "CHUNK_POINTS", 97)  # many tasks per block of rows
     full = evaluate(rec, rows, d, components=True, release=lambda a, b: released.append((a, b)))
     monkeypatch.setattr(par, "PARALLEL_MIN_POINTS", 10 ** 12)
     monkeypatch.setattr(par, "BLOCKED_MIN_POINTS", 10 ** 12)

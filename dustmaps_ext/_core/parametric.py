@@ -334,12 +334,6 @@ def _ebv_point(rec, rows, dist, has_dist, i, out):
     out[i] = _ebv(rec, r, x)
 
 
-@numba.njit(parallel=True, **_JIT)
-def _ebv_parallel(idx, rec, rows, dist, has_dist, out):
-    for j in numba.prange(idx.size):
-        _ebv_point(rec, rows, dist, has_dist, idx[j], out)
-
-
 @numba.njit(nogil=True, **_JIT)
 def _ebv_serial(idx, rec, rows, dist, has_dist, out):
     for j in range(idx.size):
@@ -401,12 +395,6 @@ def _full_point(rec, aux, rows, dist, has_dist, i, fo, io, bo):
         fo[7, i] = rec[r, _CENTRE[best]]
         fo[8, i] = rec[r, _SPAN[best]]
         fo[9, i] = aux[r, _CUM[best]]
-
-
-@numba.njit(parallel=True, **_JIT)
-def _full_parallel(idx, rec, aux, rows, dist, has_dist, fo, io, bo):
-    for j in numba.prange(idx.size):
-        _full_point(rec, aux, rows, dist, has_dist, idx[j], fo, io, bo)
 
 
 @numba.njit(nogil=True, **_JIT)
@@ -527,8 +515,10 @@ def _profiles(rec, aux, r, x, ebv, dens):
 
 # --------------------------------------------------------------------------- dispatch
 
-#: Inputs at least this long run on all cores (one caller at a time; see :func:`evaluate`).
+#: Inputs at least this long run on all cores (see :func:`evaluate`).
 PARALLEL_MIN_POINTS = 4096
+#: Smallest number of points handed to one thread at a time.
+CHUNK_POINTS = 32768
 #: Inputs at least this long are processed block of rows by block of rows.
 BLOCKED_MIN_POINTS = 64
 #: Inputs at least this long release each block of rows after use (see :func:`evaluate`).
@@ -540,8 +530,15 @@ BLOCK_ROWS_LOG2 = 20
 BUCKET_ROWS_LOG2 = 10
 
 # numba's default (workqueue) threading layer must not run two parallel kernels at once:
-# the parallel kernels run under this lock, and a caller that finds it taken runs serially.
+# the parallel pixel kernel runs under this lock, and a caller that finds it taken runs the
+# serial one. The model kernels are serial and release the GIL; large inputs run them on a
+# pool of Python threads (independent blocks of points: no barrier to wait for, and safe
+# to call from any number of threads).
 _PARALLEL_LOCK = threading.Lock()
+
+
+def _n_threads() -> int:
+    return max(1, numba.config.NUMBA_NUM_THREADS)
 
 
 def evaluate(records: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
@@ -587,38 +584,55 @@ def evaluate(records: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
         io = np.empty((2, n), np.int8)
         bo = np.empty((2, n), np.bool_)
         outs = (fo, io, bo)
-        kernels = (_full_parallel, _full_serial)
+        serial = _full_serial
         arrays = (rec, aux)
     else:
         out = np.empty(n, np.float64)
         outs = (out,)
-        kernels = (_ebv_parallel, _ebv_serial)
+        serial = _ebv_serial
         arrays = (rec,)
 
-    parallel = n >= PARALLEL_MIN_POINTS and _PARALLEL_LOCK.acquire(blocking=False)
-    try:
-        kernel = kernels[0] if parallel else kernels[1]
-        if n >= BLOCKED_MIN_POINTS:
-            # order the points by small buckets of rows (nearby records, fewer TLB misses),
-            # and run them block of rows by block of rows, releasing each block after use
-            n_buckets = (rec.shape[0] >> BUCKET_ROWS_LOG2) + 1
-            order, starts = _bucket_by_block(rows, BUCKET_ROWS_LOG2, n_buckets)
-            if starts[1] > 0:
-                kernel(order[:starts[1]], *arrays, rows, dist, has_dist, *outs)
-            per_block = 1 << (BLOCK_ROWS_LOG2 - BUCKET_ROWS_LOG2)
-            for first_bucket in range(0, n_buckets, per_block):
-                lo = starts[1 + first_bucket]
-                hi = starts[1 + min(first_bucket + per_block, n_buckets)]
-                if hi > lo:
-                    kernel(order[lo:hi], *arrays, rows, dist, has_dist, *outs)
-                    if release is not None and n >= RELEASE_MIN_POINTS:
-                        first = first_bucket << BUCKET_ROWS_LOG2
-                        release(first, min(first + (1 << BLOCK_ROWS_LOG2), rec.shape[0]))
+    if n < BLOCKED_MIN_POINTS:
+        serial(np.arange(n, dtype=np.int64), *arrays, rows, dist, has_dist, *outs)
+    else:
+        # order the points by small buckets of rows (nearby records, fewer TLB misses) and
+        # run them block of rows by block, releasing each block once all its points are done
+        n_buckets = (rec.shape[0] >> BUCKET_ROWS_LOG2) + 1
+        order, starts = _bucket_by_block(rows, BUCKET_ROWS_LOG2, n_buckets)
+        per_block = 1 << (BLOCK_ROWS_LOG2 - BUCKET_ROWS_LOG2)
+        tasks = [(0, starts[1], -1)]  # points without a sightline
+        for first_bucket in range(0, n_buckets, per_block):
+            lo = starts[1 + first_bucket]
+            hi = starts[1 + min(first_bucket + per_block, n_buckets)]
+            step = max(CHUNK_POINTS, -(-(hi - lo) // _n_threads()))
+            for a in range(lo, hi, step):
+                tasks.append((a, min(a + step, hi), first_bucket << BUCKET_ROWS_LOG2))
+        tasks = [t for t in tasks if t[1] > t[0]]
+        releasing = release is not None and n >= RELEASE_MIN_POINTS
+        pending: dict[int, int] = {}
+        for _, _, first in tasks:
+            pending[first] = pending.get(first, 0) + 1
+        lock = threading.Lock()
+
+        def run(task):
+            lo, hi, first = task
+            serial(order[lo:hi], *arrays, rows, dist, has_dist, *outs)
+            if releasing and first >= 0:
+                with lock:
+                    pending[first] -= 1
+                    done = pending[first] == 0
+                if done:
+                    release(first, min(first + (1 << BLOCK_ROWS_LOG2), rec.shape[0]))
+
+        if n >= PARALLEL_MIN_POINTS and len(tasks) > 1 and _n_threads() > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=_n_threads()) as pool:
+                for _ in pool.map(run, tasks):
+                    pass
         else:
-            kernel(np.arange(n, dtype=np.int64), *arrays, rows, dist, has_dist, *outs)
-    finally:
-        if parallel:
-            _PARALLEL_LOCK.release()
+            for task in tasks:
+                run(task)
 
     if not components:
         return outs[0]
