@@ -523,8 +523,8 @@ CHUNK_POINTS = 32768
 BLOCKED_MIN_POINTS = 64
 #: Inputs at least this long release each block of rows after use (see :func:`evaluate`).
 RELEASE_MIN_POINTS = 16384
-#: Rows per block (a power of two) in the blocked mode: 2**20 rows, ~170 MB of float32
-#: records, 12 blocks for the release.
+#: Rows per block (a power of two) in the blocked mode: 2**20 rows (~100 MB of float32
+#: E(B-V) records), 12 blocks for the release.
 BLOCK_ROWS_LOG2 = 20
 #: Points are ordered by buckets of ``2**BUCKET_ROWS_LOG2`` rows within a block.
 BUCKET_ROWS_LOG2 = 10
