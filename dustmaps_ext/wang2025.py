@@ -28,9 +28,9 @@ import numpy as np
 from dustmaps.map_base import DustMap
 
 from ._core.parametric import (CLOUD_MIN_COLUMN, COMPONENT_FIELDS, N_CLOUDS, RECORD_FIELDS,
-                               cloud_profiles, evaluate, ring_pixels)
+                               RELEASE_MIN_POINTS, cloud_profiles, evaluate, ring_pixels)
 from ._io.fetchers import fetch_wang2025 as fetch
-from ._io.parametric_table import NSIDE, convert_fits_table, open_table
+from ._io.parametric_table import convert_fits_table, open_table
 
 __all__ = ["Wang2025Query", "fetch", "convert_table", "default_table_path", "default_fits_path",
            "COMPONENT_DTYPE"]
@@ -39,9 +39,6 @@ logger = logging.getLogger(__name__)
 
 #: dtype of the structured array returned by ``query(..., return_components=True)``.
 COMPONENT_DTYPE = np.dtype([(name, dt) for name, dt in COMPONENT_FIELDS])
-
-_FIELD_INDEX = {name: i for i, name in enumerate(RECORD_FIELDS)}
-
 
 def _map_dir() -> Path:
     from dustmaps.std_paths import data_dir
@@ -101,7 +98,7 @@ def _resolve_map(map_fname) -> Path:
             return convert_table(fits_path, converted, progress=False)
         raise FileNotFoundError(
             f"the Wang et al. (2025) map is not in {_map_dir()}: download it with "
-            "dustmaps_ext.wang2025.fetch() (or `dustmaps-ext fetch wang2025`)")
+            "dustmaps_ext.wang2025.fetch()")
     path = Path(map_fname)
     if path.suffix.lower() in (".fits", ".fit"):
         converted = path.with_name(path.stem + "_columns.h5")
@@ -145,13 +142,22 @@ class Wang2025Query(DustMap):
 
     Notes
     -----
-    Queries are thread-safe. Large queries use every core (one query at a time; a query
-    made while another runs in parallel runs on one core).
+    Queries are thread-safe. Large queries use every core.
     """
+
+    #: Bytes of records (from the first row) that large queries leave mapped between
+    #: queries; the rest is dropped block by block. Bounds the peak RSS of any query to about
+    #: this plus one block (~100 MB) plus the query's own arrays.
+    resident_bytes = 512 * 2 ** 20
 
     def __init__(self, map_fname: str | os.PathLike | None = None):
         super().__init__()
         self._table = open_table(_resolve_map(map_fname))
+
+    def _release_block(self, first_row: int, stop_row: int) -> None:
+        keep = self.resident_bytes // sum(r.strides[0] for r in self._table.records)
+        if stop_row > keep:
+            self._table.release(max(first_row, keep), stop_row)
 
     @property
     def map_fname(self) -> Path:
@@ -162,7 +168,7 @@ class Wang2025Query(DustMap):
         """Drop the table's pages from this process's resident set (they stay in the page
         cache, and later queries map them again). Large queries do this block by block;
         small ones keep the pages they touched mapped, so that repeating them is fast."""
-        self._table.release(0, self._table.records.shape[0])
+        self._table.release(0, self._table.records[0].shape[0])
 
     # ----------------------------------------------------------------- coordinates
 
@@ -248,8 +254,15 @@ class Wang2025Query(DustMap):
 
     def _query_flat(self, l_deg, b_deg, d_kpc, shape, return_components):
         rows = _pixel_rows(l_deg, b_deg)
-        res = evaluate(self._table.records, rows, d_kpc, components=return_components,
-                       release=self._table.release)
+        large = rows.size >= RELEASE_MIN_POINTS
+        if large:
+            self._table.advise(sequential=True)
+        try:
+            res = evaluate(self._table.records, rows, d_kpc, components=return_components,
+                           release=self._release_block)
+        finally:
+            if large:
+                self._table.advise(sequential=False)
         if return_components:
             out = _as_structured(res, shape)
         else:
@@ -267,8 +280,7 @@ class Wang2025Query(DustMap):
         row = int(_pixel_rows(np.array([float(l)]), np.array([float(b)]))[0])
         if row < 0:
             raise ValueError(f"no sightline at l={l!r}, b={b!r} (need finite l and |b| <= 90)")
-        rec = self._table.records[row]
-        out = {name: float(rec[i]) for i, name in enumerate(RECORD_FIELDS)}
+        out = {name: float(self._table.column(name)[row]) for name in RECORD_FIELDS}
         out["row"] = row
         return out
 

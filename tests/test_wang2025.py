@@ -24,7 +24,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 
 from build_tools.writers.parametric import RELEASE_NROWS, write_parametric_table
-from dustmaps_ext._core.parametric import RECORD_FIELDS
+from dustmaps_ext._core.parametric import AUX_FIELDS, EBV_FIELDS
 from tests.test_wang2025_model import assert_agrees, random_columns
 
 pytestmark = pytest.mark.slow  # one full-size (12.6 M rows, 1 GB) table per session: ~45 s
@@ -269,9 +269,11 @@ def test_default_paths_and_first_use_conversion(release_like, dustmaps_data_dir,
 
 def test_converted_layout_is_mapped(query):
     t = query._table
-    assert t.records.shape == (RELEASE_NROWS, len(RECORD_FIELDS))
-    assert t.records.dtype == np.float32 and not t.records.flags.writeable
-    assert t._offset % 4096 == 0
+    assert t.records[0].shape == (RELEASE_NROWS, len(EBV_FIELDS))
+    assert t.records[1].shape == (RELEASE_NROWS, len(AUX_FIELDS))
+    for rec, offset in zip(t.records, t._offsets):
+        assert rec.dtype == np.float32 and not rec.flags.writeable
+        assert offset % 4096 == 0
     before = t.column("max_distance")[:1000].copy()
     t.release(0, 1000)  # dropping pages keeps the data readable
     np.testing.assert_array_equal(t.column("max_distance")[:1000], before)
@@ -326,3 +328,19 @@ def test_cli_plot_wang2025(release_like, tmp_path, capsys):
     assert rc == 2 and "no converted" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["plot"])  # a target is required
+
+
+def test_large_queries_keep_a_bounded_resident_set(query, monkeypatch):
+    calls = []
+    monkeypatch.setattr(query._table, "release", lambda a, b: calls.append((a, b)))
+    monkeypatch.setattr(query, "resident_bytes", 3 * 2 ** 20 * 96 + 2 ** 20 * 72)
+    rng = np.random.default_rng(8)
+    n = 40_000
+    l, b, d = rng.uniform(0, 360, n), rng.uniform(-90, 90, n), rng.uniform(0, 9, n)
+    expected = query.query_lbd(l[:100], b[:100], d[:100])  # small: nothing released
+    assert calls == []
+    out = query.query_lbd(l, b, d)
+    np.testing.assert_array_equal(out[:100], expected)
+    keep = query.resident_bytes // (96 + 72)
+    assert calls and all(first >= keep for first, _ in calls)
+    assert max(stop for _, stop in calls) == RELEASE_NROWS

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from dustmaps_ext._core import parametric as par
-from dustmaps_ext._core.parametric import (RECORD_FIELDS, TABLE_COLUMNS, build_records,
-                                           cloud_profiles, evaluate)
+from dustmaps_ext._core.parametric import (TABLE_COLUMNS, build_records, cloud_profiles,
+                                           evaluate, record_column)
 
 
 def _import_dustmaps3d_core():
@@ -71,8 +71,8 @@ def hard_distances(cols: dict, rng: np.random.Generator) -> np.ndarray:
     d[m] = bubble[m] + rng.normal(0, 0.004, m.sum())
     m = (u >= 0.2) & (u < 0.6)
     k = rng.integers(1, 5, n)
-    centre = np.choose(k - 1, [rec[:, RECORD_FIELDS.index(f"centre_{j}")] for j in range(1, 5)])
-    span = np.choose(k - 1, [rec[:, RECORD_FIELDS.index(f"span_{j}")] for j in range(1, 5)])
+    centre = np.choose(k - 1, [record_column(rec, f"centre_{j}") for j in range(1, 5)])
+    span = np.choose(k - 1, [record_column(rec, f"span_{j}") for j in range(1, 5)])
     d[m] = centre[m] + span[m] * rng.normal(0, 1.0, m.sum())
     m = (u >= 0.6) & (u < 0.65)
     d[m] = rng.choice([0.0, 1.0, 2.0, 4.0, 1.0 - 1e-12, bubble[0]], m.sum())
@@ -109,7 +109,7 @@ def test_kernels_match_dustmaps3d_read_map(dtype):
     cols = random_columns(60_000, rng, dtype)
     d = hard_distances(cols, rng)
     rec = build_records(cols)
-    assert rec.dtype == dtype
+    assert rec[0].dtype == dtype and rec[1].dtype == dtype
     res = evaluate(rec, np.arange(len(d)), d, components=True)
     ebv, dens, sigma, maxd = reference(cols, d)
     assert_agrees(res["ebv"], ebv, "ebv")
@@ -236,6 +236,7 @@ def test_serial_parallel_and_blocked_paths_agree(n, monkeypatch):
     rows = rng.integers(-1, 3000, n)
     d = rng.uniform(0, 12, n)
     released = []
+    monkeypatch.setattr(par, "CHUNK_POINTS", 97)  # many tasks per block of rows
     full = evaluate(rec, rows, d, components=True, release=lambda a, b: released.append((a, b)))
     monkeypatch.setattr(par, "PARALLEL_MIN_POINTS", 10 ** 12)
     monkeypatch.setattr(par, "BLOCKED_MIN_POINTS", 10 ** 12)

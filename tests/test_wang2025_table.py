@@ -14,7 +14,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # dustmaps warns on import without ~/.dustmapsrc
     import dustmaps.map_base  # noqa: F401
 
-from dustmaps_ext._core.parametric import RECORD_FIELDS, TABLE_COLUMNS
+from dustmaps_ext._core.parametric import AUX_FIELDS, EBV_FIELDS, TABLE_COLUMNS
 from dustmaps_ext._io import parametric_table as pt
 from dustmaps_ext.wang2025 import Wang2025Query, convert_table
 
@@ -47,11 +47,13 @@ def test_missing_source(tmp_path):
         Wang2025Query(tmp_path / "nope.h5")
 
 
-def _fake_converted(path, *, rows=pt.NROWS, fields=RECORD_FIELDS, complete=True,
-                    chunks=None, fmt=pt.FORMAT_NAME):
+def _fake_converted(path, *, rows=pt.NROWS, ebv_fields=EBV_FIELDS, complete=True,
+                    chunks=False, fmt=pt.FORMAT_NAME):
     with h5py.File(path, "w") as f:
-        ds = f.create_dataset("records", shape=(rows, len(fields)), dtype="f4", chunks=chunks)
-        ds.attrs["fields"] = np.array(fields, dtype=h5py.string_dtype())
+        for name, fields in (("ebv_records", ebv_fields), ("aux_records", AUX_FIELDS)):
+            ds = f.create_dataset(name, shape=(rows, len(fields)), dtype="f4",
+                                  chunks=(1024, len(fields)) if chunks else None)
+            ds.attrs["fields"] = np.array(fields, dtype=h5py.string_dtype())
         f.attrs["format"] = fmt
         f.attrs["format_version"] = pt.FORMAT_VERSION
         if complete:
@@ -62,9 +64,9 @@ def _fake_converted(path, *, rows=pt.NROWS, fields=RECORD_FIELDS, complete=True,
 @pytest.mark.parametrize("kwargs, message", [
     ({"complete": False}, "incomplete"),
     ({"rows": 10}, "has 10 rows; it needs 12,582,912"),
-    ({"fields": RECORD_FIELDS[:-2], "rows": 10}, "lacks the columns offset_4, rate_4"),
+    ({"ebv_fields": EBV_FIELDS[:-2], "rows": 10}, "lacks the columns norm_4, offset_4"),
     ({"fmt": "something else"}, "not a converted"),
-    ({"chunks": (1024, len(RECORD_FIELDS))}, "not stored contiguously"),
+    ({"chunks": True}, "not stored contiguously"),
 ])
 def test_bad_converted_files(tmp_path, kwargs, message):
     path = _fake_converted(tmp_path / "x.h5", **kwargs)

@@ -13,9 +13,10 @@ Each sightline holds a local bubble, a diffuse exponential disk and up to four c
 2. The numba kernels below evaluate the distance-dependent part in float64 for each point:
    E(B-V), the density dE/dx, the uncertainty ``sigma`` and the components of the paper's §5.
 
-Kernels take a 2D record array ``rec`` (one row per nside-1024 RING pixel, one column per
-name of :data:`RECORD_FIELDS`), the row of each point (``-1`` for no sightline) and its
-distance in kpc. They never raise: invalid input gives NaN.
+Kernels take two 2D record arrays (one row per nside-1024 RING pixel): ``rec`` with the
+columns of :data:`EBV_FIELDS` (all that E(B-V) and the density need) and ``aux`` with those
+of :data:`AUX_FIELDS`; the row of each point (``-1`` for no sightline) and its distance in
+kpc. They never raise: invalid input gives NaN.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import numba
 import numpy as np
 
 __all__ = [
-    "TABLE_COLUMNS", "DERIVED_FIELDS", "RECORD_FIELDS", "N_CLOUDS", "CLOUD_MIN_COLUMN",
+    "TABLE_COLUMNS", "DERIVED_FIELDS", "EBV_FIELDS", "AUX_FIELDS", "RECORD_FIELDS",
+    "record_column", "N_CLOUDS", "CLOUD_MIN_COLUMN",
     "BUBBLE_EDGE_WIDTH", "COMPONENT_FIELDS", "derive_constants", "record_dtype",
     "build_records", "evaluate", "cloud_profiles", "ring_pixels",
 ]
@@ -57,29 +59,54 @@ DERIVED_FIELDS = (
       for name in ("centre", "norm", "offset", "rate")),
 )
 
-#: Columns of a converted record array: the table's columns, then the derived constants.
-RECORD_FIELDS = TABLE_COLUMNS + DERIVED_FIELDS
+#: Record columns read to evaluate E(B-V) and the density: a 96-byte float32 record per
+#: row, so that the common query touches two cache lines per point.
+EBV_FIELDS = (
+    "bubble", "span_0", "total_0", "c_0", "step_0", "offset_0", "diffuse_dust_rho",
+    "max_distance",
+    *(f"{name}_{k}" for k in range(1, N_CLOUDS + 1)
+      for name in ("centre", "span", "norm", "offset")),
+)
+#: The other record columns (cloud rates and columns, sigmas, the other table columns).
+AUX_FIELDS = (
+    *(f"rate_{k}" for k in range(1, N_CLOUDS + 1)),
+    *(f"Cum_EBV_{k}" for k in range(1, N_CLOUDS + 1)),
+    "sigma", "sigma_0_2", "sigma_1_4", "sigma_2_max", "b_lim", "h",
+    *(f"distance_{k}" for k in range(1, N_CLOUDS + 1)),
+)
+#: Every record column: the table's columns and the derived constants.
+RECORD_FIELDS = EBV_FIELDS + AUX_FIELDS
+assert sorted(RECORD_FIELDS) == sorted(TABLE_COLUMNS + DERIVED_FIELDS)
 
-_F = {name: i for i, name in enumerate(RECORD_FIELDS)}
+_E = {name: i for i, name in enumerate(EBV_FIELDS)}
+_A = {name: i for i, name in enumerate(AUX_FIELDS)}
 # Field indices as module constants: numba freezes them into the kernels.
-_BUBBLE = _F["bubble"]
-_RHO = _F["diffuse_dust_rho"]
-_SIGMA = _F["sigma"]
-_SIGMA_0_2 = _F["sigma_0_2"]
-_SIGMA_1_4 = _F["sigma_1_4"]
-_SIGMA_2_MAX = _F["sigma_2_max"]
-_MAXD = _F["max_distance"]
-_SPAN0 = _F["span_0"]
-_TOTAL0 = _F["total_0"]
-_C0 = _F["c_0"]
-_STEP0 = _F["step_0"]
-_OFFSET0 = _F["offset_0"]
-_SPAN = np.array([_F[f"span_{k}"] for k in range(1, N_CLOUDS + 1)])
-_CUM = np.array([_F[f"Cum_EBV_{k}"] for k in range(1, N_CLOUDS + 1)])
-_CENTRE = np.array([_F[f"centre_{k}"] for k in range(1, N_CLOUDS + 1)])
-_NORM = np.array([_F[f"norm_{k}"] for k in range(1, N_CLOUDS + 1)])
-_OFFSET = np.array([_F[f"offset_{k}"] for k in range(1, N_CLOUDS + 1)])
-_RATE = np.array([_F[f"rate_{k}"] for k in range(1, N_CLOUDS + 1)])
+_BUBBLE = _E["bubble"]
+_RHO = _E["diffuse_dust_rho"]
+_MAXD = _E["max_distance"]
+_SPAN0 = _E["span_0"]
+_TOTAL0 = _E["total_0"]
+_C0 = _E["c_0"]
+_STEP0 = _E["step_0"]
+_OFFSET0 = _E["offset_0"]
+_SPAN = np.array([_E[f"span_{k}"] for k in range(1, N_CLOUDS + 1)])
+_CENTRE = np.array([_E[f"centre_{k}"] for k in range(1, N_CLOUDS + 1)])
+_NORM = np.array([_E[f"norm_{k}"] for k in range(1, N_CLOUDS + 1)])
+_OFFSET = np.array([_E[f"offset_{k}"] for k in range(1, N_CLOUDS + 1)])
+_RATE = np.array([_A[f"rate_{k}"] for k in range(1, N_CLOUDS + 1)])
+_CUM = np.array([_A[f"Cum_EBV_{k}"] for k in range(1, N_CLOUDS + 1)])
+_SIGMA = _A["sigma"]
+_SIGMA_0_2 = _A["sigma_0_2"]
+_SIGMA_1_4 = _A["sigma_1_4"]
+_SIGMA_2_MAX = _A["sigma_2_max"]
+
+
+def record_column(records: tuple[np.ndarray, np.ndarray], name: str) -> np.ndarray:
+    """One column (a strided view) of a ``(ebv_records, aux_records)`` pair."""
+    if name in _E:
+        return records[0][:, _E[name]]
+    return records[1][:, _A[name]]
+
 
 #: Output fields of a full evaluation (see :func:`evaluate`), with their dtypes.
 COMPONENT_FIELDS = (
@@ -147,8 +174,8 @@ def record_dtype(columns: Mapping[str, np.ndarray]) -> np.dtype:
     return dt if dt in (np.float32, np.float64) else np.dtype(np.float64)
 
 
-def build_records(columns: Mapping[str, np.ndarray], dtype=None) -> np.ndarray:
-    """Stack a table's columns and their derived constants into a record array.
+def build_records(columns: Mapping[str, np.ndarray], dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """The records of a table: its columns and their derived constants, in two arrays.
 
     Parameters
     ----------
@@ -161,7 +188,8 @@ def build_records(columns: Mapping[str, np.ndarray], dtype=None) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (n, len(RECORD_FIELDS))
+    ebv_records : ndarray, shape (n, len(EBV_FIELDS))
+    aux_records : ndarray, shape (n, len(AUX_FIELDS))
     """
     missing = [c for c in TABLE_COLUMNS if c not in columns]
     if missing:
@@ -170,13 +198,16 @@ def build_records(columns: Mapping[str, np.ndarray], dtype=None) -> np.ndarray:
     cols = {c: np.asarray(columns[c]) for c in TABLE_COLUMNS}
     cols.update(derive_constants(cols))
     n = len(cols[TABLE_COLUMNS[0]])
-    rec = np.empty((n, len(RECORD_FIELDS)), dtype)
-    step = 8192  # interleave by cache-sized blocks of rows (strided writes are slow otherwise)
-    for lo in range(0, n, step):
-        block = rec[lo:lo + step]
-        for j, name in enumerate(RECORD_FIELDS):
-            block[:, j] = cols[name][lo:lo + step]
-    return rec
+    out = []
+    for fields in (EBV_FIELDS, AUX_FIELDS):
+        rec = np.empty((n, len(fields)), dtype)
+        step = 8192  # interleave by cache-sized blocks of rows (strided writes are slow)
+        for lo in range(0, n, step):
+            block = rec[lo:lo + step]
+            for j, name in enumerate(fields):
+                block[:, j] = cols[name][lo:lo + step]
+        out.append(rec)
+    return out[0], out[1]
 
 
 # --------------------------------------------------------------------------- kernels
@@ -219,10 +250,10 @@ def _cloud_ebv(rec, r, k, x):
 
 
 @numba.njit(inline="always", **_JIT)
-def _cloud_density(rec, r, k, x):
+def _cloud_density(rec, aux, r, k, x):
     """Density (mag/kpc) of cloud ``k`` (0-based) at ``x`` (kpc)."""
     norm = np.float64(rec[r, _NORM[k]])
-    rate = np.float64(rec[r, _RATE[k]])
+    rate = np.float64(aux[r, _RATE[k]])
     u = -rate * (x - np.float64(rec[r, _CENTRE[k]]))
     if u < -_SATURATE or (norm == 0.0 and not math.isnan(u)):
         return 0.0 * rate * norm  # exactly 0, or NaN as the formula gives for NaN inputs
@@ -240,12 +271,12 @@ def _ebv(rec, r, x):
 
 
 @numba.njit(inline="always", **_JIT)
-def _ebv_density(rec, r, x):
+def _ebv_density(rec, aux, r, x):
     """E(B-V) (mag) and density (mag/kpc) of row ``r`` at distance ``x`` (kpc, finite)."""
     ebv, dens = _diffuse(rec, r, x)
     for k in range(N_CLOUDS):
         ebv += _cloud_ebv(rec, r, k, x)
-        dens += _cloud_density(rec, r, k, x)
+        dens += _cloud_density(rec, aux, r, k, x)
     return ebv, dens
 
 
@@ -259,12 +290,12 @@ def _nanmin2(a, b):
 
 
 @numba.njit(inline="always", **_JIT)
-def _sigma(rec, r, x):
+def _sigma(aux, r, x):
     """Uncertainty (mag) of row ``r`` at distance ``x`` (kpc), by distance range."""
-    s_all = np.float64(rec[r, _SIGMA])
-    s_0_2 = np.float64(rec[r, _SIGMA_0_2])
-    s_1_4 = np.float64(rec[r, _SIGMA_1_4])
-    s_2_m = np.float64(rec[r, _SIGMA_2_MAX])
+    s_all = np.float64(aux[r, _SIGMA])
+    s_0_2 = np.float64(aux[r, _SIGMA_0_2])
+    s_1_4 = np.float64(aux[r, _SIGMA_1_4])
+    s_2_m = np.float64(aux[r, _SIGMA_2_MAX])
     if x < 1.0:
         return _nanmin2(s_all, s_0_2)
     if x < 2.0:
@@ -303,12 +334,6 @@ def _ebv_point(rec, rows, dist, has_dist, i, out):
     out[i] = _ebv(rec, r, x)
 
 
-@numba.njit(parallel=True, **_JIT)
-def _ebv_parallel(idx, rec, rows, dist, has_dist, out):
-    for j in numba.prange(idx.size):
-        _ebv_point(rec, rows, dist, has_dist, idx[j], out)
-
-
 @numba.njit(nogil=True, **_JIT)
 def _ebv_serial(idx, rec, rows, dist, has_dist, out):
     for j in range(idx.size):
@@ -316,7 +341,7 @@ def _ebv_serial(idx, rec, rows, dist, has_dist, out):
 
 
 @numba.njit(inline="always", **_JIT)
-def _full_point(rec, rows, dist, has_dist, i, fo, io, bo):
+def _full_point(rec, aux, rows, dist, has_dist, i, fo, io, bo):
     """All outputs of point ``i``: floats ``fo[:, i]``, int8 ``io[:, i]``, bools ``bo[:, i]``.
 
     fo rows: ebv, density, sigma, max_distance, distance, bubble_distance, scale_height,
@@ -338,27 +363,27 @@ def _full_point(rec, rows, dist, has_dist, i, fo, io, bo):
     fo[6, i] = rec[r, _SPAN0]
     n = 0
     for k in range(N_CLOUDS):
-        if rec[r, _CUM[k]] >= CLOUD_MIN_COLUMN:
+        if aux[r, _CUM[k]] >= CLOUD_MIN_COLUMN:
             n += 1
     io[0, i] = n
     x = _distance(rec, r, dist, has_dist, i)
     if math.isnan(x):
         return
-    ebv, dens = _ebv_density(rec, r, x)
+    ebv, dens = _ebv_density(rec, aux, r, x)
     fo[0, i] = ebv
     fo[1, i] = dens
-    fo[2, i] = _sigma(rec, r, x)
+    fo[2, i] = _sigma(aux, r, x)
     fo[4, i] = x
     bo[0, i] = x <= maxd
     best = -1
     best_dens = -1.0
     for k in range(N_CLOUDS):
         span = np.float64(rec[r, _SPAN[k]])
-        if not rec[r, _CUM[k]] >= CLOUD_MIN_COLUMN:
+        if not aux[r, _CUM[k]] >= CLOUD_MIN_COLUMN:
             continue
         centre = np.float64(rec[r, _CENTRE[k]])
         if abs(x - centre) <= 0.5 * span:
-            rate = np.float64(rec[r, _RATE[k]])
+            rate = np.float64(aux[r, _RATE[k]])
             s = 1.0 / (1.0 + math.exp(-rate * (x - centre)))
             d_k = rate * np.float64(rec[r, _NORM[k]]) * s * (1.0 - s)
             if d_k > best_dens:
@@ -369,19 +394,13 @@ def _full_point(rec, rows, dist, has_dist, i, fo, io, bo):
         io[1, i] = best + 1
         fo[7, i] = rec[r, _CENTRE[best]]
         fo[8, i] = rec[r, _SPAN[best]]
-        fo[9, i] = rec[r, _CUM[best]]
-
-
-@numba.njit(parallel=True, **_JIT)
-def _full_parallel(idx, rec, rows, dist, has_dist, fo, io, bo):
-    for j in numba.prange(idx.size):
-        _full_point(rec, rows, dist, has_dist, idx[j], fo, io, bo)
+        fo[9, i] = aux[r, _CUM[best]]
 
 
 @numba.njit(nogil=True, **_JIT)
-def _full_serial(idx, rec, rows, dist, has_dist, fo, io, bo):
+def _full_serial(idx, rec, aux, rows, dist, has_dist, fo, io, bo):
     for j in range(idx.size):
-        _full_point(rec, rows, dist, has_dist, idx[j], fo, io, bo)
+        _full_point(rec, aux, rows, dist, has_dist, idx[j], fo, io, bo)
 
 
 @numba.njit(nogil=True, **_JIT)
@@ -484,43 +503,55 @@ def _ring_pixels_serial(l_deg, b_deg, rows, flags):
 
 
 @numba.njit(nogil=True, **_JIT)
-def _profiles(rec, r, x, ebv, dens):
+def _profiles(rec, aux, r, x, ebv, dens):
     """Per-component curves of row ``r`` on the distances ``x``: column 0 is the diffuse
     dust (bubble included), column k the cloud k; ``ebv`` and ``dens`` are (n, 5)."""
     for i in range(x.size):
         ebv[i, 0], dens[i, 0] = _diffuse(rec, r, x[i])
         for k in range(N_CLOUDS):
             ebv[i, k + 1] = _cloud_ebv(rec, r, k, x[i])
-            dens[i, k + 1] = _cloud_density(rec, r, k, x[i])
+            dens[i, k + 1] = _cloud_density(rec, aux, r, k, x[i])
 
 
 # --------------------------------------------------------------------------- dispatch
 
-#: Inputs at least this long run on all cores (one caller at a time; see :func:`evaluate`).
+#: Inputs at least this long run on all cores (see :func:`evaluate`).
 PARALLEL_MIN_POINTS = 4096
+#: Smallest number of points handed to one thread at a time.
+CHUNK_POINTS = 32768
 #: Inputs at least this long are processed block of rows by block of rows.
 BLOCKED_MIN_POINTS = 64
 #: Inputs at least this long release each block of rows after use (see :func:`evaluate`).
 RELEASE_MIN_POINTS = 16384
-#: Rows per block (a power of two) in the blocked mode: 2**20 rows, ~170 MB of float32
-#: records, 12 blocks for the release.
+#: Rows per block (a power of two) in the blocked mode: 2**20 rows (~100 MB of float32
+#: E(B-V) records), 12 blocks for the release.
 BLOCK_ROWS_LOG2 = 20
 #: Points are ordered by buckets of ``2**BUCKET_ROWS_LOG2`` rows within a block.
 BUCKET_ROWS_LOG2 = 10
 
 # numba's default (workqueue) threading layer must not run two parallel kernels at once:
-# the parallel kernels run under this lock, and a caller that finds it taken runs serially.
+# the parallel pixel kernel runs under this lock, and a caller that finds it taken runs the
+# serial one. The model kernels are serial and release the GIL; large inputs run them on a
+# pool of Python threads (independent blocks of points: no barrier to wait for, and safe
+# to call from any number of threads).
 _PARALLEL_LOCK = threading.Lock()
 
 
-def evaluate(rec: np.ndarray, rows: np.ndarray, distances: np.ndarray | None, *,
-             components: bool = False, release=None) -> np.ndarray | dict[str, np.ndarray]:
+def _n_threads() -> int:
+    return max(1, numba.config.NUMBA_NUM_THREADS)
+
+
+def evaluate(records: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
+             distances: np.ndarray | None, *, components: bool = False,
+             release=None) -> np.ndarray | dict[str, np.ndarray]:
     """Evaluate the model at points given by their table row and distance.
 
     Parameters
     ----------
-    rec : ndarray, shape (n_rows, len(RECORD_FIELDS))
-        Record array (float32 or float64), e.g. a memory-mapped converted table.
+    records : (ndarray, ndarray)
+        ``(ebv_records, aux_records)`` of shapes (n_rows, len(EBV_FIELDS)) and
+        (n_rows, len(AUX_FIELDS)), float32 or float64 (see :func:`build_records`), e.g.
+        the memory-mapped records of a converted table.
     rows : ndarray of int64, shape (n,)
         Row of each point; -1 for a point without a sightline (all results NaN).
     distances : ndarray of float64, shape (n,), or None
@@ -540,6 +571,7 @@ def evaluate(rec: np.ndarray, rows: np.ndarray, distances: np.ndarray | None, *,
     ndarray or dict of str to ndarray
         E(B-V) (mag), or a dict with one array per name of :data:`COMPONENT_FIELDS`.
     """
+    rec, aux = records
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     n = rows.size
     has_dist = distances is not None
@@ -552,36 +584,55 @@ def evaluate(rec: np.ndarray, rows: np.ndarray, distances: np.ndarray | None, *,
         io = np.empty((2, n), np.int8)
         bo = np.empty((2, n), np.bool_)
         outs = (fo, io, bo)
-        kernels = (_full_parallel, _full_serial)
+        serial = _full_serial
+        arrays = (rec, aux)
     else:
         out = np.empty(n, np.float64)
         outs = (out,)
-        kernels = (_ebv_parallel, _ebv_serial)
+        serial = _ebv_serial
+        arrays = (rec,)
 
-    parallel = n >= PARALLEL_MIN_POINTS and _PARALLEL_LOCK.acquire(blocking=False)
-    try:
-        kernel = kernels[0] if parallel else kernels[1]
-        if n >= BLOCKED_MIN_POINTS:
-            # order the points by small buckets of rows (nearby records, fewer TLB misses),
-            # and run them block of rows by block of rows, releasing each block after use
-            n_buckets = (rec.shape[0] >> BUCKET_ROWS_LOG2) + 1
-            order, starts = _bucket_by_block(rows, BUCKET_ROWS_LOG2, n_buckets)
-            if starts[1] > 0:
-                kernel(order[:starts[1]], rec, rows, dist, has_dist, *outs)
-            per_block = 1 << (BLOCK_ROWS_LOG2 - BUCKET_ROWS_LOG2)
-            for first_bucket in range(0, n_buckets, per_block):
-                lo = starts[1 + first_bucket]
-                hi = starts[1 + min(first_bucket + per_block, n_buckets)]
-                if hi > lo:
-                    kernel(order[lo:hi], rec, rows, dist, has_dist, *outs)
-                    if release is not None and n >= RELEASE_MIN_POINTS:
-                        first = first_bucket << BUCKET_ROWS_LOG2
-                        release(first, min(first + (1 << BLOCK_ROWS_LOG2), rec.shape[0]))
+    if n < BLOCKED_MIN_POINTS:
+        serial(np.arange(n, dtype=np.int64), *arrays, rows, dist, has_dist, *outs)
+    else:
+        # order the points by small buckets of rows (nearby records, fewer TLB misses) and
+        # run them block of rows by block, releasing each block once all its points are done
+        n_buckets = (rec.shape[0] >> BUCKET_ROWS_LOG2) + 1
+        order, starts = _bucket_by_block(rows, BUCKET_ROWS_LOG2, n_buckets)
+        per_block = 1 << (BLOCK_ROWS_LOG2 - BUCKET_ROWS_LOG2)
+        tasks = [(0, starts[1], -1)]  # points without a sightline
+        for first_bucket in range(0, n_buckets, per_block):
+            lo = starts[1 + first_bucket]
+            hi = starts[1 + min(first_bucket + per_block, n_buckets)]
+            step = max(CHUNK_POINTS, -(-(hi - lo) // _n_threads()))
+            for a in range(lo, hi, step):
+                tasks.append((a, min(a + step, hi), first_bucket << BUCKET_ROWS_LOG2))
+        tasks = [t for t in tasks if t[1] > t[0]]
+        releasing = release is not None and n >= RELEASE_MIN_POINTS
+        pending: dict[int, int] = {}
+        for _, _, first in tasks:
+            pending[first] = pending.get(first, 0) + 1
+        lock = threading.Lock()
+
+        def run(task):
+            lo, hi, first = task
+            serial(order[lo:hi], *arrays, rows, dist, has_dist, *outs)
+            if releasing and first >= 0:
+                with lock:
+                    pending[first] -= 1
+                    done = pending[first] == 0
+                if done:
+                    release(first, min(first + (1 << BLOCK_ROWS_LOG2), rec.shape[0]))
+
+        if n >= PARALLEL_MIN_POINTS and len(tasks) > 1 and _n_threads() > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=_n_threads()) as pool:
+                for _ in pool.map(run, tasks):
+                    pass
         else:
-            kernel(np.arange(n, dtype=np.int64), rec, rows, dist, has_dist, *outs)
-    finally:
-        if parallel:
-            _PARALLEL_LOCK.release()
+            for task in tasks:
+                run(task)
 
     if not components:
         return outs[0]
@@ -593,13 +644,14 @@ def evaluate(rec: np.ndarray, rows: np.ndarray, distances: np.ndarray | None, *,
     }
 
 
-def cloud_profiles(rec: np.ndarray, row: int, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def cloud_profiles(records: tuple[np.ndarray, np.ndarray], row: int,
+                   distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """E(B-V) and density of each component of one sightline on a distance grid.
 
     Parameters
     ----------
-    rec : ndarray
-        Record array (see :func:`evaluate`).
+    records : (ndarray, ndarray)
+        ``(ebv_records, aux_records)`` (see :func:`evaluate`).
     row : int
         Row of the sightline.
     distances : ndarray of float64
@@ -614,7 +666,7 @@ def cloud_profiles(rec: np.ndarray, row: int, distances: np.ndarray) -> tuple[np
     x = np.ascontiguousarray(distances, dtype=np.float64)
     ebv = np.empty((x.size, 1 + N_CLOUDS))
     dens = np.empty((x.size, 1 + N_CLOUDS))
-    _profiles(rec, int(row), x, ebv, dens)
+    _profiles(records[0], records[1], int(row), x, ebv, dens)
     return ebv, dens
 
 

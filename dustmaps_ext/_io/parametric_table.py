@@ -1,13 +1,15 @@
 """The memory-mapped layout of the Wang et al. (2025) parametric table.
 
 The release (``data_v3.fits``, ~1 GB of float32 columns) is converted once into an HDF5
-file holding one contiguous, unfiltered, page-aligned 2D dataset ``records`` of shape
-``(12_582_912, 42)``: one row per nside-1024 RING pixel, with the 21 table columns followed
-by the 21 per-sightline constants of :func:`dustmaps_ext._core.parametric.derive_constants`
-(row-major, so that one point reads one ~170-byte record). Its byte offset comes from
-h5py, and the records are then read through one read-only ``mmap`` of the file: opening is
-instant and only the pages a query touches are read. The file is written under a temporary
-name, marked complete, and moved into place with :func:`os.replace`.
+file holding two contiguous, unfiltered, 64 KiB-aligned 2D datasets, one row per nside-1024
+RING pixel (12,582,912 rows): ``ebv_records`` (the 24 columns of
+:data:`~dustmaps_ext._core.parametric.EBV_FIELDS`, all that E(B-V) and the density need:
+one 96-byte record per point) and ``aux_records`` (the 18 others: sigmas, cloud columns,
+the remaining table columns). Together they hold the table's 21 columns and the 21
+per-sightline constants of :func:`dustmaps_ext._core.parametric.derive_constants`. Their
+byte offsets come from h5py and the records are read through one read-only ``mmap`` of the
+file: opening is instant and only the pages a query touches are read. The file is written
+under a temporary name, marked complete, and moved into place with :func:`os.replace`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._core.parametric import RECORD_FIELDS, TABLE_COLUMNS, build_records, record_dtype
+from .._core.parametric import (AUX_FIELDS, EBV_FIELDS, TABLE_COLUMNS, build_records,
+                                record_column, record_dtype)
 
 __all__ = ["NSIDE", "NROWS", "FORMAT_NAME", "FORMAT_VERSION", "ParametricTable",
            "convert_fits_table", "open_table", "validate_columns"]
@@ -33,8 +36,8 @@ NSIDE = 1024
 NROWS = 12 * NSIDE ** 2
 #: ``format`` attribute of a converted file and its version.
 FORMAT_NAME = "dustmaps_ext.wang2025.records"
-FORMAT_VERSION = 1
-_DATASET = "records"
+FORMAT_VERSION = 2
+_DATASETS = (("ebv_records", EBV_FIELDS), ("aux_records", AUX_FIELDS))
 _ALIGN = 1 << 16          # dataset start aligned to 64 KiB (a multiple of any page size)
 _CHUNK_ROWS = 1 << 20     # rows converted at a time
 
@@ -111,18 +114,22 @@ def convert_fits_table(src: str | os.PathLike, dst: str | os.PathLike, *,
         rec_dtype = record_dtype({c: np.empty(0, dt) for c, dt in col_dtypes.items()})
         try:
             with h5py.File(tmp, "w", alignment_threshold=1, alignment_interval=_ALIGN) as f:
-                ds = f.create_dataset(_DATASET, shape=(NROWS, len(RECORD_FIELDS)),
-                                      dtype=rec_dtype, chunks=None)
+                sets = []
+                for name, fields in _DATASETS:
+                    ds = f.create_dataset(name, shape=(NROWS, len(fields)), dtype=rec_dtype,
+                                          chunks=None)
+                    ds.attrs["fields"] = np.array(fields, dtype=h5py.string_dtype())
+                    sets.append(ds)
                 bar = tqdm(total=NROWS, unit="row", unit_scale=True, disable=not progress,
                            desc="converting data_v3")
                 for lo in range(0, NROWS, _CHUNK_ROWS):
                     hi = min(lo + _CHUNK_ROWS, NROWS)
                     cols = {c: np.asarray(data.field(c)[lo:hi]).astype(col_dtypes[c])
                             for c in TABLE_COLUMNS}
-                    ds[lo:hi] = build_records(cols, rec_dtype)
+                    for ds, block in zip(sets, build_records(cols, rec_dtype)):
+                        ds[lo:hi] = block
                     bar.update(hi - lo)
                 bar.close()
-                ds.attrs["fields"] = np.array(RECORD_FIELDS, dtype=h5py.string_dtype())
                 f.attrs["format"] = FORMAT_NAME
                 f.attrs["format_version"] = FORMAT_VERSION
                 f.attrs["nside"] = NSIDE
@@ -145,23 +152,26 @@ class ParametricTable:
     ----------
     path : Path
         The converted file.
-    records : ndarray, shape (NROWS, len(RECORD_FIELDS))
-        The records (float32 or float64), a read-only view of the mapping.
+    records : (ndarray, ndarray)
+        ``(ebv_records, aux_records)``, read-only views of the mapping, shapes
+        (NROWS, len(EBV_FIELDS)) and (NROWS, len(AUX_FIELDS)), float32 or float64.
     """
 
     path: Path
-    records: np.ndarray
+    records: tuple[np.ndarray, np.ndarray]
     _map: mmap.mmap = field(repr=False)
-    _offset: int = field(repr=False)
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """Names of the record columns."""
-        return RECORD_FIELDS
+    _offsets: tuple[int, int] = field(repr=False)
 
     def column(self, name: str) -> np.ndarray:
         """One column of the records (a strided view; no copy)."""
-        return self.records[:, RECORD_FIELDS.index(name)]
+        return record_column(self.records, name)
+
+    def advise(self, sequential: bool) -> None:
+        """Hint the kernel how the records will be read: ``False`` (the default after
+        opening) reads only the pages touched (no read-ahead: a few scattered points do not
+        pull megabytes from disk), ``True`` restores normal read-ahead for large queries."""
+        if hasattr(self._map, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+            self._map.madvise(mmap.MADV_NORMAL if sequential else mmap.MADV_RANDOM)
 
     def release(self, first_row: int, stop_row: int) -> None:
         """Drop the pages of rows ``[first_row, stop_row)`` from this process's resident set.
@@ -171,13 +181,13 @@ class ParametricTable:
         """
         if not hasattr(self._map, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
             return
-        row_bytes = self.records.strides[0]
-        start = self._offset + first_row * row_bytes
-        stop = self._offset + stop_row * row_bytes
-        start -= start % mmap.PAGESIZE
-        stop = min(stop, len(self._map))
-        if stop > start:
-            self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        for rec, offset in zip(self.records, self._offsets):
+            row_bytes = rec.strides[0]
+            start = offset + first_row * row_bytes
+            stop = min(offset + stop_row * row_bytes, len(self._map))
+            start -= start % mmap.PAGESIZE
+            if stop > start:
+                self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
 def open_table(path: str | os.PathLike) -> ParametricTable:
@@ -213,31 +223,41 @@ def open_table(path: str | os.PathLike) -> ParametricTable:
                              f"this code reads version {FORMAT_VERSION}")
         if not f.attrs.get("complete", False):
             raise ValueError(f"{where}: incomplete (its conversion did not finish)")
-        if _DATASET not in f:
-            raise ValueError(f"{where}: no '{_DATASET}' dataset")
-        ds = f[_DATASET]
-        fields = tuple(s.decode() if isinstance(s, bytes) else str(s)
-                       for s in ds.attrs.get("fields", []))
-        missing = [c for c in RECORD_FIELDS if c not in fields]
-        if missing:
-            raise ValueError(f"{where}: lacks the columns {', '.join(missing)}")
-        if fields != RECORD_FIELDS:
-            raise ValueError(f"{where}: columns in an unexpected order")
-        if ds.shape != (NROWS, len(RECORD_FIELDS)):
-            raise ValueError(f"{where}: has {ds.shape[0]:,} rows; it needs {NROWS:,} "
-                             f"(one per HEALPix nside-{NSIDE} RING pixel)")
-        dtype = ds.dtype
-        if dtype not in (np.dtype("<f4"), np.dtype("<f8")) or not dtype.isnative:
-            raise ValueError(f"{where}: records of type {dtype}; expected native float32/64")
-        offset = ds.id.get_offset()
-        layout = ds.id.get_create_plist().get_layout()
-        if layout != h5py.h5d.CONTIGUOUS or offset is None or ds.compression is not None:
-            raise ValueError(f"{where}: records are not stored contiguously and unfiltered")
+        layouts = []
+        for name, expected in _DATASETS:
+            if name not in f:
+                raise ValueError(f"{where}: no '{name}' dataset")
+            ds = f[name]
+            fields = tuple(s.decode() if isinstance(s, bytes) else str(s)
+                           for s in ds.attrs.get("fields", []))
+            missing = [c for c in expected if c not in fields]
+            if missing:
+                raise ValueError(f"{where}: lacks the columns {', '.join(missing)}")
+            if fields != expected:
+                raise ValueError(f"{where}: columns of '{name}' in an unexpected order")
+            if ds.shape != (NROWS, len(expected)):
+                raise ValueError(f"{where}: has {ds.shape[0]:,} rows; it needs {NROWS:,} "
+                                 f"(one per HEALPix nside-{NSIDE} RING pixel)")
+            dtype = ds.dtype
+            if dtype not in (np.dtype("<f4"), np.dtype("<f8")) or not dtype.isnative:
+                raise ValueError(f"{where}: records of type {dtype}; expected native "
+                                 "float32/64")
+            offset = ds.id.get_offset()
+            layout = ds.id.get_create_plist().get_layout()
+            if layout != h5py.h5d.CONTIGUOUS or offset is None or ds.compression is not None:
+                raise ValueError(f"{where}: records are not stored contiguously and "
+                                 "unfiltered")
+            layouts.append((offset, dtype, ds.shape))
     with open(path, "rb") as fh:
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    n_items = NROWS * len(RECORD_FIELDS)
-    if offset + n_items * dtype.itemsize > len(mm):
-        raise ValueError(f"{path}: truncated (records run past the end of the file)")
-    records = np.frombuffer(mm, dtype=dtype, count=n_items, offset=offset)
-    records = records.reshape(NROWS, len(RECORD_FIELDS))
-    return ParametricTable(path=path, records=records, _map=mm, _offset=offset)
+    arrays = []
+    for offset, dtype, shape in layouts:
+        n_items = shape[0] * shape[1]
+        if offset + n_items * dtype.itemsize > len(mm):
+            raise ValueError(f"{path}: truncated (records run past the end of the file)")
+        arrays.append(np.frombuffer(mm, dtype=dtype, count=n_items, offset=offset)
+                      .reshape(shape))
+    table = ParametricTable(path=path, records=(arrays[0], arrays[1]), _map=mm,
+                            _offsets=(layouts[0][0], layouts[1][0]))
+    table.advise(sequential=False)
+    return table
