@@ -103,13 +103,25 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     pct, scalar_pct = parse_pct(mode, pct)
     index = store.pixels.index
     lookup = rows is None
-    # what the chunks are sorted by: the pixel of each position, or the given rows
-    keys = lb_to_nested(index.nside_max, l_deg, b_deg) if lookup else np.asarray(rows, dtype=np.int64)
-    n = keys.size
-    if keys.ndim != 1 or (d_kpc is not None and np.shape(d_kpc) != (n,)):
-        raise ValueError(f"rows and d_kpc must be 1D arrays of one length; got {keys.shape}, "
-                         f"{np.shape(d_kpc)}")
-    dm = None if d_kpc is None else distance_modulus(d_kpc)
+    ordered = store.chunk_coords is not None  # chunks in pixel order (memory maps, files)
+    if lookup:
+        l_deg = np.asarray(l_deg, dtype=np.float64)
+        b_deg = np.asarray(b_deg, dtype=np.float64)
+        n = l_deg.size
+        shape_ok = l_deg.shape == b_deg.shape == (n,)
+        # the pixels are needed up front only to order the chunks; otherwise each chunk
+        # (on its own thread) finds its own
+        keys = lb_to_nested(index.nside_max, l_deg, b_deg) if ordered else None
+    else:
+        keys = np.asarray(rows, dtype=np.int64)
+        n = keys.size
+        shape_ok = keys.ndim == 1
+    if not shape_ok or (d_kpc is not None and np.shape(d_kpc) != (n,)):
+        raise ValueError(f"l, b (or rows) and d_kpc must be 1D arrays of one length; got "
+                         f"{np.shape(l_deg if lookup else rows)}, {np.shape(d_kpc)}")
+    if d_kpc is not None:
+        d_kpc = np.asarray(d_kpc, dtype=np.float64)
+    dm = None if d_kpc is None else np.empty(n, dtype=np.float64)
     n_samples = store.n_samples
     value_dtype = np.dtype(getattr(store, "value_dtype", np.float16))
     slot0 = getattr(store, "slot0", "mean")
@@ -139,8 +151,15 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     pixel_flags = _empty_pixel_flags(n) if return_flags else None
 
     def answer(sel):
-        r = index.rows_of_pixels(keys[sel]) if lookup else keys[sel]
+        if not lookup:
+            r = keys[sel]
+        elif keys is not None:
+            r = index.rows_of_pixels(keys[sel])
+        else:
+            r = index.rows(l_deg[sel], b_deg[sel])
         all_rows[sel] = r
+        if dm is not None:
+            dm[sel] = distance_modulus(d_kpc[sel])
         data, local = store.data_for(r, want_samples)
         if mode == "random_sample":
             per = slot_per_coord[sel]
@@ -162,7 +181,7 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
                 pixel_flags[name][sel] = values
         store.release()
 
-    _run_in_chunks(answer, keys, store.chunk_coords)
+    _run_in_chunks(answer, n, store.chunk_coords, keys)
 
     values = _reduce(raw, mode, pct, scalar_pct, dm is not None, all_rows, dm, value_dtype,
                      computed_mean)
@@ -171,8 +190,8 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     return values, _flags(store, pixel_flags, dm)
 
 
-def _run_in_chunks(answer, keys: np.ndarray, chunk_coords: int | None) -> None:
-    """Call ``answer(sel)`` on chunks of the coordinates, on up to :data:`MAX_THREADS` threads.
+def _run_in_chunks(answer, n: int, chunk_coords: int | None, keys: np.ndarray | None) -> None:
+    """Call ``answer(sel)`` on chunks of the n coordinates, on up to :data:`MAX_THREADS` threads.
 
     A store with a chunk size (a memory map or a file) is answered in order of ``keys``
     (pixels or rows), so consecutive coordinates touch neighbouring parts of the file, and
@@ -180,7 +199,6 @@ def _run_in_chunks(answer, keys: np.ndarray, chunk_coords: int | None) -> None:
     one per thread. The kernels release the GIL and every chunk writes its own entries, so
     the threads share nothing but the read-only map.
     """
-    n = keys.size
     if chunk_coords:
         order = np.argsort(keys, kind="stable") if chunk_coords < n else None
         step = chunk_coords
