@@ -28,9 +28,10 @@ import numpy as np
 from dustmaps.map_base import DustMap
 
 from ._core.parametric import (CLOUD_MIN_COLUMN, COMPONENT_FIELDS, N_CLOUDS, RECORD_FIELDS,
-                               RELEASE_MIN_POINTS, cloud_profiles, evaluate, ring_pixels)
+                               RELEASE_MIN_POINTS, cloud_profiles, evaluate, parallel_slot)
+from ._core.pixels import lb_to_ring
 from ._io.fetchers import fetch_wang2025 as fetch
-from ._io.parametric_table import convert_fits_table, open_table
+from ._io.parametric_table import NSIDE, convert_fits_table, open_table
 
 __all__ = ["Wang2025Query", "fetch", "convert_table", "default_table_path", "default_fits_path",
            "COMPONENT_DTYPE"]
@@ -112,8 +113,9 @@ def _resolve_map(map_fname) -> Path:
 def _pixel_rows(l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
     """Row (nside-1024 RING pixel) of each direction; -1 where l or b is not finite or
     |b| > 90. The same pixel as astropy-healpix (used by dustmaps3d) finds, boundaries
-    included (see :func:`dustmaps_ext._core.parametric.ring_pixels`)."""
-    return ring_pixels(np.ravel(l_deg), np.ravel(b_deg)).reshape(np.shape(l_deg))
+    included (see :func:`dustmaps_ext._core.pixels.lb_to_ring`)."""
+    with parallel_slot(np.size(l_deg)) as parallel:
+        return lb_to_ring(NSIDE, l_deg, b_deg, parallel=parallel)
 
 
 def _as_structured(res: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:

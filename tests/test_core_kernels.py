@@ -8,7 +8,7 @@ import pytest
 
 from dustmaps_ext._core import los
 from dustmaps_ext._core.modes import draw_key, per_pixel_draw
-from dustmaps_ext._core.pixels import PixelIndex, lb_to_nested
+from dustmaps_ext._core.pixels import PixelIndex, lb_to_nested, lb_to_ring
 
 
 def test_float16_rounding_equals_numpy_everywhere():
@@ -129,3 +129,50 @@ def test_per_pixel_draw_is_uniform_and_consistent():
     first = {}
     for r, d in zip(rows[:20000].tolist(), draws[:20000].tolist()):
         assert first.setdefault(r, d) == d
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_ring_pixels_match_astropy_healpix_exactly(parallel):
+    """Random directions, points exactly on pixel boundaries (healpy's vertices and edges),
+    regular grids through boundaries, l = 0/360/negative/beyond 360, the poles."""
+    import astropy.units as u
+    import healpy as hp
+    from astropy_healpix.core import lonlat_to_healpix
+
+    rng = np.random.default_rng(0)
+    l = rng.uniform(-360, 720, 300_000)
+    b = np.degrees(np.arcsin(rng.uniform(-1, 1, l.size)))
+    vec = hp.boundaries(1024, rng.integers(0, 12 * 1024 ** 2, 20_000), step=4)
+    lv, bv = hp.vec2ang(np.moveaxis(vec, 1, 2).reshape(-1, 3), lonlat=True)
+    g1, g2 = np.meshgrid(np.arange(-360, 360.01, 0.0439453125), np.arange(-90, 90.01, 1.0))
+    l = np.concatenate([l, lv, g1.ravel(), [0.0, 360.0, -0.0, 720.0, 45.0, 0.0, 0.0]])
+    b = np.concatenate([b, bv, g2.ravel(), [0.0, 0.0, 0.0, 0.0, 0.0, 90.0, -90.0]])
+    expected = lonlat_to_healpix(l * u.deg, b * u.deg, 1024, order="ring")
+    np.testing.assert_array_equal(lb_to_ring(1024, l, b, parallel=parallel), expected)
+    bad = lb_to_ring(1024, np.array([np.nan, 1.0, np.inf, 1.0]), np.array([0.0, np.nan, 0.0, 91.0]))
+    np.testing.assert_array_equal(bad, -1)
+
+
+@pytest.mark.parametrize("nside", [1, 64, 8192])
+def test_ring_pixels_at_other_nsides_match_astropy_healpix(nside):
+    """The RING kernel is not tied to the Wang et al. map's nside 1024: random directions
+    and points on the pixel boundaries of other resolutions, as lb_to_nested's shapes."""
+    import astropy.units as u
+    from astropy_healpix.core import lonlat_to_healpix
+
+    rng = np.random.default_rng(nside)
+    l = rng.uniform(-360, 720, 50_000)
+    b = np.degrees(np.arcsin(rng.uniform(-1, 1, l.size)))
+    vec = hp.boundaries(nside, rng.integers(0, 12 * nside ** 2, 2000), step=2)
+    lv, bv = hp.vec2ang(np.moveaxis(vec, 1, 2).reshape(-1, 3), lonlat=True)
+    l = np.concatenate([l, lv]).reshape(-1, 2)
+    b = np.concatenate([b, bv]).reshape(-1, 2)
+    expected = lonlat_to_healpix(l * u.deg, b * u.deg, nside, order="ring")
+    got = lb_to_ring(nside, l, b)
+    assert got.shape == l.shape
+    np.testing.assert_array_equal(got, expected)
+    # the same pixels as healpy away from the boundaries (healpy: RING of the NESTED pixel)
+    healpy_ring = hp.nest2ring(nside, lb_to_nested(nside, l[:10], b[:10]))
+    np.testing.assert_array_equal(got[:10], healpy_ring)
+    with pytest.raises(ValueError, match="nside"):
+        lb_to_ring(100, l, b)

@@ -271,24 +271,3 @@ def test_concurrent_threads_give_same_results():
     assert len(results) == 12
     for r in results:
         np.testing.assert_array_equal(r, expected)
-
-
-def test_ring_pixels_match_astropy_healpix_exactly():
-    """Random directions, points exactly on pixel boundaries (healpy's vertices and edges),
-    regular grids through boundaries, l = 0/360/negative/beyond 360, the poles."""
-    import astropy.units as u
-    import healpy as hp
-    from astropy_healpix.core import lonlat_to_healpix
-
-    rng = np.random.default_rng(0)
-    l = rng.uniform(-360, 720, 300_000)
-    b = np.degrees(np.arcsin(rng.uniform(-1, 1, l.size)))
-    vec = hp.boundaries(1024, rng.integers(0, 12 * 1024 ** 2, 20_000), step=4)
-    lv, bv = hp.vec2ang(np.moveaxis(vec, 1, 2).reshape(-1, 3), lonlat=True)
-    g1, g2 = np.meshgrid(np.arange(-360, 360.01, 0.0439453125), np.arange(-90, 90.01, 1.0))
-    l = np.concatenate([l, lv, g1.ravel(), [0.0, 360.0, -0.0, 720.0, 45.0, 0.0, 0.0]])
-    b = np.concatenate([b, bv, g2.ravel(), [0.0, 0.0, 0.0, 0.0, 0.0, 90.0, -90.0]])
-    expected = lonlat_to_healpix(l * u.deg, b * u.deg, 1024, order="ring")
-    np.testing.assert_array_equal(par.ring_pixels(l, b), expected)
-    bad = par.ring_pixels(np.array([np.nan, 1.0, np.inf, 1.0]), np.array([0.0, np.nan, 0.0, 91.0]))
-    np.testing.assert_array_equal(bad, -1)

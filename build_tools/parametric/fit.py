@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
+from dustmaps_ext._core.parametric import CLOUD_MIN_COLUMN
+
 from .model import N_CLOUDS, N_PARAMS, _loss_grad_kernel, _model_kernel
 
 __all__ = ["FitConfig", "SightlineFit", "fit_sightline", "residual_sigma",
@@ -62,7 +64,7 @@ class FitConfig:
     #: the "approximate maximum extinction" of Table 3 is this percentile of the stars' E(B-V)
     ebv_max_percentile: float = 95.0
     clip_sigma: float = 3.0
-    drop_below: float = 0.001
+    drop_below: float = CLOUD_MIN_COLUMN
     #: L-BFGS-B stopping rules (scipy's ``maxiter``, ``ftol``, ``gtol``)
     maxiter: int = 300
     ftol: float = 1e-6
@@ -149,17 +151,14 @@ def residual_sigma(residual: np.ndarray, weight: np.ndarray) -> float:
 
 
 class _Objective:
-    """Loss and gradient for scipy, with scratch arrays allocated once per star set."""
+    """Loss and gradient for scipy."""
 
     def __init__(self, sin_b, x, e, w, lam):
         self.args = (sin_b, x, e, w, lam)
-        self.consts = np.empty((N_CLOUDS, 4))
-        self.svals = np.empty((x.size, N_CLOUDS))
 
     def __call__(self, p):
         grad = np.empty(N_PARAMS)
-        sin_b, x, e, w, lam = self.args
-        loss = _loss_grad_kernel(p, sin_b, x, e, w, lam, grad, self.consts, self.svals)
+        loss = _loss_grad_kernel(p, *self.args, grad)
         return loss, grad
 
 

@@ -21,8 +21,12 @@ The loss is eq. 15 of the paper, ``L = sum_j w_j |E_j - E(x_j)| + lam * sum_k |C
 its gradient is analytic (``sign(0) = 0`` for the non-differentiable points of the L1 terms,
 and the jump of the indicator ``[x >= bubble]`` contributes nothing because ``f(bubble) = 0``).
 
-The compiled kernels work on plain float64 arrays; :func:`evaluate_model`,
-:func:`model_jacobian` and :func:`loss_and_gradient` are the checked entry points.
+The model's values and density are computed by the evaluator's own scalar kernels
+(:mod:`dustmaps_ext._core.parametric`: the same constants, operations and order, so both
+give the same numbers); this module adds the Jacobian and the fused loss and gradient that
+only the fit needs. The compiled kernels work on plain float64 arrays;
+:func:`evaluate_model`, :func:`model_jacobian` and :func:`loss_and_gradient` are the checked
+entry points.
 """
 
 from __future__ import annotations
@@ -32,25 +36,29 @@ import math
 import numba
 import numpy as np
 
+from dustmaps_ext._core.parametric import (
+    BUBBLE_EDGE_WIDTH, CLOUD_COLUMNS, N_CLOUDS, _cloud_constants, _cloud_density_term,
+    _cloud_terms, _diffuse_constants, _diffuse_terms)
+
 __all__ = [
-    "N_CLOUDS", "N_PARAMS", "PARAM_NAMES", "BUBBLE_WALL_KPC",
+    "N_CLOUDS", "N_PARAMS", "PARAM_NAMES",
     "evaluate_model", "evaluate_density", "model_jacobian", "loss_and_gradient",
     "cloud_centres",
 ]
 
-#: Number of cloud components of the model.
-N_CLOUDS = 4
 #: Number of fitted parameters (3 diffuse + 3 per cloud).
 N_PARAMS = 3 + 3 * N_CLOUDS
 #: Names of the fitted parameters, in the order of the parameter vector (release column names).
-PARAM_NAMES = ("bubble", "h", "diffuse_dust_rho") + tuple(
-    f"{name}_{k}" for k in range(1, N_CLOUDS + 1) for name in ("distance", "span", "Cum_EBV"))
-#: Width (kpc) of the smooth step that puts the swept-up dust on the Local Bubble wall.
-BUBBLE_WALL_KPC = 0.01
+PARAM_NAMES = ("bubble", "h", "diffuse_dust_rho") + CLOUD_COLUMNS
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+#: Per-cloud constants kept by the kernels: centre, norm, offset, rate (those of the
+#: evaluator), then exp(-5 centre / span) and 1 / (1 + exp(5 centre / span)) for the gradient.
+_N_CLOUD_CONSTS = 6
 
 
 # --------------------------------------------------------------------------- kernels
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(inline="always", **_JIT)
 def _sig(t):
     """Logistic 1 / (1 + exp(-t)), without overflow for any finite t."""
     if t >= 0.0:
@@ -59,184 +67,144 @@ def _sig(t):
     return e / (1.0 + e)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(inline="always", **_JIT)
+def _cloud_constants_of(p):
+    """Constants of the four clouds of parameter vector ``p``, shape (N_CLOUDS, 6)."""
+    consts = np.empty((N_CLOUDS, _N_CLOUD_CONSTS))
+    for k in range(N_CLOUDS):
+        span = p[4 + 3 * k]
+        centre, norm, offset, rate = _cloud_constants(p[3 + 3 * k], span, p[5 + 3 * k], p[0])
+        v = 5.0 * centre / span
+        consts[k, 0] = centre
+        consts[k, 1] = norm
+        consts[k, 2] = offset
+        consts[k, 3] = rate
+        consts[k, 4] = math.exp(-v)
+        consts[k, 5] = _sig(-v)
+    return consts
+
+
+@numba.njit(inline="always", **_JIT)
+def _value(p, xj, dc, consts, s):
+    """E(B-V) at ``xj`` as the evaluator computes it; also returns the bubble-edge step and
+    ``exp(-x / span_0)``, and writes each cloud's logistic into ``s`` (for the gradient)."""
+    val, _, edge, decay = _diffuse_terms(xj, p[0], p[2], dc[0], dc[1], dc[2], dc[3], dc[4])
+    for k in range(N_CLOUDS):
+        e_k, s[k] = _cloud_terms(xj, consts[k, 0], p[4 + 3 * k], consts[k, 1], consts[k, 2])
+        val += e_k
+    return val, edge, decay
+
+
+@numba.njit(inline="always", **_JIT)
+def _diffuse_gradient_constants(p, sin_b, dc):
+    """Distance-independent parts of d diffuse / d (bubble, h, rho)."""
+    bubble = p[0]
+    rho = p[2]
+    span0, total, _, _, cw = dc   # cw = offset_0 = 1 / (1 + exp(5 bubble / w))
+    eb = math.exp(-bubble / span0)
+    dc0_db = rho * eb
+    dc0_dh = (rho / sin_b) * (1.0 - eb) - total * eb * bubble / (span0 * span0) / sin_b
+    dc0_drho = span0 * (1.0 - eb)
+    dcw_db = -cw * (1.0 - cw) * 5.0 / BUBBLE_EDGE_WIDTH
+    return eb, 0.5 - cw, dcw_db, dc0_db, dc0_dh, dc0_drho
+
+
+@numba.njit(inline="always", **_JIT)
+def _diffuse_gradient(p, sin_b, dc, gc, xj, edge, decay):
+    """d diffuse(x) / d (bubble, h, rho) at ``xj``, from :func:`_value`'s edge and decay
+    and :func:`_diffuse_gradient_constants`."""
+    bubble = p[0]
+    rho = p[2]
+    span0, total, c0, _, cw = dc
+    eb, denom, dcw_db, dc0_db, dc0_dh, dc0_drho = gc
+    g = (edge - cw) / denom         # the diffuse step is c0 * g
+    dsb_db = -(5.0 / BUBBLE_EDGE_WIDTH) * edge * (1.0 - edge)
+    dg_db = (dsb_db - dcw_db) / denom + (edge - cw) * dcw_db / (denom * denom)
+    d_bubble = dc0_db * g + c0 * dg_db
+    d_h = dc0_dh * g
+    d_rho = dc0_drho * g
+    if xj >= bubble:
+        d_bubble += -rho * eb
+        d_h += (rho / sin_b) * (eb - decay) + total * (eb * bubble - decay * xj) / (
+            span0 * span0) / sin_b
+        d_rho += span0 * (eb - decay)
+    return d_bubble, d_h, d_rho
+
+
+@numba.njit(inline="always", **_JIT)
+def _cloud_gradient(p, consts, k, xj, s):
+    """d cloud_k(x) / d (centre, span_k, Cum_EBV_k) at ``xj``, ``s`` its logistic; the
+    derivative in span_k is the one at fixed distance_k (centre moving by 2 span_k)."""
+    span = p[4 + 3 * k]
+    cum = p[5 + 3 * k]
+    mk = consts[k, 0]
+    nk = consts[k, 1]
+    em = consts[k, 4]
+    ck = consts[k, 5]
+    u = 5.0 * (xj - mk) / span
+    ss = s * (1.0 - s)
+    cc = ck * (1.0 - ck)
+    d_m = (5.0 / span) * (-cum * em * (s - ck) + nk * (cc - ss))
+    vm = 5.0 * mk / (span * span)
+    d_span_m = vm * cum * em * (s - ck) - nk * (u / span) * ss - nk * cc * vm
+    return d_m, d_span_m + 2.0 * d_m, (1.0 + em) * (s - ck)
+
+
+@numba.njit(**_JIT)
 def _model_kernel(p, sin_b, x, out, jac, want_jac):
     """Model values (and, if ``want_jac``, the Jacobian d model / d p) at distances ``x``."""
-    n = x.size
-    bubble = p[0]
-    h = p[1]
-    rho = p[2]
-    w = BUBBLE_WALL_KPC
-    span0 = h / sin_b
-    total = span0 * rho
-    eb = math.exp(-bubble / span0)
-    c0 = total * (1.0 - eb)
-    cw = _sig(-5.0 * bubble / w)          # c = 1 / (1 + exp(5 bubble / w))
-    denom = 0.5 - cw
-    # derivatives of the diffuse constants with respect to (bubble, h, rho)
-    dspan0_dh = 1.0 / sin_b
-    dc0_drho = span0 * (1.0 - eb)
-    dc0_dh = (rho / sin_b) * (1.0 - eb) - total * eb * bubble / (span0 * span0) * dspan0_dh
-    dc0_db = rho * eb
-    dcw_db = -cw * (1.0 - cw) * 5.0 / w
-
-    # cloud constants
-    m = np.empty(4)
-    em = np.empty(4)
-    ck = np.empty(4)
-    nk = np.empty(4)
-    for k in range(4):
-        dist = p[3 + 3 * k]
-        span = p[4 + 3 * k]
-        cum = p[5 + 3 * k]
-        m[k] = dist + 2.0 * span + bubble
-        v = 5.0 * m[k] / span
-        em[k] = math.exp(-v)
-        ck[k] = _sig(-v)
-        nk[k] = cum * (1.0 + em[k])
-
-    for j in range(n):
+    dc = _diffuse_constants(p[0], p[1], p[2], sin_b)
+    gc = _diffuse_gradient_constants(p, sin_b, dc)
+    consts = _cloud_constants_of(p)
+    s = np.empty(N_CLOUDS)
+    for j in range(x.size):
         xj = x[j]
-        sb = _sig(5.0 * (xj - bubble) / w)
-        g = (sb - cw) / denom
-        ex = math.exp(-xj / span0)
-        inside = xj >= bubble
-        val = c0 * g
-        if inside:
-            val += total * (eb - ex)
-        if want_jac:
-            dsb_db = -(5.0 / w) * sb * (1.0 - sb)
-            dg_db = (dsb_db - dcw_db) / denom + (sb - cw) * dcw_db / (denom * denom)
-            d_bubble = dc0_db * g + c0 * dg_db
-            d_h = dc0_dh * g
-            d_rho = dc0_drho * g
-            if inside:
-                d_bubble += -rho * eb
-                d_h += (rho / sin_b) * (eb - ex) + total * (
-                    eb * bubble - ex * xj) / (span0 * span0) * dspan0_dh
-                d_rho += span0 * (eb - ex)
-        for k in range(4):
-            span = p[4 + 3 * k]
-            u = 5.0 * (xj - m[k]) / span
-            s = _sig(u)
-            val += nk[k] * (s - ck[k])
-            if want_jac:
-                cum = p[5 + 3 * k]
-                ss = s * (1.0 - s)
-                cc = ck[k] * (1.0 - ck[k])
-                d_m = (5.0 / span) * (-cum * em[k] * (s - ck[k]) + nk[k] * (cc - ss))
-                vm = 5.0 * m[k] / (span * span)
-                d_span_m = (vm * cum * em[k] * (s - ck[k]) - nk[k] * (u / span) * ss
-                            - nk[k] * cc * vm)
-                jac[j, 3 + 3 * k] = d_m
-                jac[j, 4 + 3 * k] = d_span_m + 2.0 * d_m
-                jac[j, 5 + 3 * k] = (1.0 + em[k]) * (s - ck[k])
-                d_bubble += d_m
+        val, edge, decay = _value(p, xj, dc, consts, s)
         out[j] = val
         if want_jac:
-            jac[j, 0] = d_bubble
-            jac[j, 1] = d_h
-            jac[j, 2] = d_rho
+            jac[j, 0], jac[j, 1], jac[j, 2] = _diffuse_gradient(p, sin_b, dc, gc, xj, edge,
+                                                                decay)
+            for k in range(N_CLOUDS):
+                d_m, d_span, d_cum = _cloud_gradient(p, consts, k, xj, s[k])
+                jac[j, 3 + 3 * k] = d_m
+                jac[j, 4 + 3 * k] = d_span
+                jac[j, 5 + 3 * k] = d_cum
+                jac[j, 0] += d_m
 
 
-@numba.njit(cache=True, nogil=True)
-def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad, consts, svals):
+@numba.njit(**_JIT)
+def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad):
     """Eq. 15 loss; writes its gradient into ``grad``.
 
-    ``consts`` (4, 4) and ``svals`` (n, 4) are scratch arrays. The same arithmetic as
-    :func:`_model_kernel`, fused with the L1 sum so that no Jacobian is stored; the cloud
-    logistic values are kept between the value and gradient passes, and those of distant
-    stars (saturated to machine precision) are not evaluated.
+    The model values of :func:`_model_kernel`, fused with the L1 sum so that no Jacobian is
+    stored; stars that the model fits exactly contribute nothing (``sign(0) = 0``).
     """
-    bubble = p[0]
-    h = p[1]
-    rho = p[2]
-    w = BUBBLE_WALL_KPC
-    span0 = h / sin_b
-    total = span0 * rho
-    eb = math.exp(-bubble / span0)
-    c0 = total * (1.0 - eb)
-    cw = _sig(-5.0 * bubble / w)
-    denom = 0.5 - cw
-    dspan0_dh = 1.0 / sin_b
-    dc0_drho = span0 * (1.0 - eb)
-    dc0_dh = (rho / sin_b) * (1.0 - eb) - total * eb * bubble / (span0 * span0) * dspan0_dh
-    dc0_db = rho * eb
-    dcw_db = -cw * (1.0 - cw) * 5.0 / w
-    g_sat = (1.0 - cw) / denom   # g once the wall step has saturated
-    for k in range(4):
-        span = p[4 + 3 * k]
-        mk = p[3 + 3 * k] + 2.0 * span + bubble
-        v = 5.0 * mk / span
-        consts[k, 0] = mk
-        consts[k, 1] = math.exp(-v)
-        consts[k, 2] = _sig(-v)
-        consts[k, 3] = p[5 + 3 * k] * (1.0 + consts[k, 1])
+    dc = _diffuse_constants(p[0], p[1], p[2], sin_b)
+    gc = _diffuse_gradient_constants(p, sin_b, dc)
+    consts = _cloud_constants_of(p)
+    s = np.empty(N_CLOUDS)
     for i in range(grad.size):
         grad[i] = 0.0
     loss = 0.0
     for j in range(x.size):
         xj = x[j]
-        t = 5.0 * (xj - bubble) / w
-        if t > 40.0:
-            sb = 1.0
-            g = g_sat
-            dg_db = dcw_db / denom * (-1.0 + (1.0 - cw) / denom)
-        else:
-            sb = _sig(t)
-            g = (sb - cw) / denom
-            dsb_db = -(5.0 / w) * sb * (1.0 - sb)
-            dg_db = (dsb_db - dcw_db) / denom + (sb - cw) * dcw_db / (denom * denom)
-        val = c0 * g
-        d_bubble = dc0_db * g + c0 * dg_db
-        d_h = dc0_dh * g
-        d_rho = dc0_drho * g
-        if xj >= bubble:
-            ex = math.exp(-xj / span0)
-            val += total * (eb - ex)
-            d_bubble += -rho * eb
-            d_h += (rho / sin_b) * (eb - ex) + total * (eb * bubble - ex * xj) / (
-                span0 * span0) * dspan0_dh
-            d_rho += span0 * (eb - ex)
-        for k in range(4):
-            span = p[4 + 3 * k]
-            mk = consts[k, 0]
-            u = 5.0 * (xj - mk) / span
-            if u > 40.0:
-                s = 1.0
-            elif u < -40.0:
-                s = 0.0
-            else:
-                s = _sig(u)
-            svals[j, k] = s
-            val += consts[k, 3] * (s - consts[k, 2])
+        val, edge, decay = _value(p, xj, dc, consts, s)
         r = e[j] - val
         if r == 0.0:
             continue
         sw = wt[j] if r < 0.0 else -wt[j]   # d|r|/d model = -sign(r)
         loss += wt[j] * abs(r)
-        grad[0] += sw * d_bubble
+        d_bubble, d_h, d_rho = _diffuse_gradient(p, sin_b, dc, gc, xj, edge, decay)
         grad[1] += sw * d_h
         grad[2] += sw * d_rho
-        for k in range(4):
-            span = p[4 + 3 * k]
-            cum = p[5 + 3 * k]
-            mk = consts[k, 0]
-            em = consts[k, 1]
-            ck = consts[k, 2]
-            nk = consts[k, 3]
-            u = 5.0 * (xj - mk) / span
-            s = svals[j, k]
-            ss = s * (1.0 - s)
-            cc = ck * (1.0 - ck)
-            d_m = (5.0 / span) * (-cum * em * (s - ck) + nk * (cc - ss))
-            vm = 5.0 * mk / (span * span)
-            d_span_m = vm * cum * em * (s - ck) - nk * (u / span) * ss - nk * cc * vm
+        for k in range(N_CLOUDS):
+            d_m, d_span, d_cum = _cloud_gradient(p, consts, k, xj, s[k])
             grad[3 + 3 * k] += sw * d_m
-            grad[4 + 3 * k] += sw * (d_span_m + 2.0 * d_m)
-            grad[5 + 3 * k] += sw * (1.0 + em) * (s - ck)
-            grad[0] += sw * d_m
-    for k in range(4):
+            grad[4 + 3 * k] += sw * d_span
+            grad[5 + 3 * k] += sw * d_cum
+            d_bubble += d_m
+        grad[0] += sw * d_bubble
+    for k in range(N_CLOUDS):
         cum = p[5 + 3 * k]
         loss += lam * abs(cum)
         if cum > 0.0:
@@ -246,24 +214,16 @@ def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad, consts, svals):
     return loss
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**_JIT)
 def _density_kernel(p, sin_b, x, out):
     """dE/dx as the package defines it (the bubble-wall step is left out)."""
-    bubble = p[0]
-    span0 = p[1] / sin_b
-    rho = p[2]
+    dc = _diffuse_constants(p[0], p[1], p[2], sin_b)
+    consts = _cloud_constants_of(p)
     for j in range(x.size):
         xj = x[j]
-        val = 0.0
-        if xj >= bubble:
-            val = rho * math.exp(-xj / span0)
-        for k in range(4):
-            span = p[4 + 3 * k]
-            cum = p[5 + 3 * k]
-            mk = p[3 + 3 * k] + 2.0 * span + bubble
-            nk = cum * (1.0 + math.exp(-5.0 * mk / span))
-            s = _sig(5.0 * (xj - mk) / span)
-            val += (5.0 / span) * nk * s * (1.0 - s)
+        val = _diffuse_terms(xj, p[0], p[2], dc[0], dc[1], dc[2], dc[3], dc[4])[1]
+        for k in range(N_CLOUDS):
+            val += _cloud_density_term(xj, consts[k, 0], consts[k, 3], consts[k, 1])
         out[j] = val
 
 
@@ -366,8 +326,7 @@ def loss_and_gradient(params, b_lim_deg: float, distance_kpc, ebv, weights,
     if e.shape != x.shape or wt.shape != x.shape:
         raise ValueError("distance_kpc, ebv and weights must have the same shape")
     grad = np.empty(N_PARAMS)
-    loss = _loss_grad_kernel(p, _check_sin_b(b_lim_deg), x, e, wt, float(lam), grad,
-                             np.empty((N_CLOUDS, 4)), np.empty((x.size, N_CLOUDS)))
+    loss = _loss_grad_kernel(p, _check_sin_b(b_lim_deg), x, e, wt, float(lam), grad)
     return float(loss), grad
 
 

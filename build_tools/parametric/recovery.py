@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dustmaps_ext._core.parametric import CLOUD_MIN_COLUMN
+
 from ..galaxy import SimulatedGalaxy
 from .model import cloud_centres, evaluate_model
 from .sightlines import sightline_centres
@@ -25,7 +27,7 @@ __all__ = ["recovery_metrics"]
 def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40,
                      d_min_kpc: float = 0.05, b_split_deg: float = 10.0,
                      min_column: float = 0.05, tolerance: float = 0.15,
-                     min_component: float = 0.001) -> dict:
+                     min_component: float = CLOUD_MIN_COLUMN) -> dict:
     """Compare per-sightline build results with the galaxy's truth.
 
     Parameters

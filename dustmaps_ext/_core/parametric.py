@@ -17,22 +17,28 @@ Kernels take two 2D record arrays (one row per nside-1024 RING pixel): ``rec`` w
 columns of :data:`EBV_FIELDS` (all that E(B-V) and the density need) and ``aux`` with those
 of :data:`AUX_FIELDS`; the row of each point (``-1`` for no sightline) and its distance in
 kpc. They never raise: invalid input gives NaN.
+
+The model's arithmetic is written once, in the scalar kernels ``_diffuse_constants``,
+``_cloud_constants`` (whose Python bodies also derive the table's constants in numpy),
+``_diffuse_terms``, ``_cloud_terms`` and ``_cloud_density_term``; the record kernels here
+and the build pipeline's fit (:mod:`build_tools.parametric.model`) both call them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numba
 import numpy as np
 
 __all__ = [
-    "TABLE_COLUMNS", "DERIVED_FIELDS", "EBV_FIELDS", "AUX_FIELDS", "RECORD_FIELDS",
-    "record_column", "N_CLOUDS", "CLOUD_MIN_COLUMN",
+    "TABLE_COLUMNS", "CLOUD_COLUMNS", "DERIVED_FIELDS", "EBV_FIELDS", "AUX_FIELDS",
+    "RECORD_FIELDS", "record_column", "N_CLOUDS", "CLOUD_MIN_COLUMN",
     "BUBBLE_EDGE_WIDTH", "COMPONENT_FIELDS", "derive_constants", "record_dtype",
-    "build_records", "evaluate", "cloud_profiles", "ring_pixels",
+    "build_records", "evaluate", "cloud_profiles", "parallel_slot",
 ]
 
 #: Number of cloud components per sightline.
@@ -42,13 +48,13 @@ CLOUD_MIN_COLUMN = 0.001
 #: Width (kpc) of the smooth step at the bubble edge.
 BUBBLE_EDGE_WIDTH = 0.01
 
+#: Columns of the released table holding the clouds' parameters, cloud by cloud.
+CLOUD_COLUMNS = tuple(f"{name}_{k}" for k in range(1, N_CLOUDS + 1)
+                      for name in ("distance", "span", "Cum_EBV"))
+
 #: Columns of the released table (``data_v3.fits``), in release order.
 TABLE_COLUMNS = (
-    "b_lim", "bubble", "diffuse_dust_rho", "h",
-    "distance_1", "span_1", "Cum_EBV_1",
-    "distance_2", "span_2", "Cum_EBV_2",
-    "distance_3", "span_3", "Cum_EBV_3",
-    "distance_4", "span_4", "Cum_EBV_4",
+    "b_lim", "bubble", "diffuse_dust_rho", "h", *CLOUD_COLUMNS,
     "sigma", "sigma_0_2", "sigma_1_4", "sigma_2_max", "max_distance",
 )
 
@@ -118,6 +124,92 @@ COMPONENT_FIELDS = (
 )
 
 
+# ------------------------------------------------------------- the model on plain scalars
+# One definition of the model's arithmetic, shared by the evaluator (below, on records) and
+# by the build pipeline's fit (build_tools.parametric.model, on parameter vectors).
+
+_JIT = dict(cache=True, error_model="numpy")
+
+# Below -_SATURATE, 1 + exp(t) == 1.0 exactly in float64: the logistic terms are then
+# computed without calling exp, with bit-identical results.
+_SATURATE = 40.0
+
+
+@numba.njit(inline="always", **_JIT)
+def _diffuse_constants(bubble, h, rho, sin_b):
+    """Constants of the diffuse term: ``span_0, total_0, c_0, step_0, offset_0``.
+
+    Compiled for scalars (the fit); its Python body (``_diffuse_constants.py_func``) runs
+    unchanged on numpy columns in their own dtype (:func:`derive_constants`), so that both
+    use the same operations in the same order. ``sin_b`` is ``sin |b_lim|``.
+    """
+    span0 = h / sin_b
+    total0 = span0 * rho
+    c0 = total0 * (1 - np.exp(-bubble / span0))
+    e_edge = np.exp(5 * bubble / BUBBLE_EDGE_WIDTH)
+    a_edge = 1 / e_edge
+    offset0 = 1 / (1 + e_edge)
+    step0 = c0 / ((1 + a_edge) * (0.5 - offset0)) * (1 + a_edge)
+    return span0, total0, c0, step0, offset0
+
+
+@numba.njit(inline="always", **_JIT)
+def _cloud_constants(distance, span, cum, bubble):
+    """Constants of one cloud: ``centre, norm, offset, rate`` (as :func:`_diffuse_constants`,
+    for scalars or, through ``py_func``, numpy columns)."""
+    centre = distance + (span * 2) + bubble
+    e_far = np.exp(5 * centre / span)
+    norm = cum * (1 / e_far + 1)
+    return centre, norm, norm / (1 + e_far), 5 / span
+
+
+@numba.njit(inline="always", **_JIT)
+def _diffuse_terms(x, bubble, rho, span0, total0, c0, step0, offset0):
+    """Diffuse dust with its bubble at ``x`` (kpc), from :func:`_diffuse_constants`.
+
+    Returns
+    -------
+    ebv, density, edge, decay : float
+        E(B-V) (mag), density (mag/kpc), the bubble-edge step ``S((x - bubble) / w)`` and
+        ``exp(-x / span_0)`` for ``x >= bubble`` (0 before); the last two serve the fit's
+        gradient (unused, they cost nothing once inlined).
+    """
+    ebv = 0.0
+    dens = 0.0
+    decay = 0.0
+    if not x < bubble:
+        decay = math.exp(-x / span0)
+        ebv = total0 * (1.0 - decay) - c0
+        dens = rho * decay
+    t = -5.0 * ((x - bubble) / BUBBLE_EDGE_WIDTH)
+    edge = 1.0 if t < -_SATURATE else 1.0 / (1.0 + math.exp(t))
+    ebv += step0 * (edge - offset0)
+    return ebv, dens, edge, decay
+
+
+@numba.njit(inline="always", **_JIT)
+def _cloud_terms(x, centre, span, norm, offset):
+    """E(B-V) (mag) of one cloud at ``x`` (kpc) and its logistic ``S((x - centre) / span)``,
+    from :func:`_cloud_constants` (the logistic serves the fit's gradient)."""
+    t = -5.0 * (x - centre) / span
+    if t < -_SATURATE:
+        return norm - offset, 1.0
+    if norm == 0.0 and offset == 0.0 and not math.isnan(t):
+        return 0.0, 1.0 / (1.0 + math.exp(t))
+    d = 1.0 + math.exp(t)
+    return norm / d - offset, 1.0 / d
+
+
+@numba.njit(inline="always", **_JIT)
+def _cloud_density_term(x, centre, rate, norm):
+    """Density (mag/kpc) of one cloud at ``x`` (kpc), from :func:`_cloud_constants`."""
+    u = -rate * (x - centre)
+    if u < -_SATURATE or (norm == 0.0 and not math.isnan(u)):
+        return 0.0 * rate * norm  # exactly 0, or NaN as the formula gives for NaN inputs
+    s = 1.0 / (1.0 + math.exp(u))
+    return rate * norm * s * (1.0 - s)
+
+
 def derive_constants(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-sightline constants of the model, in the precision of the table's columns.
 
@@ -147,24 +239,15 @@ def derive_constants(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     """
     c = columns
     with np.errstate(all="ignore"):
-        span0 = c["h"] / np.sin(np.deg2rad(np.abs(c["b_lim"])))
-        total0 = span0 * c["diffuse_dust_rho"]
-        c0 = total0 * (1 - np.exp(-c["bubble"] / span0))
-        e_edge = np.exp(5 * c["bubble"] / BUBBLE_EDGE_WIDTH)
-        a_edge = 1 / e_edge
-        offset0 = 1 / (1 + e_edge)
-        step0 = c0 / ((1 + a_edge) * (0.5 - offset0)) * (1 + a_edge)
-        out = {"span_0": span0, "total_0": total0, "c_0": c0, "step_0": step0,
-               "offset_0": offset0}
+        sin_b = np.sin(np.deg2rad(np.abs(c["b_lim"])))
+        out = dict(zip(("span_0", "total_0", "c_0", "step_0", "offset_0"),
+                       _diffuse_constants.py_func(c["bubble"], c["h"], c["diffuse_dust_rho"],
+                                                 sin_b)))
         for k in range(1, N_CLOUDS + 1):
-            span = c[f"span_{k}"]
-            centre = c[f"distance_{k}"] + (span * 2) + c["bubble"]
-            e_far = np.exp(5 * centre / span)
-            norm = c[f"Cum_EBV_{k}"] * (1 / e_far + 1)
-            out[f"centre_{k}"] = centre
-            out[f"norm_{k}"] = norm
-            out[f"offset_{k}"] = norm / (1 + e_far)
-            out[f"rate_{k}"] = 5 / span
+            consts = _cloud_constants.py_func(c[f"distance_{k}"], c[f"span_{k}"],
+                                             c[f"Cum_EBV_{k}"], c["bubble"])
+            for name, value in zip(("centre", "norm", "offset", "rate"), consts):
+                out[f"{name}_{k}"] = value
     return out
 
 
@@ -212,53 +295,29 @@ def build_records(columns: Mapping[str, np.ndarray], dtype=None) -> tuple[np.nda
 
 # --------------------------------------------------------------------------- kernels
 
-_JIT = dict(cache=True, error_model="numpy")
-
-
-# Below -_SATURATE, 1 + exp(t) == 1.0 exactly in float64: the logistic terms are then
-# computed without calling exp, with bit-identical results.
-_SATURATE = 40.0
-
 
 @numba.njit(inline="always", **_JIT)
 def _diffuse(rec, r, x):
     """Diffuse dust with its bubble: E(B-V) (mag) and density (mag/kpc) at ``x`` (kpc)."""
-    bubble = np.float64(rec[r, _BUBBLE])
-    ebv = 0.0
-    dens = 0.0
-    if not x < bubble:
-        e = math.exp(-x / np.float64(rec[r, _SPAN0]))
-        ebv = np.float64(rec[r, _TOTAL0]) * (1.0 - e) - np.float64(rec[r, _C0])
-        dens = np.float64(rec[r, _RHO]) * e
-    t = -5.0 * ((x - bubble) / BUBBLE_EDGE_WIDTH)
-    edge = 1.0 if t < -_SATURATE else 1.0 / (1.0 + math.exp(t))
-    ebv += np.float64(rec[r, _STEP0]) * (edge - np.float64(rec[r, _OFFSET0]))
+    ebv, dens, _, _ = _diffuse_terms(
+        x, np.float64(rec[r, _BUBBLE]), np.float64(rec[r, _RHO]), np.float64(rec[r, _SPAN0]),
+        np.float64(rec[r, _TOTAL0]), np.float64(rec[r, _C0]), np.float64(rec[r, _STEP0]),
+        np.float64(rec[r, _OFFSET0]))
     return ebv, dens
 
 
 @numba.njit(inline="always", **_JIT)
 def _cloud_ebv(rec, r, k, x):
     """E(B-V) (mag) of cloud ``k`` (0-based) at ``x`` (kpc)."""
-    norm = np.float64(rec[r, _NORM[k]])
-    offset = np.float64(rec[r, _OFFSET[k]])
-    t = -5.0 * (x - np.float64(rec[r, _CENTRE[k]])) / np.float64(rec[r, _SPAN[k]])
-    if t < -_SATURATE:
-        return norm - offset
-    if norm == 0.0 and offset == 0.0 and not math.isnan(t):
-        return 0.0
-    return norm / (1.0 + math.exp(t)) - offset
+    return _cloud_terms(x, np.float64(rec[r, _CENTRE[k]]), np.float64(rec[r, _SPAN[k]]),
+                        np.float64(rec[r, _NORM[k]]), np.float64(rec[r, _OFFSET[k]]))[0]
 
 
 @numba.njit(inline="always", **_JIT)
 def _cloud_density(rec, aux, r, k, x):
     """Density (mag/kpc) of cloud ``k`` (0-based) at ``x`` (kpc)."""
-    norm = np.float64(rec[r, _NORM[k]])
-    rate = np.float64(aux[r, _RATE[k]])
-    u = -rate * (x - np.float64(rec[r, _CENTRE[k]]))
-    if u < -_SATURATE or (norm == 0.0 and not math.isnan(u)):
-        return 0.0 * rate * norm  # exactly 0, or NaN as the formula gives for NaN inputs
-    s = 1.0 / (1.0 + math.exp(u))
-    return rate * norm * s * (1.0 - s)
+    return _cloud_density_term(x, np.float64(rec[r, _CENTRE[k]]),
+                               np.float64(aux[r, _RATE[k]]), np.float64(rec[r, _NORM[k]]))
 
 
 @numba.njit(inline="always", **_JIT)
@@ -381,11 +440,8 @@ def _full_point(rec, aux, rows, dist, has_dist, i, fo, io, bo):
         span = np.float64(rec[r, _SPAN[k]])
         if not aux[r, _CUM[k]] >= CLOUD_MIN_COLUMN:
             continue
-        centre = np.float64(rec[r, _CENTRE[k]])
-        if abs(x - centre) <= 0.5 * span:
-            rate = np.float64(aux[r, _RATE[k]])
-            s = 1.0 / (1.0 + math.exp(-rate * (x - centre)))
-            d_k = rate * np.float64(rec[r, _NORM[k]]) * s * (1.0 - s)
+        if abs(x - np.float64(rec[r, _CENTRE[k]])) <= 0.5 * span:
+            d_k = _cloud_density(rec, aux, r, k, x)
             if d_k > best_dens:
                 best = k
                 best_dens = d_k
@@ -427,81 +483,6 @@ def _bucket_by_block(rows, shift, n_blocks):
     return order, starts
 
 
-# ----------------------------------------------------------------- HEALPix RING, nside 1024
-
-_NSIDE = 1024
-_NPIX = 12 * _NSIDE * _NSIDE
-_NCAP = 2 * _NSIDE * (_NSIDE - 1)
-#: Points closer than this to a pixel boundary (in units of a pixel's width in the RING
-#: scheme's coordinates) are flagged for an exact lookup by astropy-healpix.
-_EDGE_MARGIN = 1e-6
-
-
-@numba.njit(inline="always", **_JIT)
-def _near_integer(v):
-    f = v - math.floor(v)
-    return f < _EDGE_MARGIN or f > 1.0 - _EDGE_MARGIN
-
-
-@numba.njit(inline="always", **_JIT)
-def _ring_pixel(l_deg, b_deg, rows, flags, i):
-    """RING pixel (nside 1024) of one direction, by the HEALPix scheme (Gorski et al. 2005,
-    eqs. 4-9 inverted); ``flags[i]`` marks directions within ``_EDGE_MARGIN`` of a boundary."""
-    lon = l_deg[i]
-    lat = b_deg[i]
-    flags[i] = False
-    if not (math.isfinite(lon) and math.isfinite(lat)) or abs(lat) > 90.0:
-        rows[i] = -1
-        return
-    z = math.sin(math.radians(lat))
-    za = abs(z)
-    tt = (lon % 360.0) / 90.0  # in [0, 4)
-    if tt >= 4.0:
-        tt -= 4.0
-    near = abs(za - 2.0 / 3.0) < _EDGE_MARGIN
-    if za <= 2.0 / 3.0:
-        t1 = _NSIDE * (0.5 + tt)
-        t2 = _NSIDE * 0.75 * z
-        a = t1 - t2
-        c = t1 + t2
-        near = near or _near_integer(a) or _near_integer(c)
-        jp = np.int64(math.floor(a))
-        jm = np.int64(math.floor(c))
-        ir = _NSIDE + 1 + jp - jm
-        kshift = 1 - (ir & 1)
-        ip = (jp + jm - _NSIDE + kshift + 1) // 2
-        ip = ip % (4 * _NSIDE)
-        rows[i] = _NCAP + (ir - 1) * 4 * _NSIDE + ip
-    else:
-        tp = tt - math.floor(tt)
-        tmp = _NSIDE * math.sqrt(3.0 * (1.0 - za))
-        a = tp * tmp
-        c = (1.0 - tp) * tmp
-        jp = np.int64(math.floor(a))
-        jm = np.int64(math.floor(c))
-        ir = jp + jm + 1
-        e = tt * ir
-        near = near or _near_integer(a) or _near_integer(c) or _near_integer(e)
-        ip = np.int64(math.floor(e)) % (4 * ir)
-        if z > 0:
-            rows[i] = 2 * ir * (ir - 1) + ip
-        else:
-            rows[i] = _NPIX - 2 * ir * (ir + 1) + ip
-    flags[i] = near
-
-
-@numba.njit(parallel=True, **_JIT)
-def _ring_pixels_parallel(l_deg, b_deg, rows, flags):
-    for i in numba.prange(l_deg.size):
-        _ring_pixel(l_deg, b_deg, rows, flags, i)
-
-
-@numba.njit(nogil=True, **_JIT)
-def _ring_pixels_serial(l_deg, b_deg, rows, flags):
-    for i in range(l_deg.size):
-        _ring_pixel(l_deg, b_deg, rows, flags, i)
-
-
 @numba.njit(nogil=True, **_JIT)
 def _profiles(rec, aux, r, x, ebv, dens):
     """Per-component curves of row ``r`` on the distances ``x``: column 0 is the diffuse
@@ -530,11 +511,31 @@ BLOCK_ROWS_LOG2 = 20
 BUCKET_ROWS_LOG2 = 10
 
 # numba's default (workqueue) threading layer must not run two parallel kernels at once:
-# the parallel pixel kernel runs under this lock, and a caller that finds it taken runs the
-# serial one. The model kernels are serial and release the GIL; large inputs run them on a
-# pool of Python threads (independent blocks of points: no barrier to wait for, and safe
-# to call from any number of threads).
+# parallel kernels (the RING pixel lookup of the Wang et al. map) run under this lock (see
+# parallel_slot), and a caller that finds it taken runs the serial one. The model kernels
+# are serial and release the GIL; large inputs run them on a pool of Python threads
+# (independent blocks of points: no barrier to wait for, and safe to call from any number
+# of threads).
 _PARALLEL_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def parallel_slot(n_points: int) -> Iterator[bool]:
+    """Whether a parallel kernel may run now on ``n_points`` points.
+
+    Yields True (holding the one parallel slot of the process until the block ends) for
+    inputs of :data:`PARALLEL_MIN_POINTS` points or more when no other parallel kernel is
+    running, else False (the caller then runs its serial kernel)::
+
+        with parallel_slot(n) as parallel:
+            (kernel_parallel if parallel else kernel_serial)(...)
+    """
+    parallel = n_points >= PARALLEL_MIN_POINTS and _PARALLEL_LOCK.acquire(blocking=False)
+    try:
+        yield parallel
+    finally:
+        if parallel:
+            _PARALLEL_LOCK.release()
 
 
 def _n_threads() -> int:
@@ -668,41 +669,3 @@ def cloud_profiles(records: tuple[np.ndarray, np.ndarray], row: int,
     dens = np.empty((x.size, 1 + N_CLOUDS))
     _profiles(records[0], records[1], int(row), x, ebv, dens)
     return ebv, dens
-
-
-def ring_pixels(l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
-    """HEALPix RING pixel (nside 1024) of each direction, exactly as astropy-healpix finds it.
-
-    Compiled and parallel; the few directions within 1e-6 pixel of a boundary (and
-    directions on regular grids that lie on boundaries, e.g. b = 0, l = 45 deg) are looked up
-    with astropy-healpix itself, which dustmaps3d uses (healpy puts ~40% of the points that
-    lie exactly on a boundary in the neighbouring pixel).
-
-    Parameters
-    ----------
-    l_deg, b_deg : ndarray of float64, shape (n,)
-        Galactic longitude (any finite value) and latitude (deg).
-
-    Returns
-    -------
-    ndarray of int64, shape (n,)
-        The pixel, or -1 where l or b is not finite or |b| > 90 deg.
-    """
-    l_deg = np.ascontiguousarray(l_deg, dtype=np.float64)
-    b_deg = np.ascontiguousarray(b_deg, dtype=np.float64)
-    rows = np.empty(l_deg.shape, np.int64)
-    flags = np.empty(l_deg.shape, np.bool_)
-    parallel = l_deg.size >= PARALLEL_MIN_POINTS and _PARALLEL_LOCK.acquire(blocking=False)
-    try:
-        (_ring_pixels_parallel if parallel else _ring_pixels_serial)(l_deg, b_deg, rows, flags)
-    finally:
-        if parallel:
-            _PARALLEL_LOCK.release()
-    near = np.flatnonzero(flags)
-    if near.size:
-        import astropy.units as u
-        from astropy_healpix.core import lonlat_to_healpix
-
-        rows[near] = lonlat_to_healpix(u.Quantity(l_deg[near], u.deg),
-                                       u.Quantity(b_deg[near], u.deg), _NSIDE, order="ring")
-    return rows

@@ -8,16 +8,19 @@ short stretch of the table by a small coarse index (one entry per pixel at ``coa
 The table itself may be a memory map: a lookup touches a few pages of it.
 
 All HEALPix arithmetic of the package goes through :func:`lb_to_nested` and
-:func:`nested_to_lb`.
+:func:`nested_to_lb` (healpy) and :func:`lb_to_ring` (compiled, with astropy-healpix at
+pixel boundaries).
 """
 
 from __future__ import annotations
+
+import math
 
 import healpy as hp
 import numba
 import numpy as np
 
-__all__ = ["lb_to_nested", "nested_to_lb", "PixelIndex"]
+__all__ = ["lb_to_nested", "nested_to_lb", "lb_to_ring", "PixelIndex"]
 
 
 def _check_nside(nside: int) -> int:
@@ -59,6 +62,123 @@ def nested_to_lb(nside: int, pix: np.ndarray):
     """Galactic (l, b) in deg of the centres of HEALPix NESTED pixels at ``nside``."""
     nside = _check_nside(nside)
     return hp.pix2ang(nside, np.asarray(pix, dtype=np.int64), nest=True, lonlat=True)
+
+
+def lb_to_ring(nside: int, l_deg: np.ndarray, b_deg: np.ndarray, *,
+               parallel: bool = False) -> np.ndarray:
+    """HEALPix RING pixel of Galactic (l, b), exactly as astropy-healpix finds it.
+
+    dustmaps3d (the reference of the Wang et al. 2025 map) looks its sightlines up with
+    astropy-healpix; healpy puts ~40% of the points that lie exactly on a pixel boundary
+    (e.g. b = 0, l = 45 deg, or regular grids through boundaries) in the neighbouring
+    pixel. The pixel is computed by a compiled kernel (Gorski et al. 2005, eqs. 4-9
+    inverted); the few directions within 1e-6 pixel of a boundary are then looked up with
+    astropy-healpix itself.
+
+    Parameters
+    ----------
+    nside : int
+        HEALPix nside (a power of two).
+    l_deg, b_deg : numpy.ndarray
+        Galactic longitude (any finite value) and latitude (deg), same shape.
+    parallel : bool
+        Run the kernel on all cores. numba's default threading layer runs one parallel
+        kernel at a time: callers that may run concurrently must serialise (see
+        :func:`dustmaps_ext._core.parametric.parallel_slot`).
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        Pixel indices; -1 where l or b is not finite or |b| > 90 deg.
+    """
+    nside = _check_nside(nside)
+    l_deg = np.asarray(l_deg, dtype=np.float64)
+    b_deg = np.asarray(b_deg, dtype=np.float64)
+    if l_deg.shape != b_deg.shape:
+        raise ValueError(f"l {l_deg.shape} and b {b_deg.shape} differ in shape")
+    lf = np.ascontiguousarray(l_deg).ravel()
+    bf = np.ascontiguousarray(b_deg).ravel()
+    pix = np.empty(lf.shape, np.int64)
+    flags = np.empty(lf.shape, np.bool_)
+    (_ring_pixels_parallel if parallel else _ring_pixels_serial)(nside, lf, bf, pix, flags)
+    near = np.flatnonzero(flags)
+    if near.size:
+        import astropy.units as u
+        from astropy_healpix.core import lonlat_to_healpix
+
+        pix[near] = lonlat_to_healpix(u.Quantity(lf[near], u.deg), u.Quantity(bf[near], u.deg),
+                                      nside, order="ring")
+    return pix.reshape(l_deg.shape)
+
+
+#: Points closer than this to a pixel boundary (in units of a pixel's width in the RING
+#: scheme's coordinates) are flagged for an exact lookup by astropy-healpix.
+_EDGE_MARGIN = 1e-6
+
+
+@numba.njit(inline="always", cache=True, error_model="numpy")
+def _near_integer(v):
+    f = v - math.floor(v)
+    return f < _EDGE_MARGIN or f > 1.0 - _EDGE_MARGIN
+
+
+@numba.njit(inline="always", cache=True, error_model="numpy")
+def _ring_pixel(nside, l_deg, b_deg, pix, flags, i):
+    """RING pixel of one direction, by the HEALPix scheme (Gorski et al. 2005, eqs. 4-9
+    inverted); ``flags[i]`` marks directions within ``_EDGE_MARGIN`` of a boundary."""
+    lon = l_deg[i]
+    lat = b_deg[i]
+    flags[i] = False
+    if not (math.isfinite(lon) and math.isfinite(lat)) or abs(lat) > 90.0:
+        pix[i] = -1
+        return
+    z = math.sin(math.radians(lat))
+    za = abs(z)
+    tt = (lon % 360.0) / 90.0  # in [0, 4)
+    if tt >= 4.0:
+        tt -= 4.0
+    near = abs(za - 2.0 / 3.0) < _EDGE_MARGIN
+    if za <= 2.0 / 3.0:
+        t1 = nside * (0.5 + tt)
+        t2 = nside * 0.75 * z
+        a = t1 - t2
+        c = t1 + t2
+        near = near or _near_integer(a) or _near_integer(c)
+        jp = np.int64(math.floor(a))
+        jm = np.int64(math.floor(c))
+        ir = nside + 1 + jp - jm
+        kshift = 1 - (ir & 1)
+        ip = (jp + jm - nside + kshift + 1) // 2
+        ip = ip % (4 * nside)
+        pix[i] = 2 * nside * (nside - 1) + (ir - 1) * 4 * nside + ip
+    else:
+        tp = tt - math.floor(tt)
+        tmp = nside * math.sqrt(3.0 * (1.0 - za))
+        a = tp * tmp
+        c = (1.0 - tp) * tmp
+        jp = np.int64(math.floor(a))
+        jm = np.int64(math.floor(c))
+        ir = jp + jm + 1
+        e = tt * ir
+        near = near or _near_integer(a) or _near_integer(c) or _near_integer(e)
+        ip = np.int64(math.floor(e)) % (4 * ir)
+        if z > 0:
+            pix[i] = 2 * ir * (ir - 1) + ip
+        else:
+            pix[i] = 12 * nside * nside - 2 * ir * (ir + 1) + ip
+    flags[i] = near
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _ring_pixels_parallel(nside, l_deg, b_deg, pix, flags):
+    for i in numba.prange(l_deg.size):
+        _ring_pixel(nside, l_deg, b_deg, pix, flags, i)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _ring_pixels_serial(nside, l_deg, b_deg, pix, flags):
+    for i in range(l_deg.size):
+        _ring_pixel(nside, l_deg, b_deg, pix, flags, i)
 
 
 class PixelIndex:

@@ -128,3 +128,27 @@ def test_zero_latitude_is_refused():
         evaluate_model(PARAMS, 0.0, [1.0])
     with pytest.raises(ValueError, match="finite"):
         evaluate_model(PARAMS, 10.0, [np.nan])
+
+
+@pytest.mark.parametrize("b_lim", [0.5, -12.0, 45.0, 89.0])
+def test_model_equals_the_evaluator(b_lim):
+    """The build model and the end-user evaluator (float64 records derived by numpy from the
+    same parameters) give the same E(B-V) and density, empty clouds included."""
+    from dustmaps_ext._core.parametric import TABLE_COLUMNS, build_records, evaluate
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.linspace(0.0, 12.0, 1201), rng.uniform(0.0, 15.0, 300), [40.0]])
+    for i in range(8):
+        p = PARAMS.copy() if i == 0 else _random_params(rng)
+        if i % 3 == 2:
+            p[5 + 3 * rng.integers(0, 4)] = 0.0
+        cols = {c: np.full(1, np.nan) for c in TABLE_COLUMNS}
+        cols.update({name: np.array([v]) for name, v in zip(PARAM_NAMES, p)})
+        cols["b_lim"] = np.array([b_lim])
+        rec, aux = build_records(cols)
+        assert rec.dtype == aux.dtype == np.float64
+        res = evaluate((rec, aux), np.zeros(x.size, np.int64), x, components=True)
+        np.testing.assert_allclose(evaluate_model(p, b_lim, x), res["ebv"], rtol=1e-12,
+                                   atol=1e-15)
+        np.testing.assert_allclose(evaluate_density(p, b_lim, x), res["density"], rtol=1e-12,
+                                   atol=1e-15)
