@@ -176,3 +176,22 @@ def test_ring_pixels_at_other_nsides_match_astropy_healpix(nside):
     np.testing.assert_array_equal(got[:10], healpy_ring)
     with pytest.raises(ValueError, match="nside"):
         lb_to_ring(100, l, b)
+
+
+@pytest.mark.parametrize("nside", [1, 2, 64, 1024, 2048, 8192])
+def test_nested_pixels_equal_healpy_everywhere(nside):
+    """lb_to_nested is a compiled port of healpy's ang2pix: same pixel for every direction."""
+    rng = np.random.default_rng(nside)
+    n = 400_000
+    grid_l, grid_b = np.meshgrid(np.arange(0, 360, 0.25), np.arange(-90, 90.001, 0.25))
+    special_b = np.array([-90, 90, 0, 41.8103148957786, -41.8103148957786, 89.99, -89.99, 89.43])
+    cases = [
+        (rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))),
+        (rng.uniform(-720, 720, n), rng.uniform(-90, 90, n)),  # longitudes beyond [0, 360)
+        (grid_l.ravel(), grid_b.ravel()),  # directions on pixel boundaries
+        (rng.uniform(0, 360, n), np.clip(rng.choice(special_b, n) + rng.normal(0, 1e-9, n), -90, 90)),
+        (rng.uniform(0, 360, n), rng.uniform(89, 90, n) * rng.choice([-1, 1], n)),  # polar caps
+    ]
+    for l, b in cases:
+        want = hp.ang2pix(nside, np.radians(90.0 - b), np.radians(l), nest=True)
+        assert np.array_equal(lb_to_nested(nside, l, b), want)

@@ -33,6 +33,12 @@ def _check_nside(nside: int) -> int:
 def lb_to_nested(nside: int, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
     """HEALPix NESTED pixel of Galactic (l, b); -1 where the position is not a valid one.
 
+    The pixel is the one healpy's ``ang2pix(nside, radians(90 - b), radians(l), nest=True)``
+    gives -- which is how dustmaps looks pixels up --, computed by a compiled port of the
+    HEALPix C++ ``loc2pix`` (Gorski et al. 2005) that releases the GIL and makes no
+    temporary arrays. The test suite checks it against healpy on tens of millions of
+    directions, grids through pixel boundaries and the poles included.
+
     Parameters
     ----------
     nside : int
@@ -46,16 +52,84 @@ def lb_to_nested(nside: int, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray
         Pixel indices; -1 where l or b is not finite or |b| > 90 deg.
     """
     nside = _check_nside(nside)
-    l_deg = np.asarray(l_deg, dtype=np.float64)
-    b_deg = np.asarray(b_deg, dtype=np.float64)
-    valid = np.isfinite(l_deg) & np.isfinite(b_deg) & (np.abs(b_deg) <= 90.0)
-    pix = np.full(l_deg.shape, -1, dtype=np.int64)
-    if np.all(valid):
-        pix[...] = hp.ang2pix(nside, np.radians(90.0 - b_deg), np.radians(l_deg), nest=True)
-    elif np.any(valid):
-        pix[valid] = hp.ang2pix(nside, np.radians(90.0 - b_deg[valid]),
-                                np.radians(l_deg[valid]), nest=True)
+    l_deg = np.ascontiguousarray(l_deg, dtype=np.float64)
+    b_deg = np.ascontiguousarray(b_deg, dtype=np.float64)
+    if l_deg.shape != b_deg.shape:
+        raise ValueError(f"l and b must have one shape; got {l_deg.shape} and {b_deg.shape}")
+    pix = np.empty(l_deg.shape, dtype=np.int64)
+    _lb_to_nested(np.int64(nside), np.int64(nside.bit_length() - 1), l_deg.ravel(),
+                  b_deg.ravel(), pix.ravel())
     return pix
+
+
+_INV_HALFPI = 0.6366197723675813430755350534900574
+_TWOTHIRD = 2.0 / 3.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _spread_bits(v):
+    v = v & 0xFFFFFFFF
+    v = (v | (v << 16)) & 0x0000FFFF0000FFFF
+    v = (v | (v << 8)) & 0x00FF00FF00FF00FF
+    v = (v | (v << 4)) & 0x0F0F0F0F0F0F0F0F
+    v = (v | (v << 2)) & 0x3333333333333333
+    v = (v | (v << 1)) & 0x5555555555555555
+    return v
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _xyf_to_nested(ix, iy, face, order):
+    return (np.int64(face) << (2 * order)) + _spread_bits(np.int64(ix)) + (_spread_bits(np.int64(iy)) << 1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fmodulo(v1, v2):
+    if v1 >= 0:
+        return v1 if v1 < v2 else np.fmod(v1, v2)
+    tmp = np.fmod(v1, v2) + v2
+    return 0.0 if tmp == v2 else tmp
+
+
+@numba.njit(cache=True, nogil=True)
+def _lb_to_nested(nside, order, l_deg, b_deg, out):
+    for i in range(l_deg.size):
+        l = l_deg[i]
+        b = b_deg[i]
+        if not (math.isfinite(l) and math.isfinite(b)) or abs(b) > 90.0:
+            out[i] = -1
+            continue
+        theta = math.radians(90.0 - b)
+        z = math.cos(theta)
+        have_sth = theta < 0.01 or theta > 3.14159 - 0.01
+        za = abs(z)
+        tt = _fmodulo(math.radians(l) * _INV_HALFPI, 4.0)
+        if za <= _TWOTHIRD:  # equatorial region
+            temp1 = nside * (0.5 + tt)
+            temp2 = nside * (z * 0.75)
+            jp = np.int64(temp1 - temp2)  # ascending edge line
+            jm = np.int64(temp1 + temp2)  # descending edge line
+            ifp = jp >> order
+            ifm = jm >> order
+            if ifp == ifm:
+                face = ifp | 4
+            elif ifp < ifm:
+                face = ifp
+            else:
+                face = ifm + 8
+            out[i] = _xyf_to_nested(jm & (nside - 1), nside - (jp & (nside - 1)) - 1, face, order)
+        else:  # polar caps
+            ntt = min(3, np.int64(tt))
+            tp = tt - ntt
+            if za < 0.99 or not have_sth:
+                tmp = nside * math.sqrt(3.0 * (1.0 - za))
+            else:
+                tmp = nside * math.sin(theta) / math.sqrt((1.0 + za) / 3.0)
+            jp = min(np.int64(tp * tmp), nside - 1)
+            jm = min(np.int64((1.0 - tp) * tmp), nside - 1)
+            if z > 0:
+                out[i] = _xyf_to_nested(nside - jm - 1, nside - jp - 1, ntt, order)
+            else:
+                out[i] = _xyf_to_nested(jp, jm, ntt + 8, order)
 
 
 def nested_to_lb(nside: int, pix: np.ndarray):
