@@ -1,4 +1,4 @@
-"""The ``dustmaps-ext`` command line: ``demo``, ``fetch``, ``query`` and ``plot``.
+"""The ``dustmaps-ext`` command line: ``demo``, ``fetch`` and ``plot``.
 
 Each sub-command is registered by one ``_register_*`` function below and runs a
 handler that imports what it needs lazily, so ``dustmaps-ext --help`` is instant.
@@ -197,7 +197,8 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dustmaps-ext`` argument parser."""
-    parser = argparse.ArgumentParser(prog="dustmaps-ext", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dustmaps-ext", description="Query, fetch and plot the "
+                                     "DECaPS and Wang et al. (2025) 3D dust maps.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log progress (-v: info, -vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True)
