@@ -3,9 +3,6 @@ the float32 kernels against numpy, and the synthetic writer against the galaxy's
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
 
 import astropy.units as u
 import h5py
@@ -19,17 +16,14 @@ from build_tools.writers.bayestar import write_simulated_bayestar19
 from build_tools.writers.decaps import DM_BIN_EDGES
 from dustmaps_ext._core import los
 from dustmaps_ext._core.pixels import PixelIndex
+from tests.reference import interpolate_like_dustmaps, quiet
 from dustmaps_ext.bayestar import Bayestar19Query, MapFileError, default_map_path
 
 MODES = [("mean", None), ("best", None), ("median", None), ("samples", None),
          ("percentile", 30.0), ("percentile", [5, 50, 84.1])]
 
 
-def _quiet(fn, *args, **kwargs):
-    """Run a dustmaps call without its prints and RuntimeWarnings (all-NaN slices)."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
+_quiet = quiet
 
 
 @pytest.fixture(scope="session")
@@ -231,19 +225,8 @@ def test_float32_interpolation_equals_dustmaps_formula():
     dm = rng.uniform(0.0, 22.0, 4000)
     dm[::50] = edges[rng.integers(0, 120, 80)]
     got = los.values_at_distmod(data, rows, dm, edges, slot_first=1, n_slots=3)
-    k = np.searchsorted(edges, dm)
-    want = np.full((4000, 3), np.nan, dtype=np.float32)
-    for i in range(4000):  # dustmaps' order of operations, into a float32 array
-        if rows[i] < 0:
-            continue
-        prof = data[rows[i], 1:4]
-        if k[i] == 0:
-            want[i] = 10.0 ** (0.2 * (dm[i] - edges[0])) * prof[:, 0]
-        elif k[i] == 120:
-            want[i] = prof[:, -1]
-        else:
-            a = (edges[k[i]] - dm[i]) / (edges[k[i]] - edges[k[i] - 1])
-            want[i] = (1.0 - a) * prof[:, k[i]] + a * prof[:, k[i] - 1]
+    # dustmaps' order of operations, into a float32 array
+    want = interpolate_like_dustmaps(data[:, 1:4].astype(np.float64), rows, dm, edges, np.float32)
     assert np.array_equal(got, want.astype(np.float64), equal_nan=True)
 
 

@@ -23,6 +23,7 @@ from build_tools.writers.bayestar import write_bayestar19, write_simulated_bayes
 from dustmaps_ext.bayestar import Bayestar19Query
 from dustmaps_ext.combined import BayestarDECaPSQuery
 from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, repack
+from tests.reference import quiet
 
 DECAPS_NSIDE = 64
 B19_NSIDES = (32, 64, 128)
@@ -90,10 +91,7 @@ def assert_identical(mine, ref):
     assert np.array_equal(mine, ref, equal_nan=mine.dtype.kind in "fc" and ref.dtype.kind in "fc")
 
 
-def _quiet(fn, *args, **kwargs):
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
+_quiet = quiet
 
 
 # --------------------------------------------------------------------------- coverage

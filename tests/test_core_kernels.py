@@ -8,6 +8,7 @@ import pytest
 
 from dustmaps_ext._core import los
 from dustmaps_ext._core.modes import draw_key, per_pixel_draw
+from tests.reference import interpolate_like_dustmaps
 from dustmaps_ext._core.pixels import PixelIndex, lb_to_nested, lb_to_ring
 
 
@@ -48,20 +49,7 @@ def test_interpolation_equals_dustmaps_formula():
     dm[1::50] = np.nan
     got = los.values_at_distmod(data.view(np.uint16), rows, dm, edges, slot_first=1, n_slots=2)
     # independent evaluation with numpy, in the order of operations dustmaps uses
-    k = np.searchsorted(edges, dm)
-    v = data.astype(np.float64)
-    want = np.full((4000, 2), np.nan)
-    for i in range(4000):
-        if rows[i] < 0 or np.isnan(dm[i]):
-            continue
-        prof = v[rows[i], 1:3]
-        if k[i] == 0:
-            want[i] = 10.0 ** (0.2 * (dm[i] - edges[0])) * prof[:, 0]
-        elif k[i] == 120:
-            want[i] = prof[:, -1]
-        else:
-            a = (edges[k[i]] - dm[i]) / (edges[k[i]] - edges[k[i] - 1])
-            want[i] = (1.0 - a) * prof[:, k[i]] + a * prof[:, k[i] - 1]
+    want = interpolate_like_dustmaps(data.astype(np.float64)[:, 1:3], rows, dm, edges, np.float64)
     assert np.array_equal(got, want.astype(np.float16).astype(np.float64), equal_nan=True)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import threading
 import warnings
 
@@ -16,6 +14,7 @@ from astropy.coordinates import Distance, SkyCoord
 import dustmaps.decaps as dm_decaps
 from build_tools.simulated_decaps import write_simulated_decaps
 from dustmaps_ext._core.voxel import query_voxels
+from tests.reference import quiet
 from dustmaps_ext.decaps import (DECaPSQuery, DECaPSQueryLite, LayoutPerformanceWarning,
                                  MapFileError, default_map_path, repack)
 
@@ -23,11 +22,7 @@ MODES = [("mean", None), ("median", None), ("samples", None), ("percentile", 30.
          ("percentile", [5, 50, 84.1])]
 
 
-def _quiet(fn, *args, **kwargs):
-    """Run a dustmaps call without its prints and RuntimeWarnings (all-NaN slices)."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
+_quiet = quiet
 
 
 @pytest.fixture(scope="session")
