@@ -38,8 +38,9 @@ from dustmaps.map_base import DustMap
 
 from ._coords import galactic_arrays, restore_shape
 from ._core.modes import as_generator, check_mode, parse_pct
-from ._core.pixels import PixelIndex, lb_to_nested, nested_to_lb
-from ._core.voxel import distance_modulus, query_voxels
+from ._core.pixels import PixelIndex, lb_to_nested, nested_to_lb, stable_order
+from ._core.los import place_scaled
+from ._core.voxel import distance_modulus, flag_fields, query_voxels
 
 __all__ = ["BayestarDECaPSQuery", "COMBINED_MODES", "SOURCE_NAMES", "SOURCE_NONE",
            "SOURCE_DECAPS", "SOURCE_BAYESTAR", "SOURCE_MIXED", "PREFER_CHOICES"]
@@ -76,9 +77,14 @@ class _StoreSource:
         return pix["dm_min"], pix["dm_max"]
 
     def answer(self, d_kpc, rows, mode, pct, rng, return_flags):
-        return query_voxels(self.store, None, None, d_kpc, mode=self.mode_map.get(mode, mode),
-                            valid_modes=self.valid_modes, pct=pct, return_flags=return_flags,
-                            rng=rng, rows=rows)
+        """Values at ``rows`` (and distances), and a dict of flag fields or None."""
+        vals = query_voxels(self.store, None, None, d_kpc, mode=self.mode_map.get(mode, mode),
+                            valid_modes=self.valid_modes, pct=pct, rng=rng, rows=rows)
+        if not return_flags:
+            return vals, None
+        # the pixel flags in one gather over the (pixel-ordered) rows
+        dm = None if d_kpc is None else distance_modulus(d_kpc)
+        return vals, flag_fields(self.store.pixels.flags(rows), dm)
 
 
 class _DustmapsBayestarSource:
@@ -124,10 +130,11 @@ class _DustmapsBayestarSource:
         with contextlib.redirect_stdout(io.StringIO()), np.errstate(divide="ignore", invalid="ignore"):
             out = self.query.query(coords, mode=self.mode_map.get(mode, mode), pct=pct,
                                    return_flags=return_flags)
+        values, flags = out if return_flags else (out, None)
         if d_kpc is not None:  # this package's rule: NaN distance -> NaN (dustmaps: last bin)
-            values = out[0] if return_flags else out
             values[np.isnan(d_kpc)] = np.nan
-        return out
+        fields = None if flags is None else {name: flags[name] for name in flags.dtype.names}
+        return values, fields
 
 
 def _is_decaps_query(obj) -> bool:
@@ -252,31 +259,40 @@ class BayestarDECaPSQuery(DustMap):
     def _plan(self, l_deg, b_deg, dm):
         """Which coordinates each map answers, and their rows in it.
 
-        Returns ``{source name: (indices, rows)}`` and, for ``prefer='reliable'``, the full
-        row arrays of both maps (else None). A coordinate without a valid position has
-        pixel -1, which stays negative at every nside: no row in either map.
+        Returns ``{source name: (indices, rows)}`` and, for ``prefer='reliable'``, the
+        coordinate indices whose pixel both maps have, with their rows in each map (else
+        None). Coordinates are taken in pixel order, so that the row searches and each
+        map's reads walk through the tables instead of jumping around them. A coordinate
+        without a valid position has pixel -1, which stays negative at every nside: no
+        row in either map.
         """
         pix = lb_to_nested(self._nside_fine, l_deg, b_deg)
+        order = stable_order(pix)
+        pix = pix[order]
         if self.prefer == "reliable":
             rows_d, rows_b = self._rows(self._decaps, pix), self._rows(self._bayestar, pix)
             use_b = (rows_b >= 0) & (rows_d < 0)
-            if dm is not None:
-                both = np.flatnonzero((rows_d >= 0) & (rows_b >= 0))
-                rel_d = _contains(self._decaps.reliable_range(rows_d[both]), dm[both])
-                rel_b = _contains(self._bayestar.reliable_range(rows_b[both]), dm[both])
+            both = np.flatnonzero((rows_d >= 0) & (rows_b >= 0))
+            if dm is not None and both.size:
+                dm_both = dm[order[both]]
+                rel_d = _contains(self._decaps.reliable_range(rows_d[both]), dm_both)
+                rel_b = _contains(self._bayestar.reliable_range(rows_b[both]), dm_both)
                 use_b[both[~rel_d & rel_b]] = True
-            idx_d = np.flatnonzero((rows_d >= 0) & ~use_b)
-            idx_b = np.flatnonzero(use_b)
-            plan = {"decaps": (idx_d, rows_d[idx_d]), "bayestar": (idx_b, rows_b[idx_b])}
-            return plan, (rows_d, rows_b)
+            pos_d = np.flatnonzero((rows_d >= 0) & ~use_b)
+            pos_b = np.flatnonzero(use_b)
+            plan = {"decaps": (order[pos_d], rows_d[pos_d]),
+                    "bayestar": (order[pos_b], rows_b[pos_b])}
+            return plan, (order[both], rows_d[both], rows_b[both])
         first, second = ((self._bayestar, self._decaps) if self.prefer == "bayestar"
                          else (self._decaps, self._bayestar))
         rows_1 = self._rows(first, pix)
-        idx_1 = np.flatnonzero(rows_1 >= 0)
-        miss = np.flatnonzero(rows_1 < 0)
+        hit_1 = rows_1 >= 0
+        pos_1 = np.flatnonzero(hit_1)
+        miss = np.flatnonzero(~hit_1)
         rows_2 = self._rows(second, pix[miss])
-        hit = rows_2 >= 0
-        plan = {first.name: (idx_1, rows_1[idx_1]), second.name: (miss[hit], rows_2[hit])}
+        hit_2 = rows_2 >= 0
+        plan = {first.name: (order[pos_1], rows_1[pos_1]),
+                second.name: (order[miss[hit_2]], rows_2[hit_2])}
         return plan, None
 
     # ------------------------------------------------------------------ query
@@ -339,14 +355,18 @@ class BayestarDECaPSQuery(DustMap):
             tail = tail + (n_dist,)
         if mode == "percentile" and not scalar_pct:
             tail = tail + (np.size(pct),)
-        values = np.full((n,) + tail, np.nan, dtype=np.float32)
+        values = np.empty((n,) + tail, dtype=np.float32)
+        unanswered = np.ones(n, dtype=bool)
+        for idx, _ in plan.values():
+            unanswered[idx] = False
+        values[unanswered] = np.nan
         flags = None
         if return_flags:
             flags = np.zeros(n, dtype=_flag_dtype(has_dist, per_bin, n_dist))
-            source_field = flags["source"]
-            source_field[...] = "none"
-            source_field[plan["decaps"][0]] = "decaps"
-            source_field[plan["bayestar"][0]] = "bayestar"
+            code = np.zeros(n, dtype=np.uint8)  # SOURCE_NONE
+            code[plan["decaps"][0]] = SOURCE_DECAPS
+            code[plan["bayestar"][0]] = SOURCE_BAYESTAR
+            flags["source"] = _SOURCE_ARRAY[code]
             if not has_dist:
                 flags["min_reliable_distmod"] = np.nan
                 flags["max_reliable_distmod"] = np.nan
@@ -362,40 +382,41 @@ class BayestarDECaPSQuery(DustMap):
 
     def _answer(self, source, idx, rows, d_kpc, mode, pct, gen, want_flags):
         d_sub = None if d_kpc is None else d_kpc[idx]
-        out = source.answer(d_sub, rows, mode, pct, gen, want_flags)
-        vals, fl = out if want_flags else (out, None)
+        vals, fl = source.answer(d_sub, rows, mode, pct, gen, want_flags)
         if mode == "samples" and vals.shape[1] != self.n_samples:
             vals = vals[:, :self.n_samples]
-        if source.scale != 1.0:
-            # in the answer's own precision, in place (the answer is a fresh array):
-            # float32 x float32(factor), or float64 x factor for percentiles
-            vals *= vals.dtype.type(source.scale)
         return vals, fl
 
     def _fill(self, source, idx, rows, d_kpc, mode, pct, gen, values, flags):
         vals, fl = self._answer(source, idx, rows, d_kpc, mode, pct, gen, flags is not None)
-        values[idx] = vals
+        # unit conversion in the answer's own precision (float32 x float32(factor), or
+        # float64 x factor for percentiles), written straight into place
+        place_scaled(values, idx, vals, source.scale)
         if flags is not None:
-            for name in fl.dtype.names:
-                flags[name][idx] = fl[name]
+            for name, field in fl.items():
+                flags[name][idx] = field
             if "bin_source" in flags.dtype.names:
                 flags["bin_source"][idx] = _code_of(source)
 
-    def _fill_per_bin(self, rows_d, rows_b, mode, pct, gen, values, flags):
-        """prefer='reliable' without distances: overlap profiles, bin by bin."""
-        both = np.flatnonzero((rows_d >= 0) & (rows_b >= 0))
+    def _fill_per_bin(self, both, rows_d, rows_b, mode, pct, gen, values, flags):
+        """prefer='reliable' without distances: overlap profiles, bin by bin.
+
+        ``both`` are the coordinates whose pixel both maps have; ``rows_d`` and ``rows_b``
+        their rows in DECaPS and Bayestar19.
+        """
         if not both.size:
             return
-        rel_d = _contains_edges(self._decaps.reliable_range(rows_d[both]), self._edges)
-        rel_b = _contains_edges(self._bayestar.reliable_range(rows_b[both]), self._edges)
+        rel_d = _contains_edges(self._decaps.reliable_range(rows_d), self._edges)
+        rel_b = _contains_edges(self._bayestar.reliable_range(rows_b), self._edges)
         use_b = ~rel_d & rel_b  # (m, n_dist)
         take = np.flatnonzero(use_b.any(axis=1))
         if not take.size:
             return
         sub = both[take]
         use_b = use_b[take]
-        vals, fl = self._answer(self._bayestar, sub, rows_b[sub], None, mode, pct, gen,
+        vals, fl = self._answer(self._bayestar, sub, rows_b[take], None, mode, pct, gen,
                                 flags is not None)
+        vals *= vals.dtype.type(self._bayestar.scale)
         mask = use_b
         if mode == "samples":
             mask = use_b[:, None, :]
@@ -408,8 +429,8 @@ class BayestarDECaPSQuery(DustMap):
             flags["source"][sub] = _SOURCE_ARRAY[new_code]
             flags["bin_source"][sub] = np.where(use_b, SOURCE_BAYESTAR, SOURCE_DECAPS)
             whole = sub[all_b]  # every bin from Bayestar19: its flags
-            for name in fl.dtype.names:
-                flags[name][whole] = fl[name][all_b]
+            for name, field in fl.items():
+                flags[name][whole] = field[all_b]
             flags["infilled"][whole] = False
 
     # ------------------------------------------------------------------ grid

@@ -9,7 +9,7 @@ import pytest
 from dustmaps_ext._core import los
 from dustmaps_ext._core.modes import draw_key, per_pixel_draw
 from tests.reference import interpolate_like_dustmaps
-from dustmaps_ext._core.pixels import PixelIndex, lb_to_nested, lb_to_ring
+from dustmaps_ext._core.pixels import PixelIndex, lb_to_nested, lb_to_ring, stable_order
 
 
 def test_float16_rounding_equals_numpy_everywhere():
@@ -183,3 +183,44 @@ def test_nested_pixels_equal_healpy_everywhere(nside):
     for l, b in cases:
         want = hp.ang2pix(nside, np.radians(90.0 - b), np.radians(l), nest=True)
         assert np.array_equal(lb_to_nested(nside, l, b), want)
+
+
+@pytest.mark.parametrize("n, top", [(0, 5), (1, 5), (1000, 3), (100_000, 12 * 8192 ** 2),
+                                    (5000, 2 ** 61)])
+def test_stable_order_equals_numpy_stable_argsort(n, top):
+    rng = np.random.default_rng(n)
+    keys = rng.integers(-1, top, n)
+    keys[: n // 10] = -1  # ties, incl. absent pixels
+    np.testing.assert_array_equal(stable_order(keys), np.argsort(keys, kind="stable"))
+    sorted_keys = np.sort(keys)
+    np.testing.assert_array_equal(stable_order(sorted_keys), np.arange(n))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("tail", [(), (3,), (2, 5)])
+def test_place_scaled_equals_numpy_scale_then_assign(dtype, tail):
+    rng = np.random.default_rng(7)
+    n_out, n = 50, 20
+    values = (rng.random((n,) + tail) * 3).astype(dtype)
+    values.flat[::7] = np.nan
+    index = rng.permutation(n_out)[:n]
+    scale = 1.0 if dtype == np.float16 else 0.884
+    expected = np.full((n_out,) + tail, -1.0, np.float32)
+    ref = values.copy()
+    ref *= ref.dtype.type(scale)
+    expected[index] = ref
+    out = np.full((n_out,) + tail, -1.0, np.float32)
+    los.place_scaled(out, index, values, scale)
+    np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+def test_place_scaled_rejects_what_it_cannot_do():
+    out = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError, match="do not fit"):
+        los.place_scaled(out, np.arange(2), np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="unscaled"):
+        los.place_scaled(out, np.arange(2), np.zeros((2, 2), np.float16), 0.884)
+    with pytest.raises(TypeError, match="float32"):
+        los.place_scaled(out.astype(np.float64), np.arange(2), np.zeros((2, 2), np.float32))
+    with pytest.raises(TypeError, match="float16, float32 or float64"):
+        los.place_scaled(out, np.arange(2), np.zeros((2, 2), np.int32))

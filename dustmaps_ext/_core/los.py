@@ -31,7 +31,7 @@ from numba import types
 from numba.extending import overload
 
 __all__ = ["F16_TO_F64", "F16_NAN_BITS", "values_at_distmod", "profiles", "median_of_values",
-           "median_of_profiles", "round_to_float16", "stored_type"]
+           "median_of_profiles", "round_to_float16", "stored_type", "place_scaled"]
 
 #: float16 bit pattern -> float64 value.
 F16_TO_F64 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
@@ -286,3 +286,60 @@ def median_of_profiles(data: np.ndarray, rows: np.ndarray, slot_first: int,
     out = np.empty((rows.size, data.shape[2]), dtype=np.float64)
     _median_of_profiles(data, rows, int(slot_first), int(n_slots), F16_TO_F64, out)
     return out.astype(stored_type(data))
+
+
+@numba.njit(cache=True, nogil=True)
+def _place_scaled(out, index, values, lut, scale):
+    for i in range(index.size):
+        o = index[i]
+        for j in range(values.shape[1]):
+            out[o, j] = _decode(values[i, j], lut) * scale
+
+
+@numba.njit(cache=True, nogil=True)
+def _place_scaled_f32(out, index, values, scale):
+    for i in range(index.size):
+        o = index[i]
+        for j in range(values.shape[1]):
+            out[o, j] = values[i, j] * scale
+
+
+def place_scaled(out: np.ndarray, index: np.ndarray, values: np.ndarray, scale: float = 1.0) -> None:
+    """``out[index] = values * scale`` in one pass, in the precision of ``values``.
+
+    float32 values are multiplied by ``float32(scale)`` in float32, float64 values by
+    ``scale`` in float64, and each product is rounded to float32: the result equals numpy's
+    ``vals *= vals.dtype.type(scale); out[index] = vals`` bit for bit, without the
+    intermediate arrays. float16 values are written as they are (``scale`` must be 1).
+
+    Parameters
+    ----------
+    out : numpy.ndarray of float32, shape (N, ...)
+        Destination, C-contiguous.
+    index : numpy.ndarray of int, shape (n,)
+        Distinct rows of ``out`` to write, each in ``[0, N)``.
+    values : numpy.ndarray of float16, float32 or float64, shape (n,) + out.shape[1:]
+        What to write.
+    scale : float
+        Factor (1 writes the values as they are).
+    """
+    if out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise TypeError("out must be a C-contiguous float32 array")
+    index = np.asarray(index, dtype=np.int64)
+    if values.shape != index.shape + out.shape[1:]:
+        raise ValueError(f"values of shape {values.shape} do not fit out{list(out.shape)}[index of {index.size}]")
+    n = index.size
+    if n == 0:
+        return
+    flat_out = out.reshape(out.shape[0], -1)
+    flat = values.reshape(n, -1)
+    if values.dtype == np.float32:
+        _place_scaled_f32(flat_out, index, flat, np.float32(scale))
+    elif values.dtype == np.float16:
+        if scale != 1.0:
+            raise ValueError("float16 values are placed unscaled (scale must be 1)")
+        _place_scaled(flat_out, index, flat.view(np.uint16), F16_TO_F64, 1.0)
+    elif values.dtype == np.float64:
+        _place_scaled(flat_out, index, flat, F16_TO_F64, float(scale))
+    else:
+        raise TypeError(f"values must be float16, float32 or float64; got {values.dtype}")

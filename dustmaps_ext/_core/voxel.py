@@ -39,11 +39,11 @@ import numpy as np
 from . import los
 from .modes import (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE, as_generator, check_mode,
                     draw_key, parse_pct, per_pixel_draw)
-from .pixels import lb_to_nested
+from .pixels import lb_to_nested, stable_order
 
 _DEFAULT_FLAGS = (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE)
 
-__all__ = ["distance_modulus", "query_voxels", "MAX_THREADS"]
+__all__ = ["distance_modulus", "query_voxels", "flag_fields", "MAX_THREADS"]
 
 #: Threads a large query uses (the kernels release the GIL); at most 8.
 MAX_THREADS = max(1, min(8, os.cpu_count() or 1))
@@ -200,7 +200,9 @@ def _run_in_chunks(answer, n: int, chunk_coords: int | None, keys: np.ndarray | 
     the threads share nothing but the read-only map.
     """
     if chunk_coords:
-        order = np.argsort(keys, kind="stable") if chunk_coords < n else None
+        order = None
+        if chunk_coords < n and np.any(keys[1:] < keys[:-1]):  # the caller may have sorted
+            order = stable_order(keys)
         step = chunk_coords
     else:
         order = None
@@ -260,18 +262,40 @@ def _percentile(samples_f16, pct, scalar_pct, inside):
     return out
 
 
+def flag_fields(pix: dict, dm: np.ndarray | None) -> dict:
+    """Flag fields, by dustmaps' names, from per-coordinate pixel flags.
+
+    Parameters
+    ----------
+    pix : dict
+        ``converged``, ``infilled`` (bool) and ``dm_min``, ``dm_max`` (float32) per
+        coordinate, as a store's ``pixels.flags(rows)`` gives them.
+    dm : numpy.ndarray or None
+        Distance modulus per coordinate, or None for whole profiles.
+
+    Returns
+    -------
+    dict
+        ``converged``, ``infilled`` and, with distances, ``reliable_dist`` (the distance
+        lies in a finite reliable range); without, ``min_reliable_distmod`` and
+        ``max_reliable_distmod``.
+    """
+    if dm is not None:
+        dm_min, dm_max = pix["dm_min"], pix["dm_max"]
+        fields = {"reliable_dist": ((dm >= dm_min) & (dm <= dm_max)
+                                    & np.isfinite(dm_min) & np.isfinite(dm_max))}
+    else:
+        fields = {"min_reliable_distmod": pix["dm_min"], "max_reliable_distmod": pix["dm_max"]}
+    fields["converged"] = pix["converged"]
+    fields["infilled"] = pix["infilled"]
+    return fields
+
+
 def _flags(store, pix, dm):
     with_d, without_d = getattr(store, "flag_dtypes", _DEFAULT_FLAGS)
-    if dm is not None:
-        flags = np.empty(dm.size, dtype=with_d)
-        dm_min, dm_max = pix["dm_min"], pix["dm_max"]
-        flags["reliable_dist"] = ((dm >= dm_min) & (dm <= dm_max)
-                                  & np.isfinite(dm_min) & np.isfinite(dm_max))
-    else:
-        flags = np.empty(pix["dm_min"].size, dtype=without_d)
-        flags["min_reliable_distmod"] = pix["dm_min"]
-        flags["max_reliable_distmod"] = pix["dm_max"]
-    flags["converged"] = pix["converged"]
-    if "infilled" in flags.dtype.names:
-        flags["infilled"] = pix["infilled"]
+    dtype = with_d if dm is not None else without_d
+    fields = flag_fields(pix, dm)
+    flags = np.empty(pix["dm_min"].size, dtype=dtype)
+    for name in dtype.names:
+        flags[name] = fields[name]
     return flags
