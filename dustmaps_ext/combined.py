@@ -416,7 +416,7 @@ class BayestarDECaPSQuery(DustMap):
         use_b = use_b[take]
         vals, fl = self._answer(self._bayestar, sub, rows_b[take], None, mode, pct, gen,
                                 flags is not None)
-        vals *= vals.dtype.type(self._bayestar.scale)
+        vals *= vals.dtype.type(self._bayestar.scale)  # the rule place_scaled applies in _fill
         mask = use_b
         if mode == "samples":
             mask = use_b[:, None, :]

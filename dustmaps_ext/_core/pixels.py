@@ -46,6 +46,15 @@ def stable_order(keys: np.ndarray) -> np.ndarray:
     return packed
 
 
+def _lb_arrays(l_deg, b_deg):
+    """Galactic longitude and latitude as float64 arrays of one shape (0-d stays 0-d)."""
+    l_deg = np.asarray(l_deg, dtype=np.float64)
+    b_deg = np.asarray(b_deg, dtype=np.float64)
+    if l_deg.shape != b_deg.shape:
+        raise ValueError(f"l and b must have one shape; got {l_deg.shape} and {b_deg.shape}")
+    return l_deg, b_deg
+
+
 def _check_nside(nside: int) -> int:
     nside = int(nside)
     if nside < 1 or nside & (nside - 1):
@@ -75,13 +84,11 @@ def lb_to_nested(nside: int, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray
         Pixel indices; -1 where l or b is not finite or |b| > 90 deg.
     """
     nside = _check_nside(nside)
-    l_deg = np.ascontiguousarray(l_deg, dtype=np.float64)
-    b_deg = np.ascontiguousarray(b_deg, dtype=np.float64)
-    if l_deg.shape != b_deg.shape:
-        raise ValueError(f"l and b must have one shape; got {l_deg.shape} and {b_deg.shape}")
+    l_deg, b_deg = _lb_arrays(l_deg, b_deg)
     pix = np.empty(l_deg.shape, dtype=np.int64)
-    _lb_to_nested(np.int64(nside), np.int64(nside.bit_length() - 1), l_deg.ravel(),
-                  b_deg.ravel(), pix.ravel())
+    _lb_to_nested(np.int64(nside), np.int64(nside.bit_length() - 1),
+                  np.ascontiguousarray(l_deg).ravel(), np.ascontiguousarray(b_deg).ravel(),
+                  pix.reshape(-1))
     return pix
 
 
@@ -189,10 +196,7 @@ def lb_to_ring(nside: int, l_deg: np.ndarray, b_deg: np.ndarray, *,
         Pixel indices; -1 where l or b is not finite or |b| > 90 deg.
     """
     nside = _check_nside(nside)
-    l_deg = np.asarray(l_deg, dtype=np.float64)
-    b_deg = np.asarray(b_deg, dtype=np.float64)
-    if l_deg.shape != b_deg.shape:
-        raise ValueError(f"l {l_deg.shape} and b {b_deg.shape} differ in shape")
+    l_deg, b_deg = _lb_arrays(l_deg, b_deg)
     lf = np.ascontiguousarray(l_deg).ravel()
     bf = np.ascontiguousarray(b_deg).ravel()
     pix = np.empty(lf.shape, np.int64)
