@@ -19,6 +19,15 @@ def _dense_images(stars):
     return np.stack([stars.image(k) for k in range(stars.n_star)])
 
 
+def _stored(images):
+    """The packer's storage rule, written independently: each star's image over the power of
+    two at or above its peak, rounded to IEEE half precision, scaled back (float64)."""
+    peak = images.reshape(len(images), -1).max(axis=1)
+    scale = np.exp2(np.ceil(np.log2(np.where(peak > 0, peak, 1.0))))[:, None, None]
+    half = (images / scale).astype(np.float32).astype(np.float16)
+    return half.astype(np.float64) * scale
+
+
 def _step_profile():
     y = np.zeros(N_DM, np.int64)
     y[24:] = 50   # +0.5 mag at mu = 7
@@ -47,17 +56,26 @@ def test_packing_preserves_line_integrals():
     stars, _ = mock.synthetic_step_pixel(40, _step_profile(), rng)
     dense = _dense_images(stars)
     pk = sampler.pack_pixel(stars.x0, stars.nx, stars.y0, stars.ny, stars.offsets, stars.data)
+    stored = _stored(dense)
+    peak_scale = np.exp2(np.ceil(np.log2(dense.reshape(len(dense), -1).max(axis=1))))
     for _ in range(5):
         y = np.cumsum(rng.integers(0, 4, N_DM))
         ref = dense[:, np.arange(N_DM), y].sum(axis=1)  # independent dense line integral
         got = sampler.line_integrals(pk, y)
-        np.testing.assert_allclose(got, ref[pk.order], rtol=1e-6, atol=1e-12)
+        # exactly the line integral of the stored (half-precision) images ...
+        ref_stored = stored[:, np.arange(N_DM), y].sum(axis=1)
+        np.testing.assert_allclose(got, ref_stored[pk.order], rtol=1e-12, atol=0)
+        # ... which is within half precision of the float32 images: per cell at most 2**-11
+        # relative, or 2**-25 of the star's scale below the smallest normal half
+        bound = 2.0 ** -11 * ref + N_DM * 2.0 ** -25 * peak_scale
+        assert np.all(np.abs(got - ref[pk.order]) <= bound[pk.order])
+        assert np.any(got != ref[pk.order])  # the rounding is real, so the bound is tested
 
 
 def test_incremental_likelihood_equals_full_recomputation():
     rng = np.random.default_rng(1)
     stars, _ = mock.synthetic_step_pixel(50, _step_profile(), rng)
-    dense = _dense_images(stars)
+    dense = _stored(_dense_images(stars))
     w = rng.uniform(0.2, 1.0, stars.n_star)
     pk = sampler.pack_pixel(stars.x0, stars.nx, stars.y0, stars.ny, stars.offsets, stars.data,
                             weights=w, weight_mode="loglike")
@@ -132,6 +150,7 @@ def test_chain_samples_the_exact_posterior_of_a_tiny_problem():
     n_dist, n_E = 3, 8
     images, table = _tiny_problem(rng, n_dist, n_E)
     pk = sampler.pack_dense_images(images)
+    images = _stored(images)  # the posterior of the images the sampler stores
     eps = 1e-3 / n_E
     states, logp = [], []
     for y in itertools.product(range(n_E), repeat=n_dist):
