@@ -96,21 +96,31 @@ def half_to_float(typingctx, data, index):
     return types.float32(data, index), codegen
 
 
-@intrinsic
-def prefetch(typingctx, data, index):
-    """Hint the processor to bring ``data[index]``'s cache line in (no effect on results)."""
-    if not isinstance(data, types.Array):
-        return None
+def _prefetch_intrinsic(name: str, locality: int, doc: str):
+    def prefetch_typer(typingctx, data, index):
+        if not isinstance(data, types.Array):
+            return None
 
-    def codegen(context, builder, signature, args):
-        data_ty, index_ty = signature.args
-        arr = context.make_array(data_ty)(context, builder, args[0])
-        ptr = builder.gep(arr.data, [_as_int64(context, builder, args[1], index_ty)])
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        # read access, high temporal locality, data cache
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-    return types.void(data, index), codegen
+        def codegen(context, builder, signature, args):
+            data_ty, index_ty = signature.args
+            arr = context.make_array(data_ty)(context, builder, args[0])
+            ptr = builder.gep(arr.data, [_as_int64(context, builder, args[1], index_ty)])
+            i32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+                "llvm.prefetch.p0")
+            # read access, the given temporal locality, data cache
+            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, locality),
+                              ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+        return types.void(data, index), codegen
+    prefetch_typer.__doc__ = doc
+    prefetch_typer.__name__ = prefetch_typer.__qualname__ = name
+    return intrinsic(prefetch_typer)
+
+
+prefetch = _prefetch_intrinsic(
+    "prefetch", 3, "Hint the processor to bring ``data[index]``'s cache line in (no effect on results).")
+prefetch_once = _prefetch_intrinsic(
+    "prefetch_once", 0, "Like :func:`prefetch`, for a line read once: the hint asks the processor not to let "
+       "it displace lines in use (x86 ``prefetchnta``).")

@@ -48,7 +48,7 @@ import numba
 import numpy as np
 
 from ._simd import LANES as _LANES
-from ._simd import add_row_difference, half_to_float, prefetch, set_row_difference
+from ._simd import add_row_difference, half_to_float, prefetch_once, set_row_difference
 
 __all__ = ["PackedPixel", "SamplerSettings", "ChainResult", "RETRY_SETTINGS", "PROPOSAL_NAMES",
            "pack_pixel", "pack_dense_images", "sample_pixel", "run_chain", "initial_profiles",
@@ -461,6 +461,7 @@ def _pt_chain_kernel(data, off, row_lo, nrows, a, b, lane_lo, stride, n_star, n_
     # offsets of the rows one quantum below, at and above each chain's profile (the +-1
     # shifts read only these), kept up to date as moves are accepted
     rows = np.empty((n_T, n_dist, 3), np.int64)
+    new_row = np.zeros(n_dist, np.int64)  # rows of an absolute-level shift
     for c in range(n_T):
         for j in range(n_dist):
             _set_rows(rows[c], cm, j, y[c, j])
@@ -605,35 +606,25 @@ def _pt_chain_kernel(data, off, row_lo, nrows, a, b, lane_lo, stride, n_star, n_
                         else:
                             j_lo = x
                             j_hi = n_dist
+                        # no test per column (columns without stars have no vectors, equal rows
+                        # add zeros): a mispredicted branch costs more than the few vectors
                         if kind <= 3:
+                            q_new = 1 + dy
                             for j in range(j_lo, j_hi):
-                                p0 = rc[j, 1]
-                                p1 = rc[j, 1 + dy]
-                                if p0 != p1:  # (also skips columns without stars)
-                                    add_row_difference(delta, cm[j, 3], data, p1, p0, cm[j, 5])
+                                add_row_difference(delta, cm[j, 3], data, rc[j, q_new], rc[j, 1],
+                                                   cm[j, 5])
                         else:
                             # the new rows are far from the current ones and rarely cached:
-                            # ask for all of them before reading any
+                            # ask for all of them (as data used once) before reading any
                             for j in range(j_lo, j_hi):
                                 w = cm[j, 4]
-                                if w != 0:
-                                    q = cm[j, 0] + min(max(yc[j] + dy - cm[j, 1], 0), cm[j, 2]) * w
-                                    prefetch(data, q)
-                                    prefetch(data, q + w - 1)
+                                q = cm[j, 0] + min(max(yc[j] + dy - cm[j, 1], 0), cm[j, 2]) * w
+                                new_row[j] = q
+                                prefetch_once(data, q)
+                                prefetch_once(data, q + w - 1)
                             for j in range(j_lo, j_hi):
-                                w = cm[j, 4]
-                                if w == 0:
-                                    continue
-                                rl = cm[j, 1]
-                                rt = cm[j, 2]
-                                yj = yc[j]
-                                r0 = min(max(yj - rl, 0), rt)
-                                r1 = min(max(yj + dy - rl, 0), rt)
-                                if r0 == r1:
-                                    continue
-                                base = cm[j, 0]
-                                add_row_difference(delta, cm[j, 3], data, base + r1 * w,
-                                                   base + r0 * w, cm[j, 5])
+                                add_row_difference(delta, cm[j, 3], data, new_row[j], rc[j, 1],
+                                                   cm[j, 5])
                     # ---- bounds: z / (1 + z) <= log(1 + z) <= z, z = delta / (L + eps) ----
                     upper = 0.0
                     for i in range(un):

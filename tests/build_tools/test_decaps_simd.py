@@ -22,6 +22,7 @@ def _set(diff, start, data, new_row, old_row, n_vec):
 @numba.njit
 def _read(data, index):
     _simd.prefetch(data, index)
+    _simd.prefetch_once(data, index)
     return _simd.half_to_float(data, index)
 
 
