@@ -373,6 +373,26 @@ def _set_rows(rows_c, cm, j, yj):
         rows_c[j, q] = cm[j, 0] + r * cm[j, 4]
 
 
+@numba.njit(inline="always")
+def _step_rows(rows_c, cm, yc, j_lo, j_hi, dy):
+    """Move columns ``j_lo..j_hi-1`` of a profile by ``dy = +-1`` and their cached rows: two
+    of the three offsets are already known, one is computed."""
+    if dy > 0:
+        for j in range(j_lo, j_hi):
+            yc[j] += 1
+            rows_c[j, 0] = rows_c[j, 1]
+            rows_c[j, 1] = rows_c[j, 2]
+            r = min(max(yc[j] + 1 - cm[j, 1], 0), cm[j, 2])
+            rows_c[j, 2] = cm[j, 0] + r * cm[j, 4]
+    else:
+        for j in range(j_lo, j_hi):
+            yc[j] -= 1
+            rows_c[j, 2] = rows_c[j, 1]
+            rows_c[j, 1] = rows_c[j, 0]
+            r = min(max(yc[j] - 1 - cm[j, 1], 0), cm[j, 2])
+            rows_c[j, 0] = cm[j, 0] + r * cm[j, 4]
+
+
 @numba.njit(cache=True, nogil=True)
 def _line_integrals(data, off, row_lo, nrows, a, b, lane_lo, stride, y, n_star):
     L = np.zeros(n_star)
@@ -656,14 +676,19 @@ def _pt_chain_kernel(data, off, row_lo, nrows, a, b, lane_lo, stride, n_star, n_
                 if kind <= 1:
                     yc[x] = y_new
                     _set_rows(rc, cm, x, y_new)
-                elif kind == 2 or kind == 4:
-                    for j in range(x + 1):
-                        yc[j] += dy
-                        _set_rows(rc, cm, j, yc[j])
                 else:
-                    for j in range(x, n_dist):
-                        yc[j] += dy
-                        _set_rows(rc, cm, j, yc[j])
+                    if kind == 2 or kind == 4:
+                        j_lo = 0
+                        j_hi = x + 1
+                    else:
+                        j_lo = x
+                        j_hi = n_dist
+                    if kind >= 4:
+                        for j in range(j_lo, j_hi):
+                            yc[j] += dy
+                            _set_rows(rc, cm, j, yc[j])
+                    else:
+                        _step_rows(rc, cm, yc, j_lo, j_hi, dy)
                 logPr[c] += dlp
         # ---- one temperature swap per round (likelihoods of the drawn pair) ----
         for c in range(n_T):
