@@ -635,13 +635,14 @@ def _pt_chain_kernel(data, off, row_lo, nrows, a, b, lane_lo, stride, n_star, n_
                                                    cm[j, 5])
                         else:
                             # the new rows are far from the current ones and rarely cached:
-                            # ask for all of them (as data used once) before reading any
+                            # ask for all of them (as data used once) before reading any; the
+                            # first line of each row only (a second request per row costs
+                            # more in queued misses than it saves)
                             for j in range(j_lo, j_hi):
-                                w = cm[j, 4]
-                                q = cm[j, 0] + min(max(yc[j] + dy - cm[j, 1], 0), cm[j, 2]) * w
+                                q = (cm[j, 0]
+                                     + min(max(yc[j] + dy - cm[j, 1], 0), cm[j, 2]) * cm[j, 4])
                                 new_row[j] = q
                                 prefetch_once(data, q)
-                                prefetch_once(data, q + w - 1)
                             for j in range(j_lo, j_hi):
                                 add_row_difference(delta, cm[j, 3], data, new_row[j], rc[j, 1],
                                                    cm[j, 5])
