@@ -1,6 +1,6 @@
 """Benchmark: CPU cost of the DECaPS line-of-sight sampler at the paper's settings.
 
-Run ``/work/venv/bin/python benchmarks/bench_decaps_sampler.py`` (``--quick`` for a short run).
+Run ``python benchmarks/bench_decaps_sampler.py`` (``--quick`` for a short run).
 
 Synthetic pixels: stars uniform in distance modulus 5-17 mag on a known step profile (clouds
 of +0.4 mag at mu = 8, +0.5 mag at mu = 11 and +0.3 mag at mu = 14), 2D Gaussian posteriors
