@@ -4,6 +4,8 @@ The lead hooks :func:`build_decaps_main` into ``build_tools/cli.py`` and the ``b
 console script. Example::
 
     build-decaps stars.npz decaps_mean_and_samples.h5 --nside 8192 --scheduler tcp://host:8786
+    build-decaps shards/ decaps_mean_and_samples.h5      # a folder of *.npz shards
+    build-decaps s0.npz s1.npz s2.npz decaps_mean_and_samples.h5
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ def make_parser() -> argparse.ArgumentParser:
         description="Build a DECaPS-format 3D dust map (Zucker et al. 2025 §4.2) from per-star "
                     "(distance modulus, reddening) posteriors stored with "
                     "build_tools.decaps.inputs.StarPosteriors.save.")
-    p.add_argument("stars", type=Path, help="star posteriors (.npz)")
+    p.add_argument("stars", type=Path, nargs="+",
+                   help="star posteriors (.npz): one file, several shard files, or folders "
+                        "of *.npz shards (partitioned in parallel, in the order given)")
     p.add_argument("out", type=Path, help="release file to write (published HDF5 layout)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="per-block inputs and outputs, kept for resume (default: OUT_work)")
@@ -84,23 +88,27 @@ def _max_ebv(path):
 
 def build_decaps_main(argv=None) -> int:
     """Entry point of ``build-decaps``; returns the exit status."""
+    from .partition import resolve_shards
+
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        if not args.stars.is_file():
-            raise FileNotFoundError(f"star file not found: {args.stars}")
+        for path in args.stars:
+            if not path.exists():
+                raise FileNotFoundError(f"star file not found: {path}")
         if args.out.exists() and not args.overwrite:
             raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
         cfg = config_from_args(args)
         max_ebv = _max_ebv(args.max_density)
+        shards = resolve_shards(args.stars)
     except (OSError, ValueError) as exc:
         print(f"build-decaps: error: {exc}", file=sys.stderr)
         return 2
     from .pipeline import build_decaps
 
     work = args.work_dir or args.out.with_name(args.out.stem + "_work")
-    res = build_decaps(args.stars, args.out, work, cfg, max_ebv=max_ebv,
+    res = build_decaps(shards, args.out, work, cfg, max_ebv=max_ebv,
                        scheduler=args.scheduler, n_workers=args.workers,
                        progress=not args.no_progress, resume=not args.no_resume,
                        fast_path=args.fast_layout, overwrite=args.overwrite)

@@ -33,7 +33,10 @@ import healpy as hp
 import numba
 import numpy as np
 
-__all__ = ["ring_grid", "moving_median_fill", "infill_maps"]
+__all__ = ["ring_grid", "moving_median_fill", "infill_maps", "tile_halo"]
+
+#: Passes of the moving-median first fill (step 1).
+MEDIAN_ITERATIONS = 7
 
 
 def ring_grid(pixels, nside: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,11 +89,31 @@ def _moving_median(img, known, width, min_frac, n_iter):
 
 
 def moving_median_fill(img, known, width: int = 11, min_frac: float = 0.05,
-                       n_iter: int = 7) -> tuple[np.ndarray, np.ndarray]:
+                       n_iter: int = MEDIAN_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
     """First-pass fill of a (rows, cols, n_dist) image; returns (image, known) copies."""
     img = np.array(img, np.float64)
     known = np.array(known, bool)
     return _moving_median(img, known, int(width), float(min_frac), int(n_iter))
+
+
+def tile_halo(window: int = 21, train: int = 51, median_width: int = 11,
+              n_iter: int = MEDIAN_ITERATIONS) -> int:
+    """Halo (in cells of the ring image) that a tile of the infill needs around its core.
+
+    A missing core cell is filled by the region of some missing pixel ``q`` at most
+    ``window // 2`` cells away (its own region, or an earlier one that covered it). That
+    region is predicted from training translates whose cells lie at most ``train // 2``
+    from ``q``, and their first-pass values depend on the input cells at most
+    ``n_iter * (median_width // 2)`` further away (each median pass reaches
+    ``median_width // 2`` cells). Hence::
+
+        halo = n_iter * (median_width // 2) + train // 2 + window // 2
+
+    (70 cells with the paper's widths 21, 51, 11). Infills made earlier in the order by
+    regions outside the tile are *not* within reach of this bound (see
+    ``build_tools.decaps.assemble``).
+    """
+    return int(n_iter) * (int(median_width) // 2) + int(train) // 2 + int(window) // 2
 
 
 def _great_circle_order(pixels, nside, centre_lb):

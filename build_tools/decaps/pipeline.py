@@ -24,13 +24,14 @@ import functools
 import hashlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import healpy as hp
 import numpy as np
 
-from . import filters, infill, pixelize, prior, reliable
+from . import infill, partition, pixelize, prior, reliable
 from .sampler import RETRY_SETTINGS, SamplerSettings, pack_pixel, sample_pixel
 from .inputs import DM_MIN, DM_STEP, N_DM, N_E, StarPosteriors
 
@@ -127,16 +128,22 @@ class DecapsBuildConfig:
 
 # --------------------------------------------------------------------------- stage 1
 def _block_of_stars(stars: StarPosteriors, cfg: DecapsBuildConfig) -> list[np.ndarray]:
-    """Blocks whose pixels each star may weight (within the truncation radius)."""
-    radius = cfg.truncate_fwhm * cfg.fwhm_pixels * pixelize.pixel_size_rad(cfg.nside)
-    lr, br = np.radians(stars.l), np.radians(stars.b)
-    vec = np.stack([np.cos(br) * np.cos(lr), np.cos(br) * np.sin(lr), np.sin(br)], axis=1)
-    return [hp.query_disc(cfg.nside_block, v, radius, inclusive=True, nest=True) for v in vec]
+    """Blocks whose pixels each star may weight (within the truncation radius), per star.
+
+    The vectorised, exact-but-conservative :func:`.partition.assign_blocks`.
+    """
+    star, block = partition.assign_blocks(stars.l, stars.b, cfg.nside_block,
+                                          partition.weighting_radius_rad(cfg))
+    return np.split(block, np.searchsorted(star, np.arange(1, stars.n_star)))
 
 
 def prepare_inputs(stars: StarPosteriors, out_dir, cfg: DecapsBuildConfig, max_ebv=None,
                    *, smooth: bool = True) -> dict:
-    """Filter the stars and write one star file per block.
+    """Filter the stars and write one star file per block (in memory, on the driver).
+
+    The whole catalogue is partitioned as a single shard by the code that
+    :func:`build_decaps` runs on every shard (:func:`.partition.partition_stars`); star
+    files already in ``out_dir`` are removed first.
 
     Parameters
     ----------
@@ -153,19 +160,11 @@ def prepare_inputs(stars: StarPosteriors, out_dir, cfg: DecapsBuildConfig, max_e
     Returns
     -------
     dict
-        ``blocks`` (sorted block ids), ``n_in``, ``n_kept`` and the cut ``masks``.
+        ``blocks`` (sorted block ids), ``n_in``, ``n_kept``, the cut ``masks`` and the
+        catalogue's ``digest`` (:func:`.partition.shard_digest`).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    kept, masks = filters.filter_stars(stars, max_ebv, smooth=smooth)
-    lists = _block_of_stars(kept, cfg)
-    owner = np.repeat(np.arange(kept.n_star), [len(b) for b in lists])
-    blk = np.concatenate(lists) if lists else np.zeros(0, np.int64)
-    blocks = np.unique(blk)
-    for bid in blocks:
-        kept.subset(np.sort(owner[blk == bid])).save(out_dir / f"stars_{int(bid):06d}.npz")
-    log.info("prepared %d blocks from %d of %d stars", blocks.size, kept.n_star, stars.n_star)
-    return {"blocks": blocks, "n_in": stars.n_star, "n_kept": kept.n_star, "masks": masks}
+    partition.clear_star_dir(out_dir)
+    return partition.partition_stars(stars, out_dir, cfg, max_ebv, shard=None, smooth=smooth)
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -239,11 +238,14 @@ def process_block(block: int, stars: StarPosteriors, cfg: DecapsBuildConfig) -> 
 
 
 def process_block_file(block: int, *, star_dir: str, config: DecapsBuildConfig) -> dict:
-    """Worker entry point: read ``star_dir/stars_{block:06d}.npz`` and run :func:`process_block`.
+    """Worker entry point: read the block's stars and run :func:`process_block`.
 
-    Top-level and picklable through ``functools.partial`` for the Dask runner.
+    The stars are ``star_dir/stars_{block:06d}.npz`` (written by :func:`prepare_inputs`) or
+    the block's shard fragments ``star_dir/stars_{block:06d}_{shard:06d}.npz`` concatenated
+    in shard order (:func:`.partition.load_block_stars`). Top-level and picklable through
+    ``functools.partial`` for the Dask runner.
     """
-    stars = StarPosteriors.load(Path(star_dir) / f"stars_{int(block):06d}.npz")
+    stars = partition.load_block_stars(star_dir, int(block))
     return process_block(int(block), stars, config)
 
 
@@ -257,6 +259,10 @@ def concat_block_results(results) -> dict:
 def assemble_release(blocks: dict, out_path, cfg: DecapsBuildConfig, *, fast_path=None,
                      overwrite: bool = False, progress: bool = True) -> dict:
     """Infill, then write the published layout (and optionally the fast layout).
+
+    For maps that fit in memory; the same code as
+    :func:`.assemble.assemble_release_from_blocks` (streamed from block files, tiled
+    infill) with the dict as one block file and one infill tile.
 
     Parameters
     ----------
@@ -273,49 +279,33 @@ def assemble_release(blocks: dict, out_path, cfg: DecapsBuildConfig, *, fast_pat
     dict
         The arrays written, plus ``n_stars`` and ``infilled``.
     """
-    order = np.argsort(blocks["healpix_index"], kind="stable")
-    b = {k: v[order] for k, v in blocks.items()}
-    hp_idx = b["healpix_index"].astype(np.int64)
-    if np.any(np.diff(hp_idx) == 0):
-        raise ValueError("a pixel appears in more than one block")
-    missing = ~b["fitted"]
-    maps = np.concatenate([b["mean"][None], np.moveaxis(b["samples"], 1, 0)], axis=0)
-    infilled = np.zeros(hp_idx.size, bool)
-    if missing.any() and (~missing).any():
-        filled, infilled = infill.infill_maps(
-            hp_idx, cfg.nside, maps, missing, window=cfg.infill_window,
-            train=cfg.infill_train, median_width=cfg.infill_median, seed=cfg.seed)
-        maps = filled
-    from build_tools.writers.decaps import write_decaps_release
+    from .assemble import assemble_release_in_memory  # the streamed, tiled stage 3
 
-    mean = maps[0].astype(np.float32)
-    samples = np.moveaxis(maps[1:], 0, 1).astype(np.float32)
-    write_decaps_release(out_path, nside=cfg.nside, healpix_index=hp_idx.astype(np.uint64),
-                         mean=mean, samples=samples, dm_reliable_min=b["dm_reliable_min"],
-                         dm_reliable_max=b["dm_reliable_max"], converged=b["converged"],
-                         infilled=infilled, dm_bin_edges=DM_EDGES, overwrite=overwrite)
-    if fast_path is not None:
-        from dustmaps_ext.decaps import repack  # lands with the query half of the package
-
-        repack(out_path, fast_path, progress=progress)
-    return {"healpix_index": hp_idx, "mean": mean, "samples": samples,
-            "converged": b["converged"], "infilled": infilled, "n_stars": b["n_stars"],
-            "dm_reliable_min": b["dm_reliable_min"], "dm_reliable_max": b["dm_reliable_max"]}
+    return assemble_release_in_memory(blocks, out_path, cfg, fast_path=fast_path,
+                                      overwrite=overwrite, progress=progress)
 
 
-def build_decaps(stars: StarPosteriors | str | Path, out_path, work_dir, cfg: DecapsBuildConfig,
-                 *, max_ebv=None, scheduler=None, n_workers=None, progress: bool = True,
-                 resume: bool = True, fast_path=None, overwrite: bool = False) -> dict:
+def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
+                 cfg: DecapsBuildConfig, *, max_ebv=None, scheduler=None, n_workers=None,
+                 progress: bool = True, resume: bool = True, fast_path=None,
+                 overwrite: bool = False) -> dict:
     """Run the whole pipeline with the Dask runner.
 
     Parameters
     ----------
-    stars : StarPosteriors or path
-        The star catalogue (``StarPosteriors.save`` format).
+    stars : StarPosteriors, path or list of paths
+        The star catalogue: in memory (partitioned on the driver by :func:`prepare_inputs`),
+        or shard files in ``StarPosteriors.save`` format -- one file, a list of files or a
+        folder of ``*.npz`` files -- partitioned in parallel and resumably by
+        :func:`.partition.partition_shards` (a shard index is its position in the list,
+        folders expanded in sorted order).
     out_path : path
         Release file to write.
     work_dir : path
-        Holds ``stars/`` (per-block inputs) and ``blocks/`` (per-block outputs, for resume).
+        Holds ``stars/`` (per-block inputs), ``partition/`` (per-shard stage-1 results) and
+        ``blocks/`` (per-block outputs); both result folders allow resuming. The resume
+        fingerprint of the blocks combines the settings, ``max_ebv`` and the content digests
+        of the shards, computed by the partition tasks.
     cfg : DecapsBuildConfig
     max_ebv : array_like, optional
         Maximum physical reddening curve for the §4.2.1 cut.
@@ -336,15 +326,21 @@ def build_decaps(stars: StarPosteriors | str | Path, out_path, work_dir, cfg: De
 
     work_dir = Path(work_dir)
     star_dir = work_dir / "stars"
-    if not isinstance(stars, StarPosteriors):
-        stars = StarPosteriors.load(stars)
-    prep = prepare_inputs(stars, star_dir, cfg, max_ebv)
+    if isinstance(stars, StarPosteriors):  # small: partitioned on the driver, as one shard
+        shutil.rmtree(work_dir / "partition", ignore_errors=True)  # stale shard results
+        prep = prepare_inputs(stars, star_dir, cfg, max_ebv)
+        data_digest = partition.combine_digests(prep["digest"])
+    else:  # shards partitioned in parallel, resumably; digests computed by the tasks
+        prep = partition.partition_shards(stars, star_dir, cfg, max_ebv,
+                                          out_dir=work_dir / "partition", scheduler=scheduler,
+                                          n_workers=n_workers, progress=progress,
+                                          resume=resume)
+        data_digest = prep["digest"]
     fn = functools.partial(process_block_file, star_dir=str(star_dir), config=cfg)
     digest = hashlib.sha256(cfg.fingerprint().encode())
-    for arr in (stars.l, stars.b, stars.offsets, stars.data):
-        digest.update(np.ascontiguousarray(arr).tobytes())
-    if max_ebv is not None:
-        digest.update(np.asarray(max_ebv, np.float64).tobytes())
+    digest.update(b"max_ebv:" + (b"none" if max_ebv is None
+                                  else np.asarray(max_ebv, np.float64).tobytes()))
+    digest.update(data_digest.encode())
     paths = run_blocks([int(b) for b in prep["blocks"]], fn, work_dir / "blocks",
                        scheduler=scheduler, n_workers=n_workers, progress=progress,
                        resume=resume, fingerprint=digest.hexdigest())
