@@ -2,16 +2,19 @@
 
 Stages:
 
-1. :func:`prepare_inputs` (driver): smooth and cut the stars (§4.1.2, §4.2.1), then write one
-   star file per block -- the stars within the weighting radius of the block's pixels, so
-   that a block needs nothing else.
+1. :func:`prepare_inputs` (a catalogue in memory) or
+   :func:`.partition.partition_shards` (shard files, one Dask task each): smooth and cut the
+   stars (§4.1.2, §4.2.1), then write per-block star files -- the stars within the weighting
+   radius of the block's pixels, so that a block needs nothing else.
 2. :func:`process_block` (workers; pixels are independent): for every pixel of the block
    touched by a star, Gaussian star weights (§4.2.2), reliable distances (App. B), and, with
    at least ``min_stars`` stars, the parallel-tempered line-of-sight fit with retries (§4.2.3).
    A pixel's seed depends only on (seed, pixel), so results do not depend on how pixels are
    grouped into blocks, on the scheduler, or on resuming.
-3. :func:`assemble_release` (driver): concatenate the blocks, infill pixels with too few
-   stars (§4.2.4), write the published layout and, optionally, the fast layout.
+3. :func:`assemble_release` (blocks in memory) or
+   :func:`.assemble.assemble_release_from_blocks` (block files; tiled infill on Dask and a
+   chunk-row streaming writer): infill pixels with too few stars (§4.2.4), write the
+   published layout and, optionally, the fast layout.
 
 :func:`build_decaps` runs the three stages with the project's Dask runner
 (``build_tools.runner.run_blocks``: per-block outputs, progress, resume).
