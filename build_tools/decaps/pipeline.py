@@ -34,7 +34,7 @@ from pathlib import Path
 import healpy as hp
 import numpy as np
 
-from . import infill, partition, pixelize, prior, reliable
+from . import partition, pixelize, prior, reliable
 from .sampler import RETRY_SETTINGS, SamplerSettings, pack_pixel, sample_pixel
 from .inputs import DM_MIN, DM_STEP, N_DM, N_E, StarPosteriors
 
