@@ -6,6 +6,7 @@ import contextlib
 import io
 import warnings
 
+import h5py
 import numpy as np
 
 
@@ -37,3 +38,35 @@ def interpolate_like_dustmaps(profiles, rows, dm, edges, dtype):
             a = (edges[k[i]] - dm[i]) / (edges[k[i]] - edges[k[i] - 1])
             want[i] = (1.0 - a) * prof[:, k[i]] + a * prof[:, k[i] - 1]
     return want
+
+
+def hdf5_content(path):
+    """Every dataset (values, dtype, chunks, filters) and attribute of an HDF5 file."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            attrs = {k: np.asarray(v) for k, v in obj.attrs.items()}
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj[()], obj.dtype, obj.chunks, obj.compression,
+                             obj.compression_opts, obj.shuffle, attrs)
+            else:
+                out[name] = attrs
+        f.visititems(visit)
+    return out
+
+
+def assert_same_hdf5(a, b, layout: bool = True):
+    """Assert two HDF5 files hold the same datasets (values, dtype; with ``layout`` also chunks
+    and filters) and attributes."""
+    ca, cb = hdf5_content(a), hdf5_content(b)
+    assert sorted(ca) == sorted(cb)
+    for name in ca:
+        if isinstance(ca[name], dict):
+            assert sorted(ca[name]) == sorted(cb[name]), name
+            for k in ca[name]:
+                np.testing.assert_array_equal(ca[name][k], cb[name][k], err_msg=f"{name}.{k}")
+            continue
+        np.testing.assert_array_equal(ca[name][0], cb[name][0], err_msg=name)
+        assert ca[name][1] == cb[name][1], name
+        if layout:
+            assert ca[name][2:] == cb[name][2:], name

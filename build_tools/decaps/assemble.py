@@ -371,7 +371,7 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
                               dm_reliable_min=px["dm_reliable_min"],
                               dm_reliable_max=px["dm_reliable_max"], converged=px["converged"],
                               infilled=infilled, n_samples=cat.n_samples, dm_bin_edges=DM_EDGES,
-                              chunk_pixels=chunk, overwrite=True)
+                              chunk_pixels=chunk, overwrite=True, n_stars=px["n_stars"])
     kept = [] if collect else None
     try:
         from tqdm.auto import tqdm
@@ -396,7 +396,9 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
 
         repack(out_path, fast_path, progress=progress)
     summary = {"n_pixels": n, "n_blocks": len(cat.paths), "n_missing": int(missing.sum()),
-               "n_infilled": int(infilled.sum()), "n_tiles": n_tiles, "path": out_path}
+               "n_infilled": int(infilled.sum()),
+               "n_converged": int(np.count_nonzero(px["converged"])), "n_tiles": n_tiles,
+               "path": out_path}
     log.info("wrote %s: %d pixels, %d of %d missing infilled, %d tiles", out_path, n,
              summary["n_infilled"], summary["n_missing"], n_tiles)
     arrays = None
@@ -452,8 +454,9 @@ def assemble_release_from_blocks(block_paths: Sequence[str | os.PathLike], out_p
     Returns
     -------
     dict
-        ``n_pixels``, ``n_blocks`` (non-empty block files), ``n_missing``, ``n_infilled``,
-        ``n_tiles`` and ``path``.
+        ``n_pixels``, ``n_blocks`` (non-empty block files), ``n_missing`` (pixels not
+        fitted), ``n_infilled``, ``n_converged``, ``n_tiles`` and ``path``. The release's
+        ``pixel_info`` also holds ``n_stars`` (uint32), which readers ignore.
 
     Raises
     ------

@@ -50,6 +50,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="sweeps of the 120 bins per temperature per round")
     p.add_argument("--retry", action="store_true", help="force the paper's retry ladder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tile-size", type=int, default=256,
+                   help="side of an infill tile in cells of the ring image (0: one tile)")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler: address, 'synchronous', 'threads', 'processes' "
                         "(default: a local cluster)")
@@ -99,6 +101,8 @@ def build_decaps_main(argv=None) -> int:
                 raise FileNotFoundError(f"star file not found: {path}")
         if args.out.exists() and not args.overwrite:
             raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+        if args.tile_size < 0:
+            raise ValueError(f"--tile-size must be 0 (one tile) or positive, not {args.tile_size}")
         cfg = config_from_args(args)
         max_ebv = _max_ebv(args.max_density)
         shards = resolve_shards(args.stars)
@@ -111,10 +115,10 @@ def build_decaps_main(argv=None) -> int:
     res = build_decaps(shards, args.out, work, cfg, max_ebv=max_ebv,
                        scheduler=args.scheduler, n_workers=args.workers,
                        progress=not args.no_progress, resume=not args.no_resume,
-                       fast_path=args.fast_layout, overwrite=args.overwrite)
-    n = res["healpix_index"].size
-    print(f"wrote {args.out}: {n} pixels, {int(res['converged'].sum())} converged, "
-          f"{int(res['infilled'].sum())} infilled")
+                       fast_path=args.fast_layout, overwrite=args.overwrite,
+                       tile_size=args.tile_size or None)
+    print(f"wrote {args.out}: {res['n_pixels']} pixels, {res['n_converged']} converged, "
+          f"{res['n_infilled']} infilled ({res['n_missing']} with too few stars)")
     return 0
 
 

@@ -17,7 +17,8 @@ Stages:
    published layout and, optionally, the fast layout.
 
 :func:`build_decaps` runs the three stages with the project's Dask runner
-(``build_tools.runner.run_blocks``: per-block outputs, progress, resume).
+(``build_tools.runner.run_blocks``: per-task outputs, progress, resume), stage 1 from shard
+files and stage 3 streamed and tiled, so that the driver never holds the map's values.
 """
 
 from __future__ import annotations
@@ -291,8 +292,15 @@ def assemble_release(blocks: dict, out_path, cfg: DecapsBuildConfig, *, fast_pat
 def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
                  cfg: DecapsBuildConfig, *, max_ebv=None, scheduler=None, n_workers=None,
                  progress: bool = True, resume: bool = True, fast_path=None,
-                 overwrite: bool = False) -> dict:
-    """Run the whole pipeline with the Dask runner.
+                 overwrite: bool = False, tile_size: int | None = 256,
+                 chunk_pixels: int | None = None) -> dict:
+    """Run the whole pipeline with the Dask runner, from star catalogue to release file.
+
+    Every stage runs as tasks of ``build_tools.runner.run_blocks`` (stage 1 per input shard,
+    stage 2 per block of pixels, the infill of stage 3 per tile) and writes one result file
+    per task, so a killed build resumes where it stopped and gives the same file as an
+    uninterrupted one. The driver never holds the map's values: stage 3 streams them from
+    the block files (:func:`.assemble.assemble_release_from_blocks`).
 
     Parameters
     ----------
@@ -305,8 +313,9 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
     out_path : path
         Release file to write.
     work_dir : path
-        Holds ``stars/`` (per-block inputs), ``partition/`` (per-shard stage-1 results) and
-        ``blocks/`` (per-block outputs); both result folders allow resuming. The resume
+        Holds ``stars/`` (per-block inputs), ``partition/`` (per-shard stage-1 results),
+        ``blocks/`` (per-block outputs) and ``assemble/`` (per-tile infills); the result
+        folders allow resuming. The resume
         fingerprint of the blocks combines the settings, ``max_ebv`` and the content digests
         of the shards, computed by the partition tasks.
     cfg : DecapsBuildConfig
@@ -319,14 +328,40 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
         Progress bar; skip blocks whose outputs exist (same settings).
     fast_path : path, optional
         Also write the fast layout.
+    overwrite : bool
+        Replace an existing ``out_path`` (checked before any work starts).
+    tile_size : int or None
+        Side of an infill tile's core in cells of the ring image (None: one tile, the
+        untiled infill); see :func:`.assemble.assemble_release_from_blocks`.
+    chunk_pixels : int, optional
+        Pixels per HDF5 chunk and per write (default: the release's 200,842).
 
     Returns
     -------
     dict
-        What :func:`assemble_release` returns.
-    """
-    from build_tools.runner import load_blocks, run_blocks  # the project's Dask runner
+        The summary of :func:`.assemble.assemble_release_from_blocks` (``n_pixels``,
+        ``n_converged``, ``n_missing``, ``n_infilled``, ``n_blocks``, ``n_tiles``, ``path``).
+        The values are in the file: read it with ``dustmaps_ext.decaps.DECaPSQuery`` or
+        h5py.
 
+    Raises
+    ------
+    FileExistsError
+        ``out_path`` exists and ``overwrite`` is False.
+    ValueError
+        A non-positive ``tile_size`` or ``chunk_pixels``.
+    """
+    from build_tools.runner import run_blocks  # the project's Dask runner
+    from build_tools.writers.decaps import PUBLISHED_CHUNK_PIXELS
+
+    from .assemble import assemble_release_from_blocks
+
+    if Path(out_path).exists() and not overwrite:
+        raise FileExistsError(f"{out_path} exists; pass overwrite=True to replace it")
+    if tile_size is not None and int(tile_size) < 1:
+        raise ValueError(f"tile_size must be a positive integer or None, not {tile_size}")
+    if chunk_pixels is not None and int(chunk_pixels) < 1:
+        raise ValueError(f"chunk_pixels must be a positive integer, not {chunk_pixels}")
     work_dir = Path(work_dir)
     star_dir = work_dir / "stars"
     if isinstance(stars, StarPosteriors):  # small: partitioned on the driver, as one shard
@@ -347,5 +382,8 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
     paths = run_blocks([int(b) for b in prep["blocks"]], fn, work_dir / "blocks",
                        scheduler=scheduler, n_workers=n_workers, progress=progress,
                        resume=resume, fingerprint=digest.hexdigest())
-    return assemble_release(load_blocks(paths), out_path, cfg, fast_path=fast_path,
-                            overwrite=overwrite, progress=progress)
+    return assemble_release_from_blocks(
+        paths, out_path, work_dir / "assemble", cfg, scheduler=scheduler, n_workers=n_workers,
+        progress=progress, resume=resume, tile_size=tile_size,
+        chunk_pixels=PUBLISHED_CHUNK_PIXELS if chunk_pixels is None else chunk_pixels,
+        fast_path=fast_path, overwrite=overwrite)

@@ -5,7 +5,8 @@ The layout (REFERENCE §1) is what ``dustmaps.decaps`` reads:
 * group ``pixel_info`` with attributes ``nside``, ``DM_bin_edges`` (float32) and
   ``n_samples``, and datasets ``healpix_index`` (uint64, NESTED, sorted ascending),
   ``DM_reliable_min`` / ``DM_reliable_max`` (float32, NaN allowed), ``converged`` and
-  ``infilled`` (uint8, 0/1);
+  ``infilled`` (uint8, 0/1); a build also writes ``n_stars`` (uint32, the stars that
+  informed each pixel), which is not in the published files and which readers ignore;
 * ``mean`` with shape (n_pix, 1, n_dist) and, unless mean-only, ``samples`` with shape
   (n_pix, n_samples, n_dist), both float16 E(B-V) in mag, chunked as published: each chunk
   holds up to 200,842 pixels of one (sample, distance) pair, deflate level 3 with shuffle.
@@ -30,7 +31,8 @@ DM_BIN_EDGES = (4.0 + 0.125 * np.arange(120)).astype(np.float32)
 def create_decaps_release(path: str | Path, *, nside: int, healpix_index, dm_reliable_min,
                           dm_reliable_max, converged, infilled, n_samples: int,
                           dm_bin_edges=DM_BIN_EDGES, chunk_pixels: int = PUBLISHED_CHUNK_PIXELS,
-                          compression_level: int = 3, overwrite: bool = False) -> h5py.File:
+                          compression_level: int = 3, overwrite: bool = False,
+                          n_stars=None) -> h5py.File:
     """Create a published-layout file with its pixel information and empty value datasets.
 
     The caller fills ``f['mean']`` (and ``f['samples']`` unless ``n_samples`` is 0) and
@@ -52,6 +54,11 @@ def create_decaps_release(path: str | Path, *, nside: int, healpix_index, dm_rel
                  "DM_reliable_max": np.asarray(dm_reliable_max, dtype=np.float32),
                  "converged": np.asarray(converged).astype(np.uint8),
                  "infilled": np.asarray(infilled).astype(np.uint8)}
+    if n_stars is not None:
+        n_stars = np.asarray(n_stars)
+        if n_stars.size and (np.any(n_stars < 0) or n_stars.max() > np.iinfo(np.uint32).max):
+            raise ValueError("n_stars must be non-negative integers below 2**32")
+        per_pixel["n_stars"] = n_stars.astype(np.uint32)
     for name, arr in per_pixel.items():
         if arr.shape != (n_pix,):
             raise ValueError(f"{name} must have shape ({n_pix},); got {arr.shape}")
@@ -79,7 +86,8 @@ def create_decaps_release(path: str | Path, *, nside: int, healpix_index, dm_rel
 def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, samples=None,
                          dm_reliable_min, dm_reliable_max, converged, infilled,
                          dm_bin_edges=DM_BIN_EDGES, chunk_pixels: int = PUBLISHED_CHUNK_PIXELS,
-                         compression_level: int = 3, overwrite: bool = False) -> Path:
+                         compression_level: int = 3, overwrite: bool = False,
+                         n_stars=None) -> Path:
     """Write arrays to an HDF5 file in the published DECaPS layout.
 
     Parameters
@@ -106,6 +114,9 @@ def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, s
         Deflate level (the release uses 3).
     overwrite : bool
         Replace an existing file.
+    n_stars : array_like of int, shape (n_pix,), optional
+        Stars that informed each pixel, written as ``pixel_info/n_stars`` (uint32). Not part
+        of the published files; dustmaps and this package's readers ignore it.
 
     Returns
     -------
@@ -129,7 +140,8 @@ def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, s
                                dm_reliable_min=dm_reliable_min, dm_reliable_max=dm_reliable_max,
                                converged=converged, infilled=infilled, n_samples=n_samples,
                                dm_bin_edges=dm_bin_edges, chunk_pixels=chunk_pixels,
-                               compression_level=compression_level, overwrite=overwrite) as f:
+                               compression_level=compression_level, overwrite=overwrite,
+                               n_stars=n_stars) as f:
         f["mean"][...] = mean
         if samples is not None:
             f["samples"][...] = samples

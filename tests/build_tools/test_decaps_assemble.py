@@ -19,7 +19,7 @@ from astropy.coordinates import SkyCoord
 from build_tools.decaps import assemble, infill, pipeline
 from build_tools.runner import _save_block
 from build_tools.writers.decaps import write_decaps_release
-from tests.reference import quiet
+from tests.reference import assert_same_hdf5, quiet
 
 NSIDE, NSIDE_BLOCK, N_SAMPLES = 64, 8, 1
 CFG = pipeline.DecapsBuildConfig(nside=NSIDE, nside_block=NSIDE_BLOCK, seed=11,
@@ -120,7 +120,7 @@ def data(tmp_path_factory):
     write_decaps_release(tmp / "reference.h5", nside=NSIDE, healpix_index=pix.astype(np.uint64),
                          mean=ref["mean"], samples=ref["samples"], dm_reliable_min=dm_min,
                          dm_reliable_max=dm_max, converged=converged, infilled=infilled,
-                         dm_bin_edges=pipeline.DM_EDGES)
+                         dm_bin_edges=pipeline.DM_EDGES, n_stars=n_stars)
     blocks = {"healpix_index": pix.astype(np.uint64), "n_stars": n_stars, "mean": mean,
               "samples": samples, "converged": converged, "fitted": ~miss,
               "dm_reliable_min": dm_min, "dm_reliable_max": dm_max}
@@ -136,36 +136,6 @@ def tiled(data):
     return {"path": out, "work": work, "summary": summary}
 
 
-def _content(path):
-    """Every dataset (values, dtype, chunks, filters) and attribute of an HDF5 file."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            attrs = {k: np.asarray(v) for k, v in obj.attrs.items()}
-            if isinstance(obj, h5py.Dataset):
-                out[name] = (obj[()], obj.dtype, obj.chunks, obj.compression,
-                             obj.compression_opts, obj.shuffle, attrs)
-            else:
-                out[name] = attrs
-        f.visititems(visit)
-    return out
-
-
-def _assert_same_file(a, b, layout=True):
-    ca, cb = _content(a), _content(b)
-    assert sorted(ca) == sorted(cb)
-    for name in ca:
-        if isinstance(ca[name], dict):
-            assert sorted(ca[name]) == sorted(cb[name]), name
-            for k in ca[name]:
-                np.testing.assert_array_equal(ca[name][k], cb[name][k], err_msg=f"{name}.{k}")
-            continue
-        np.testing.assert_array_equal(ca[name][0], cb[name][0], err_msg=name)
-        assert ca[name][1] == cb[name][1], name
-        if layout:
-            assert ca[name][2:] == cb[name][2:], name
-
-
 def _run(data, out, work, **kw):
     kw = {"scheduler": "synchronous", "progress": False, "tile_size": TILE, **kw}
     return assemble.assemble_release_from_blocks(data["paths"], out, work, CFG, **kw)
@@ -174,10 +144,11 @@ def _run(data, out, work, **kw):
 def test_one_tile_equals_the_untiled_reference_and_reads_in_dustmaps(data, tmp_path):
     out = tmp_path / "one.h5"
     summary = _run(data, out, tmp_path / "work", tile_size=None, fast_path=tmp_path / "fast.h5")
-    _assert_same_file(out, data["ref_path"])
+    assert_same_hdf5(out, data["ref_path"])
     assert summary == {"n_pixels": data["pix"].size, "n_blocks": len(data["paths"]),
                        "n_missing": int(data["miss"].sum()),
-                       "n_infilled": int(data["ref"]["infilled"].sum()), "n_tiles": 1,
+                       "n_infilled": int(data["ref"]["infilled"].sum()),
+                       "n_converged": int(data["ref"]["converged"].sum()), "n_tiles": 1,
                        "path": out}
     assert data["ref"]["infilled"].sum() == data["miss"].sum()  # all can be infilled
     # the in-memory wrapper (pipeline.assemble_release) runs the same code; its dict may
@@ -185,7 +156,7 @@ def test_one_tile_equals_the_untiled_reference_and_reads_in_dustmaps(data, tmp_p
     perm = np.random.default_rng(0).permutation(data["pix"].size)
     arrays = pipeline.assemble_release({k: v[perm] for k, v in data["blocks"].items()},
                                        tmp_path / "wrapped.h5", CFG, progress=False)
-    _assert_same_file(tmp_path / "wrapped.h5", data["ref_path"])
+    assert_same_hdf5(tmp_path / "wrapped.h5", data["ref_path"])
     for k, v in data["ref"].items():
         np.testing.assert_array_equal(arrays[k], v, err_msg=k)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temporaries gone
@@ -285,8 +256,8 @@ def test_chunk_size_changes_neither_values_nor_memory_bound(data, tiled, tmp_pat
     with h5py.File(tmp_path / "a.h5", "r") as f:
         assert f["samples"].chunks == (37, 1, 1)
     _run(data, tmp_path / "b.h5", tmp_path / "work", chunk_pixels=500)
-    _assert_same_file(tmp_path / "a.h5", tiled["path"], layout=False)
-    _assert_same_file(tmp_path / "b.h5", tiled["path"], layout=False)
+    assert_same_hdf5(tmp_path / "a.h5", tiled["path"], layout=False)
+    assert_same_hdf5(tmp_path / "b.h5", tiled["path"], layout=False)
 
 
 def test_a_killed_run_resumes_to_the_same_file_on_any_scheduler(data, tiled, tmp_path,
@@ -319,7 +290,7 @@ def test_a_killed_run_resumes_to_the_same_file_on_any_scheduler(data, tiled, tmp
     (tmp_path / ".map.h5.partial").write_bytes(b"left by a killed run")
     # the blocks' order does not matter (for the result, nor for the resume check)
     _run({**data, "paths": data["paths"][::-1]}, out, work, scheduler="threads", n_workers=2)
-    _assert_same_file(out, tiled["path"])
+    assert_same_hdf5(out, tiled["path"])
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # not recomputed
     assert not (tmp_path / ".map.h5.partial").exists()
 

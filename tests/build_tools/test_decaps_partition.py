@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
+import h5py
 import healpy as hp
 import numpy as np
 import pytest
 
 from build_tools.decaps import mock, partition, pipeline, pixelize, sampler
 from build_tools.decaps.inputs import StarPosteriors
-from build_tools.runner import block_path
+from build_tools.runner import block_path, load_blocks
+from tests.reference import assert_same_hdf5
 
 
 # --------------------------------------------------------------------------- assignment
@@ -193,14 +196,90 @@ def test_a_killed_partition_resumes_to_the_same_fragments(catalogue, tmp_path):
     assert _read_dir(tmp_path / "frag").keys() == before.keys()
 
 
+# --------------------------------------------------------------------------- build_decaps
+#: Few enough stars per pixel that a third of the pixels are infilled; small infill widths
+#: (halo 10 cells) so that the 112-pixel map is cut into several tiles.
+SPARSE = dataclasses.replace(CFG, min_stars=100, infill_window=3, infill_train=5,
+                             infill_median=3)
+
+
 def test_build_decaps_from_shards_equals_in_memory(catalogue, tmp_path):
+    """Shards or a catalogue in memory, tiled stage 3 or not: the file of the in-memory stage 3."""
     stars, paths, max_ebv = catalogue
     kw = dict(max_ebv=max_ebv, scheduler="synchronous", progress=False)
-    a = pipeline.build_decaps(stars, tmp_path / "a.h5", tmp_path / "wa", CFG, **kw)
-    b = pipeline.build_decaps(paths, tmp_path / "b.h5", tmp_path / "wb", CFG, **kw)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    a = pipeline.build_decaps(stars, tmp_path / "a.h5", tmp_path / "wa", SPARSE, tile_size=None,
+                              **kw)
+    b = pipeline.build_decaps(paths, tmp_path / "b.h5", tmp_path / "wb", SPARSE, **kw)
     assert (tmp_path / "wb" / "partition" / "manifest.json").is_file()
+    assert a["n_pixels"] == 112 and a["n_missing"] == a["n_infilled"] > 20
+    assert {**a, "path": None} == {**b, "path": None}
+    assert_same_hdf5(tmp_path / "a.h5", tmp_path / "b.h5")
+    # the reference: every block's results in memory, infilled untiled, written at once
+    blocks = load_blocks(sorted((tmp_path / "wb" / "blocks").glob("block_*.npz")))
+    ref = pipeline.assemble_release(blocks, tmp_path / "ref.h5", SPARSE, progress=False)
+    assert_same_hdf5(tmp_path / "a.h5", tmp_path / "ref.h5")
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        info = f["pixel_info"]
+        np.testing.assert_array_equal(info["n_stars"][()], ref["n_stars"])
+        assert info["n_stars"].dtype == np.uint32
+        assert int(info["infilled"][()].sum()) == b["n_infilled"]
+        assert int(info["converged"][()].sum()) == b["n_converged"]
+        np.testing.assert_array_equal(info["infilled"][()].astype(bool),
+                                      ref["n_stars"] < SPARSE.min_stars)
+
+
+def _dies_after(n: int, fn):
+    """``fn``, interrupted (as by Ctrl-C) on its call number ``n + 1``."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        calls.append(args[0])
+        return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def test_a_killed_build_resumes_to_the_same_file(catalogue, tmp_path, monkeypatch):
+    from build_tools.decaps import assemble
+
+    _, paths, max_ebv = catalogue
+    kw = dict(max_ebv=max_ebv, scheduler="synchronous", progress=False, tile_size=4)
+    ref = pipeline.build_decaps(paths, tmp_path / "ref.h5", tmp_path / "wref", SPARSE, **kw)
+    assert ref["n_tiles"] >= 4 and ref["n_blocks"] == 12
+    out, work = tmp_path / "map.h5", tmp_path / "work"
+    # killed in stage 2, after 5 of the 12 blocks
+    monkeypatch.setattr(pipeline, "process_block_file",
+                        _dies_after(5, pipeline.process_block_file))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.build_decaps(paths, out, work, SPARSE, **kw)
+    monkeypatch.undo()
+    blocks_done = {p: p.stat().st_mtime_ns for p in (work / "blocks").glob("block_*.npz")}
+    assert len(blocks_done) == 5 and not out.exists()
+    # killed again in stage 3, after 2 infill tiles
+    monkeypatch.setattr(assemble, "infill_tile", _dies_after(2, assemble.infill_tile))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.build_decaps(paths, out, work, SPARSE, **kw)
+    monkeypatch.undo()
+    tiles_done = {p: p.stat().st_mtime_ns
+                  for p in (work / "assemble" / "infill").glob("block_*.npz")}
+    assert len(tiles_done) == 2 and not out.exists()
+    assert not list(tmp_path.glob(".map.h5*"))  # nothing that looks like a map
+    assert all(p.stat().st_mtime_ns == t for p, t in blocks_done.items())
+    # resumed: the file of the uninterrupted build, without redoing finished work
+    summary = pipeline.build_decaps(paths, out, work, SPARSE, **kw)
+    assert summary == {**ref, "path": out}
+    assert_same_hdf5(out, tmp_path / "ref.h5")
+    done = {**blocks_done, **tiles_done}
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())
+    # a finished map is not overwritten by mistake, and bad settings fail before any work
+    with pytest.raises(FileExistsError, match="overwrite"):
+        pipeline.build_decaps(paths, out, work, SPARSE, **kw)
+    with pytest.raises(ValueError, match="tile_size"):
+        pipeline.build_decaps(paths, tmp_path / "x.h5", tmp_path / "wx", SPARSE,
+                              **{**kw, "tile_size": 0})
+    assert not (tmp_path / "wx").exists()
 
 
 # --------------------------------------------------------------------------- errors
