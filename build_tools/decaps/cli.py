@@ -95,6 +95,12 @@ def build_decaps_main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # Dask's scheduler and nannies log at INFO level by default
+        try:
+            import distributed  # noqa: F401  (sets the "distributed" logger's level)
+        except ImportError:  # the synchronous and threaded schedulers need only dask
+            pass
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     try:
         for path in args.stars:
             if not path.exists():
