@@ -151,7 +151,7 @@ def _check_manifest(out_dir: Path, fingerprint: str, resume: bool) -> None:
 def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str, np.ndarray]],
                out_dir: str | os.PathLike, *, scheduler: str | None = None,
                n_workers: int | None = None, progress: bool = True, resume: bool = True,
-               fingerprint: str | None = None) -> list[Path]:
+               fingerprint: str | None = None, task_name: str = "block") -> list[Path]:
     """Run ``process_block`` for every block not yet complete in ``out_dir``, on Dask.
 
     Parameters
@@ -181,6 +181,8 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
     fingerprint : str, optional
         Identity of the job, stored in the manifest; by default :func:`job_fingerprint`
         of ``process_block``.
+    task_name : str
+        What a task is called in the progress bar and the log ("block", "shard", "tile").
 
     Returns
     -------
@@ -206,13 +208,13 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
         stale.unlink()
     _check_manifest(out, fingerprint or job_fingerprint(process_block), resume)
     todo = [b for b in ids if not block_path(out, b).exists()]
-    logger.info("%d blocks: %d already done in %s, %d to run", len(ids), len(ids) - len(todo),
-                out, len(todo))
+    logger.info("%d %ss: %d already done in %s, %d to run", len(ids), task_name,
+                len(ids) - len(todo), out, len(todo))
     if todo:
         from tqdm.auto import tqdm
 
         with tqdm(total=len(ids), initial=len(ids) - len(todo), disable=not progress,
-                  desc="blocks", unit="block") as bar:
+                  desc=f"{task_name}s", unit=task_name) as bar:
             if scheduler in _LOCAL_SCHEDULERS:
                 _run_local(todo, process_block, out, scheduler, n_workers, bar)
             else:

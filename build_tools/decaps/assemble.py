@@ -281,7 +281,7 @@ def _run_infill(cat: _Catalogue, missing: np.ndarray, work_dir: Path, cfg: Decap
     log.info("infill: %d missing pixels in %d tiles", miss_pix.size, tiles.size)
     paths = run_blocks([int(t) for t in tiles], fn, work_dir / "infill", scheduler=scheduler,
                        n_workers=n_workers, progress=progress, resume=resume,
-                       fingerprint=fingerprint)
+                       fingerprint=fingerprint, task_name="tile")
     values = np.lib.format.open_memmap(work_dir / _VALUES_NAME, mode="w+", dtype=np.float32,
                                        shape=(miss_pix.size, 1 + cat.n_samples, cat.n_dist))
     seen = np.zeros(miss_pix.size, bool)

@@ -582,7 +582,7 @@ def partition_shards(shards: PathLike | Sequence[PathLike], star_dir: PathLike,
                            star_dir=str(star_dir), config=cfg, max_ebv=max_ebv, smooth=smooth)
     done = run_blocks(range(len(paths)), fn, out_dir, scheduler=scheduler,
                       n_workers=n_workers, progress=progress, resume=resume,
-                      fingerprint=identity)
+                      fingerprint=identity, task_name="shard")
     res = load_blocks(done)
     out = {"blocks": np.unique(res["blocks"]).astype(np.int64), "n_shards": len(paths),
            "digests": res["digest"], "digest": combine_digests(res["digest"])}

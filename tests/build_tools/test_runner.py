@@ -136,3 +136,12 @@ def test_block_seed_depends_on_seed_and_block_only():
     assert not np.array_equal(a, np.random.default_rng(block_seed(6, 10)).random(4))
     with pytest.raises(ValueError):
         block_seed(-1, 0)
+
+
+def test_progress_bar_names_the_tasks(tmp_path, capsys):
+    job = functools.partial(random_block, seed=2)
+    run_blocks([0, 1], job, tmp_path / "a", scheduler="synchronous", task_name="tile")
+    err = capsys.readouterr().err
+    assert "tiles" in err and "2/2" in err
+    run_blocks([0, 1], job, tmp_path / "b", scheduler="synchronous", progress=False)
+    assert capsys.readouterr().err == ""
