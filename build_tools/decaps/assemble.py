@@ -43,8 +43,9 @@ near a seam does not see the neighbouring tile's infills, and gets different, eq
 valid, values. (On a footprint whose ring image is not convex, cells near the map's edge
 inside a halo can also see a slightly different first-pass median.) With one tile covering
 everything (``tile_size=None``) the result equals the untiled :func:`.infill.infill_maps`
-exactly. Tiles do not wrap around in longitude, as the untiled ring image does not: the
-two ends of a footprint that crosses l = 0 are far apart in the image.
+exactly. The ring image is not periodic; its first column is put in the middle of the
+longitudes the footprint leaves out (:func:`.infill.ring_origin`), so that a footprint that
+crosses l = 0, like DECaPS's, is one piece in it.
 
 Block files (and tile results) are read by the Dask workers, so the workers need the same
 file system as the driver.
@@ -112,7 +113,7 @@ def _npy_header(zf: zipfile.ZipFile, key: str) -> tuple:
     return shape, dtype
 
 
-def _scan_sources(paths: Sequence, nside: int) -> _Catalogue:
+def _scan_sources(paths: Sequence, nside: int, col_origin: int) -> _Catalogue:
     """Pass 1: per-pixel arrays of every block file, checks, and the sources' layout."""
     found = []
     n_samples = n_dist = None
@@ -157,7 +158,7 @@ def _scan_sources(paths: Sequence, nside: int) -> _Catalogue:
     bbox = np.full((len(found), 4), -1, np.int64)
     for i, (_, _, _, arrs, _) in enumerate(found):
         try:
-            row, col = infill.ring_grid(arrs["healpix_index"], nside)
+            row, col = infill.ring_grid(arrs["healpix_index"], nside, col_origin)
         except ValueError:
             continue  # outside the belt: only an error if the infill has to run
         bbox[i] = row.min(), row.max(), col.min(), col.max()
@@ -176,15 +177,16 @@ def _tile_geometry(nside: int, tile_size: int | None) -> tuple[int, int]:
     return size, -(-n_cols // size)
 
 
-def tile_ids(pixels, nside: int, tile_size: int | None) -> np.ndarray:
+def tile_ids(pixels, nside: int, tile_size: int | None, col_origin: int = 0) -> np.ndarray:
     """Tile holding each NESTED pixel (in the belt) in its core.
 
     Tile ``t`` covers rows ``[r * T, (r + 1) * T)`` and columns ``[c * T, (c + 1) * T)``
-    of the ring image, with ``r, c = divmod(t, ceil(4 nside / T))`` and ``T = tile_size``
-    (``None``: a single tile 0 covering the whole belt).
+    of the ring image whose column 0 is ring position ``col_origin``
+    (:func:`.infill.ring_grid`), with ``r, c = divmod(t, ceil(4 nside / T))`` and
+    ``T = tile_size`` (``None``: a single tile 0 covering the whole belt).
     """
     size, per_row = _tile_geometry(nside, tile_size)
-    row, col = infill.ring_grid(pixels, nside)
+    row, col = infill.ring_grid(pixels, nside, col_origin)
     return (row // size) * per_row + col // size
 
 
@@ -194,7 +196,8 @@ def _load_rows(path: str, keys, rows: np.ndarray) -> dict:
 
 
 def infill_tile(tile_id: int, *, index_path: str, nside: int, tile_size: int | None,
-                window: int, train: int, median_width: int, seed: int) -> dict:
+                window: int, train: int, median_width: int, seed: int,
+                col_origin: int = 0) -> dict:
     """Infill the missing pixels of one tile's core (a task of the Dask runner).
 
     Parameters
@@ -205,7 +208,7 @@ def infill_tile(tile_id: int, *, index_path: str, nside: int, tile_size: int | N
         The sources' index written by the driver (paths and ring-image bounding boxes).
     nside, tile_size : int
         Map nside; tile side in cells (None: one tile).
-    window, train, median_width, seed : int
+    window, train, median_width, seed, col_origin : int
         Infill settings (:func:`.infill.infill_maps`).
 
     Returns
@@ -227,7 +230,7 @@ def infill_tile(tile_id: int, *, index_path: str, nside: int, tile_size: int | N
     for k in touch:  # sources are sorted by pixel, so the concatenation is sorted
         with np.load(str(paths[k]), allow_pickle=False) as z:
             hpx = z["healpix_index"]
-        row, col = infill.ring_grid(hpx, nside)
+        row, col = infill.ring_grid(hpx, nside, col_origin)
         sel = np.flatnonzero((row >= lo_r) & (row <= hi_r) & (col >= lo_c) & (col <= hi_c))
         if sel.size:
             part = _load_rows(str(paths[k]), ("fitted", "mean", "samples"), sel)
@@ -244,14 +247,15 @@ def infill_tile(tile_id: int, *, index_path: str, nside: int, tile_size: int | N
     if mc.any() and (~missing).any():
         maps, infilled = infill.infill_maps(t["healpix_index"], nside, maps, missing,
                                             window=window, train=train,
-                                            median_width=median_width, seed=seed)
+                                            median_width=median_width, seed=seed,
+                                            col_origin=col_origin)
     return {"healpix_index": t["healpix_index"][mc].astype(np.uint64),
             "values": np.ascontiguousarray(np.moveaxis(maps[:, mc], 0, 1), dtype=np.float32),
             "infilled": infilled[mc]}
 
 
 def _run_infill(cat: _Catalogue, missing: np.ndarray, work_dir: Path, cfg: DecapsBuildConfig,
-                tile_size, scheduler, n_workers, progress, resume):
+                tile_size, col_origin, scheduler, n_workers, progress, resume):
     """Run the tiles; returns (infill values by missing rank, infilled flags, n_tiles).
 
     The values are None when nothing is infilled (no missing pixel, or no fitted pixel to
@@ -265,7 +269,7 @@ def _run_infill(cat: _Catalogue, missing: np.ndarray, work_dir: Path, cfg: Decap
     bad = np.flatnonzero(cat.bbox[:, 0] < 0)
     if bad.size:  # the untiled infill refuses pixels outside the belt: raise its error
         infill.ring_grid(hp_idx[cat.start[bad[0]]:cat.start[bad[0] + 1]], cfg.nside)
-    tiles = np.unique(tile_ids(miss_pix, cfg.nside, tile_size))
+    tiles = np.unique(tile_ids(miss_pix, cfg.nside, tile_size, col_origin))
     index = work_dir / _INDEX_NAME
     tmp = work_dir / f".{_INDEX_NAME}.tmp.npz"
     np.savez(tmp, paths=np.array(cat.paths), bbox=cat.bbox)
@@ -273,8 +277,9 @@ def _run_infill(cat: _Catalogue, missing: np.ndarray, work_dir: Path, cfg: Decap
     fn = functools.partial(infill_tile, index_path=str(index), nside=cfg.nside,
                            tile_size=tile_size, window=cfg.infill_window,
                            train=cfg.infill_train, median_width=cfg.infill_median,
-                           seed=cfg.seed)
+                           seed=cfg.seed, col_origin=col_origin)
     settings = {"format": _FORMAT, "nside": cfg.nside, "tile_size": tile_size,
+                "col_origin": col_origin,
                 "window": cfg.infill_window, "train": cfg.infill_train,
                 "median_width": cfg.infill_median, "seed": cfg.seed, "sources": cat.digest}
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -353,7 +358,8 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
         raise ValueError("chunk_pixels must be a positive integer")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    cat = _scan_sources(block_paths, cfg.nside)
+    col_origin = infill.ring_origin(cfg.l_range_deg, cfg.nside, cfg.infill_seam_deg)
+    cat = _scan_sources(block_paths, cfg.nside, col_origin)
     if cat.n_dist != DM_EDGES.size:
         raise ValueError(f"block files hold {cat.n_dist} distances, the release {DM_EDGES.size}")
     px = cat.pixel
@@ -361,8 +367,8 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
     missing = ~px["fitted"].astype(bool)
     log.info("assembling %d pixels from %d block files (%d missing)", n, len(cat.paths),
              int(missing.sum()))
-    values, miss_flags, n_tiles = _run_infill(cat, missing, work_dir, cfg, tile_size, scheduler,
-                                              n_workers, progress, resume)
+    values, miss_flags, n_tiles = _run_infill(cat, missing, work_dir, cfg, tile_size, col_origin,
+                                              scheduler, n_workers, progress, resume)
     infilled = np.zeros(n, bool)
     infilled[missing] = miss_flags
     chunk = max(1, min(int(chunk_pixels), n))

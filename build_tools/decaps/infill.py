@@ -1,7 +1,8 @@
 """Infilling of pixels with too few stars (Zucker et al. 2025 §4.2.4).
 
 Pixels with fewer than 10 stars are *missing*. Everything happens on a 2D image made from the
-HEALPix RING ordering: row = ring, column = position in the ring. In the equatorial belt
+HEALPix RING ordering: row = ring, column = position in the ring (counted from an origin
+placed outside the footprint, :func:`ring_origin`). In the equatorial belt
 (|b| < 41.8 deg; every ring holds ``4 nside`` pixels) a shift of this image is a simple,
 nearly rigid translation on the sky, so translated copies of a patch are samples of "the same
 kind of patch". Each distance slice (the cumulative reddening to one distance edge) is treated
@@ -33,16 +34,33 @@ import healpy as hp
 import numba
 import numpy as np
 
-__all__ = ["ring_grid", "moving_median_fill", "infill_maps", "tile_halo"]
+__all__ = ["ring_grid", "ring_origin", "moving_median_fill", "infill_maps", "tile_halo"]
 
 #: Passes of the moving-median first fill (step 1).
 MEDIAN_ITERATIONS = 7
 
 
-def ring_grid(pixels, nside: int) -> tuple[np.ndarray, np.ndarray]:
+def ring_grid(pixels, nside: int, col_origin: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Ring number and position within the ring of NESTED pixels in the equatorial belt.
 
-    Raises ValueError for pixels outside the belt (|b| > 41.8 deg), where rings shrink.
+    Parameters
+    ----------
+    pixels : array_like of int
+        NESTED pixels.
+    nside : int
+    col_origin : int
+        Position in the ring that becomes column 0 (positions wrap around), so that the
+        image's seam (column ``4 nside - 1`` next to column 0) can be put outside the
+        footprint; see :func:`ring_origin`.
+
+    Returns
+    -------
+    row, col : numpy.ndarray of int64
+
+    Raises
+    ------
+    ValueError
+        Pixels outside the belt (|b| > 41.8 deg), where rings shrink.
     """
     pixels = np.asarray(pixels, np.int64)
     ring = hp.nest2ring(nside, pixels)
@@ -51,7 +69,38 @@ def ring_grid(pixels, nside: int) -> tuple[np.ndarray, np.ndarray]:
     if np.any(ring < ncap) or np.any(ring >= ncap + npix_belt):
         raise ValueError("infill works in the HEALPix equatorial belt only (|b| < 41.8 deg)")
     rel = ring - ncap
-    return rel // (4 * nside), rel % (4 * nside)
+    return rel // (4 * nside), (rel - int(col_origin)) % (4 * nside)
+
+
+def ring_origin(l_range_deg, nside: int, seam_deg: float | None = None) -> int:
+    """Ring position to use as column 0 for a footprint spanning ``l_range_deg``.
+
+    The ring image is not periodic: cells on either side of its seam are far apart in it.
+    Putting the seam in the middle of the longitudes the footprint leaves out keeps a
+    footprint that crosses l = 0 (DECaPS: 239 to 366 deg) in one piece. Rolling every ring
+    by the same number of positions is an exact symmetry of the HEALPix belt, so nothing
+    else changes.
+
+    Parameters
+    ----------
+    l_range_deg : (float, float)
+        Longitude range of the footprint (deg), ``l_lo < l_hi``; ``l_hi`` may exceed 360.
+    nside : int
+    seam_deg : float, optional
+        Longitude of the seam (deg), overriding the middle of the gap.
+
+    Returns
+    -------
+    int
+        A position in ``[0, 4 nside)``.
+    """
+    if seam_deg is not None:
+        seam = float(seam_deg)
+    else:
+        l_lo, l_hi = (float(v) for v in l_range_deg)
+        gap = 360.0 - (l_hi - l_lo)
+        seam = l_lo if gap <= 0 else l_hi + 0.5 * gap
+    return int(round((seam % 360.0) / 360.0 * 4 * nside)) % (4 * nside)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -127,7 +176,7 @@ def _great_circle_order(pixels, nside, centre_lb):
 
 def infill_maps(pixels, nside: int, maps, missing, *, window: int = 21, train: int = 51,
                 median_width: int = 11, seed: int = 0, centre_lb=(301.0, 0.0),
-                ridge: float = 1e-3, min_train: int | None = None):
+                ridge: float = 1e-3, min_train: int | None = None, col_origin: int = 0):
     """Infill the missing pixels of a mean map and its sample maps.
 
     Parameters
@@ -151,6 +200,9 @@ def infill_maps(pixels, nside: int, maps, missing, *, window: int = 21, train: i
         Diagonal regularisation of the covariance, relative to its mean variance.
     min_train : int, optional
         Fewest training samples needed (default: ``window``).
+    col_origin : int
+        Ring position of the image's first column (:func:`ring_grid`, :func:`ring_origin`);
+        the image must not cut the footprint there.
 
     Returns
     -------
@@ -175,7 +227,7 @@ def infill_maps(pixels, nside: int, maps, missing, *, window: int = 21, train: i
     filled = maps.copy()
     if not missing.any():
         return filled, np.zeros(n_pix, bool)
-    row, col = ring_grid(pixels, nside)
+    row, col = ring_grid(pixels, nside, col_origin)
     pad = train // 2 + window // 2
     r0, c0 = row.min() - pad, col.min() - pad
     R, C = row.max() - r0 + pad + 1, col.max() - c0 + pad + 1

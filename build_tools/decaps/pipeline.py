@@ -76,6 +76,9 @@ class DecapsBuildConfig:
         Appendix B thresholds (0.5 and 5).
     infill_window, infill_train, infill_median : int
         Widths of the §4.2.4 infill (21, 51, 11).
+    infill_seam_deg : float, optional
+        Longitude (deg) where the infill's ring image is cut (:func:`.infill.ring_origin`);
+        None: the middle of the longitudes outside ``l_range_deg`` (122.5 deg for DECaPS).
     seed : int
         Base seed.
     prior_model : SmoothDiskDustModel
@@ -100,6 +103,7 @@ class DecapsBuildConfig:
     infill_window: int = 21
     infill_train: int = 51
     infill_median: int = 11
+    infill_seam_deg: float | None = None
     seed: int = 0
     prior_model: prior.SmoothDiskDustModel = field(default_factory=prior.SmoothDiskDustModel)
     l_range_deg: tuple = (239.0, 366.0)

@@ -75,3 +75,24 @@ def test_infill_argument_checks():
         infill.infill_maps(nest, NSIDE, maps, np.zeros(nest.size, bool), window=6)
     with pytest.raises(ValueError, match="one flag per pixel"):
         infill.infill_maps(nest, NSIDE, maps, np.zeros(3, bool))
+
+
+def test_ring_origin_keeps_a_footprint_across_l0_in_one_piece():
+    n_ring = 4 * NSIDE
+    # DECaPS: 239 < l < 366 deg; the seam goes to the middle of the gap, l = 122.5 deg
+    assert infill.ring_origin((239.0, 366.0), 8192) == round(122.5 / 360 * 4 * 8192)
+    assert infill.ring_origin((239.0, 366.0), NSIDE, seam_deg=0.0) == 0
+    assert infill.ring_origin((0.0, 360.0), NSIDE) == 0  # no gap: the seam stays at l_lo
+    pix = np.arange(12 * NSIDE ** 2)
+    l, b = hp.pix2ang(NSIDE, pix, nest=True, lonlat=True)
+    foot = pix[((l > 239) | (l < 6)) & (np.abs(b) < 10)]
+    _, col0 = infill.ring_grid(foot, NSIDE)
+    assert col0.max() - col0.min() == n_ring - 1  # cut at l = 0
+    _, col = infill.ring_grid(foot, NSIDE, infill.ring_origin((239.0, 366.0), NSIDE))
+    width = col.max() - col.min() + 1
+    assert width <= 127 / 360 * n_ring + 2  # one piece, as wide as the footprint
+    # rolling the rings changes columns only
+    r0, _ = infill.ring_grid(foot, NSIDE)
+    r1, c1 = infill.ring_grid(foot, NSIDE, 17)
+    np.testing.assert_array_equal(r0, r1)
+    np.testing.assert_array_equal((c1 + 17) % n_ring, col0)
