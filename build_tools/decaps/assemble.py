@@ -347,15 +347,24 @@ def _value_rows(cat: _Catalogue, missing: np.ndarray, values: np.ndarray | None,
         yield a, b, mean, samples
 
 
+def check_output_options(out_path, overwrite: bool, tile_size: int | None,
+                         chunk_pixels: int) -> None:
+    """Refuse an existing output (unless ``overwrite``) and bad tile or chunk sizes.
+
+    Called before stage 3, and by :func:`.pipeline.build_decaps` before any work starts.
+    """
+    if Path(out_path).exists() and not overwrite:
+        raise FileExistsError(f"{out_path} exists; pass overwrite=True to replace it")
+    if tile_size is not None and int(tile_size) < 1:
+        raise ValueError(f"tile_size must be a positive integer or None, not {tile_size}")
+    if int(chunk_pixels) < 1:
+        raise ValueError(f"chunk_pixels must be a positive integer, not {chunk_pixels}")
+
+
 def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, scheduler, n_workers,
               progress, resume, tile_size, chunk_pixels, fast_path, overwrite, collect):
     out_path = Path(out_path)
-    if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} exists; pass overwrite=True to replace it")
-    if tile_size is not None and int(tile_size) < 1:
-        raise ValueError("tile_size must be a positive integer or None")
-    if int(chunk_pixels) < 1:
-        raise ValueError("chunk_pixels must be a positive integer")
+    check_output_options(out_path, overwrite, tile_size, chunk_pixels)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     col_origin = infill.ring_origin(cfg.l_range_deg, cfg.nside, cfg.infill_seam_deg)

@@ -35,6 +35,8 @@ from pathlib import Path
 import healpy as hp
 import numpy as np
 
+from build_tools.writers.decaps import PUBLISHED_CHUNK_PIXELS
+
 from . import partition, pixelize, prior, reliable
 from .sampler import RETRY_SETTINGS, SamplerSettings, pack_pixel, sample_pixel
 from .inputs import DM_MIN, DM_STEP, N_DM, N_E, StarPosteriors
@@ -135,16 +137,6 @@ class DecapsBuildConfig:
 
 
 # --------------------------------------------------------------------------- stage 1
-def _block_of_stars(stars: StarPosteriors, cfg: DecapsBuildConfig) -> list[np.ndarray]:
-    """Blocks whose pixels each star may weight (within the truncation radius), per star.
-
-    The vectorised, exact-but-conservative :func:`.partition.assign_blocks`.
-    """
-    star, block = partition.assign_blocks(stars.l, stars.b, cfg.nside_block,
-                                          partition.weighting_radius_rad(cfg))
-    return np.split(block, np.searchsorted(star, np.arange(1, stars.n_star)))
-
-
 def prepare_inputs(stars: StarPosteriors, out_dir, cfg: DecapsBuildConfig, max_ebv=None,
                    *, smooth: bool = True) -> dict:
     """Filter the stars and write one star file per block (in memory, on the driver).
@@ -297,7 +289,7 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
                  cfg: DecapsBuildConfig, *, max_ebv=None, scheduler=None, n_workers=None,
                  progress: bool = True, resume: bool = True, fast_path=None,
                  overwrite: bool = False, tile_size: int | None = 256,
-                 chunk_pixels: int | None = None) -> dict:
+                 chunk_pixels: int = PUBLISHED_CHUNK_PIXELS) -> dict:
     """Run the whole pipeline with the Dask runner, from star catalogue to release file.
 
     Every stage runs as tasks of ``build_tools.runner.run_blocks`` (stage 1 per input shard,
@@ -337,8 +329,8 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
     tile_size : int or None
         Side of an infill tile's core in cells of the ring image (None: one tile, the
         untiled infill); see :func:`.assemble.assemble_release_from_blocks`.
-    chunk_pixels : int, optional
-        Pixels per HDF5 chunk and per write (default: the release's 200,842).
+    chunk_pixels : int
+        Pixels per HDF5 chunk and per write (the release's 200,842).
 
     Returns
     -------
@@ -356,16 +348,10 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
         A non-positive ``tile_size`` or ``chunk_pixels``.
     """
     from build_tools.runner import run_blocks  # the project's Dask runner
-    from build_tools.writers.decaps import PUBLISHED_CHUNK_PIXELS
 
-    from .assemble import assemble_release_from_blocks
+    from .assemble import assemble_release_from_blocks, check_output_options
 
-    if Path(out_path).exists() and not overwrite:
-        raise FileExistsError(f"{out_path} exists; pass overwrite=True to replace it")
-    if tile_size is not None and int(tile_size) < 1:
-        raise ValueError(f"tile_size must be a positive integer or None, not {tile_size}")
-    if chunk_pixels is not None and int(chunk_pixels) < 1:
-        raise ValueError(f"chunk_pixels must be a positive integer, not {chunk_pixels}")
+    check_output_options(out_path, overwrite, tile_size, chunk_pixels)  # before any work
     work_dir = Path(work_dir)
     star_dir = work_dir / "stars"
     if isinstance(stars, StarPosteriors):  # small: partitioned on the driver, as one shard
@@ -388,6 +374,5 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
                        resume=resume, fingerprint=digest.hexdigest())
     return assemble_release_from_blocks(
         paths, out_path, work_dir / "assemble", cfg, scheduler=scheduler, n_workers=n_workers,
-        progress=progress, resume=resume, tile_size=tile_size,
-        chunk_pixels=PUBLISHED_CHUNK_PIXELS if chunk_pixels is None else chunk_pixels,
+        progress=progress, resume=resume, tile_size=tile_size, chunk_pixels=chunk_pixels,
         fast_path=fast_path, overwrite=overwrite)
