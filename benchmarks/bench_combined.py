@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import astropy.units as u  # noqa: E402
 from astropy.coordinates import SkyCoord  # noqa: E402
 
-from build_tools.simulated_decaps import write_simulated_decaps  # noqa: E402
-from build_tools.writers.bayestar import write_simulated_bayestar19  # noqa: E402
+from dustmaps_ext_build.simulated_decaps import write_simulated_decaps  # noqa: E402
+from dustmaps_ext_build.writers.bayestar import write_simulated_bayestar19  # noqa: E402
 from dustmaps_ext.bayestar import Bayestar19Query  # noqa: E402
 from dustmaps_ext._core.voxel import MAX_THREADS  # noqa: E402
 from dustmaps_ext.combined import BayestarDECaPSQuery  # noqa: E402

@@ -9,7 +9,7 @@ What it does
 1. Builds (or reuses, when the workdir holds one with the same parameters) a simulated
    DECaPS map of at least 2 million pixels in the *published* layout (real dtypes, chunks of
    200,842 pixels x one (sample, distance) pair, deflate + shuffle), with
-   :func:`build_tools.simulated_decaps.write_simulated_decaps`.
+   :func:`dustmaps_ext_build.simulated_decaps.write_simulated_decaps`.
 2. Repacks it with :func:`dustmaps_ext.decaps.repack` (timed: pixels/s and MB/s) and writes
    the "16-pixel copy" the dustmaps development line uses (datasets ``mean`` and ``samples``
    chunked (16, n_slots, 120) over whole pixels, gzip 7 + shuffle). File sizes and the
@@ -117,7 +117,7 @@ def _nside_for(pixels: int) -> int:
 # =========================================================================== map files
 def build_published(workdir: Path, pixels: int, log) -> tuple[Path, dict]:
     """The simulated published-layout map (reused when its parameters match)."""
-    from build_tools.simulated_decaps import write_simulated_decaps
+    from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
 
     nside = _nside_for(pixels)
     path = workdir / f"published_n{pixels}_nside{nside}_seed{SEED}.h5"

@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from build_tools.decaps import mock, prior, sampler  # noqa: E402
-from build_tools.decaps.inputs import N_DM  # noqa: E402
+from dustmaps_ext_build.decaps import mock, prior, sampler  # noqa: E402
+from dustmaps_ext_build.decaps.inputs import N_DM  # noqa: E402
 
 CPP_CPU_S = {100: 41.7, 300: 186.6}
 EDGES = 4.0 + 0.125 * np.arange(N_DM)

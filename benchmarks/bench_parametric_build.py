@@ -34,14 +34,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from build_tools.galaxy import default_galaxy  # noqa: E402
-from build_tools.parametric.catalog import CATALOG_COLUMNS, StarCatalog  # noqa: E402
-from build_tools.parametric.fit import FitConfig, fit_sightline, residual_sigma  # noqa: E402
-from build_tools.parametric.mock import mock_catalog  # noqa: E402
-from build_tools.parametric.pipeline import (ParametricBuildConfig, plan_build,  # noqa: E402
+from dustmaps_ext_build.galaxy import default_galaxy  # noqa: E402
+from dustmaps_ext_build.parametric.catalog import CATALOG_COLUMNS, StarCatalog  # noqa: E402
+from dustmaps_ext_build.parametric.fit import FitConfig, fit_sightline, residual_sigma  # noqa: E402
+from dustmaps_ext_build.parametric.mock import mock_catalog  # noqa: E402
+from dustmaps_ext_build.parametric.pipeline import (ParametricBuildConfig, plan_build,  # noqa: E402
                                              process_block)
-from build_tools.parametric.recovery import recovery_metrics  # noqa: E402
-from build_tools.runner import load_blocks, run_blocks  # noqa: E402
+from dustmaps_ext_build.parametric.recovery import recovery_metrics  # noqa: E402
+from dustmaps_ext_build.runner import load_blocks, run_blocks  # noqa: E402
 
 PAPER_SIGHTLINES = 2_910_405
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_parametric_build.md"
@@ -72,7 +72,7 @@ def _catalog(patches, scale, seed=0):
 def _sightline_inputs(work, config, block_ids, n_max):
     """The (distance, ebv, weight, b_lim) of the sightlines, as process_block builds them."""
     captured = []
-    import build_tools.parametric.pipeline as pipe
+    import dustmaps_ext_build.parametric.pipeline as pipe
 
     original = pipe.fit_sightline
 
@@ -99,7 +99,7 @@ def _reference_fit(x, e, w, b_lim, config):
 
     with contextlib.redirect_stdout(io.StringIO()):
         from dustmaps3d.core import component4
-    from build_tools.parametric.fit import initial_parameters, parameter_bounds
+    from dustmaps_ext_build.parametric.fit import initial_parameters, parameter_bounds
 
     def model(p, xs):
         return component4(xs, b_lim, p[0], p[2], p[1], *p[3:])

@@ -39,7 +39,7 @@ def make_table(folder: Path) -> tuple[Path, Path]:
     """Generate (once) a release-shaped table: 1,000,003 random sightlines repeated over the
     nside-1024 rows, with parameters in the ranges of the paper's Table 3."""
     sys.path.insert(0, str(ROOT))
-    from build_tools.writers.parametric import RELEASE_NROWS, write_parametric_table
+    from dustmaps_ext_build.writers.parametric import RELEASE_NROWS, write_parametric_table
     from dustmaps_ext.wang2025 import convert_table
 
     folder.mkdir(parents=True, exist_ok=True)

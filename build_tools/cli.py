@@ -112,7 +112,7 @@ def build_parametric_main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_decaps_main(argv: Sequence[str] | None = None) -> int:
-    """``build-decaps``: the DECaPS pipeline (see :mod:`build_tools.decaps.cli`)."""
+    """``build-decaps``: the DECaPS pipeline (see :mod:`dustmaps_ext_build.decaps.cli`)."""
     from .decaps.cli import build_decaps_main as run
 
     return run(argv)

@@ -1,12 +1,12 @@
 """Demo of the combined Bayestar19 + DECaPS map on simulated files.
 
 Writes a simulated DECaPS map (southern plane) and a simulated Bayestar19 map (dec > -30,
-several nsides) of :func:`build_tools.galaxy.default_galaxy`, then draws, from Python,
+several nsides) of :func:`dustmaps_ext_build.galaxy.default_galaxy`, then draws, from Python,
 the top-down view of the disk (|z| < 100 pc, as Figure 12 of Zucker et al. 2025) and a
 plane-of-sky strip of E(B-V) to 2 kpc, and prints the shell commands that draw the same
 figures with ``dustmaps-ext plot``.
 
-Run: ``python -m build_tools.demo_combined --output-dir demo_out`` (about a minute).
+Run: ``python -m dustmaps_ext_build.demo_combined --output-dir demo_out`` (about a minute).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Regenerate the demo map shipped with dustmaps_ext (``dustmaps_ext/data/demo/decaps_demo.h5``).
 
 The demo map is a DECaPS-format file (published layout, float16, real chunking) of the
-simulated galaxy of :func:`build_tools.galaxy.default_galaxy` over the whole DECaPS
+simulated galaxy of :func:`dustmaps_ext_build.galaxy.default_galaxy` over the whole DECaPS
 footprint at HEALPix nside 64 (2,986 pixels x 5 samples x 120 distances, about 3 MB).
 From the repository root::
 
-    python -m build_tools.demo_map
+    python -m dustmaps_ext_build.demo_map
 
 The output is deterministic (fixed seed).
 """

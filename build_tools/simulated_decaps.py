@@ -1,7 +1,7 @@
 """DECaPS-format maps of the simulated galaxy, with known truth.
 
 Every pixel of the DECaPS footprint (239 < l or l < 6 deg, |b| < 10 deg) at a chosen nside
-gets the true cumulative E(B-V) of :mod:`build_tools.galaxy` at the 120 distance-modulus
+gets the true cumulative E(B-V) of :mod:`dustmaps_ext_build.galaxy` at the 120 distance-modulus
 edges of the release. Posterior samples scatter the true reddening increments (log-normal,
 so every sample stays cumulative and non-decreasing); the mean is the mean of the samples.
 Reliable distance ranges, convergence and infill flags are drawn per pixel, with a few NaN
@@ -99,7 +99,7 @@ def write_simulated_decaps(path, *, nside: int, galaxy: SimulatedGalaxy | None =
     nside : int
         HEALPix nside (the real map: 8192; the demo: 64; 2048 gives 3.2 M pixels).
     galaxy : SimulatedGalaxy, optional
-        Default :func:`build_tools.galaxy.default_galaxy`.
+        Default :func:`dustmaps_ext_build.galaxy.default_galaxy`.
     seed : int
         Seed of the samples and flags (per block, so the file does not depend on memory).
     n_samples : int

@@ -1,7 +1,7 @@
 """``dustmaps-ext demo``: query the small simulated DECaPS-format map shipped with the package.
 
 The demo needs no network: it reads ``dustmaps_ext/data/demo/decaps_demo.h5`` (made by
-``python -m build_tools.demo_map`` from the simulated galaxy of ``build_tools``), reports
+``python -m dustmaps_ext_build.demo_map`` from the simulated galaxy of ``build_tools``), reports
 E(B-V) with flags along a few sightlines, checks that the memory-mapped Lite query of a
 repacked copy gives the same numbers, and draws the plane-of-sky reddening at two distances.
 """

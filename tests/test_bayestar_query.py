@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from build_tools.galaxy import default_galaxy
-from build_tools.writers.bayestar import write_simulated_bayestar19
-from build_tools.writers.decaps import DM_BIN_EDGES
+from dustmaps_ext_build.galaxy import default_galaxy
+from dustmaps_ext_build.writers.bayestar import write_simulated_bayestar19
+from dustmaps_ext_build.writers.decaps import DM_BIN_EDGES
 from dustmaps_ext._core import los
 from dustmaps_ext._core.pixels import PixelIndex
 from tests.reference import interpolate_like_dustmaps, quiet

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from build_tools.galaxy import default_galaxy
-from build_tools.simulated_decaps import in_decaps_footprint, write_simulated_decaps
-from build_tools.writers.bayestar import write_bayestar19, write_simulated_bayestar19
+from dustmaps_ext_build.galaxy import default_galaxy
+from dustmaps_ext_build.simulated_decaps import in_decaps_footprint, write_simulated_decaps
+from dustmaps_ext_build.writers.bayestar import write_bayestar19, write_simulated_bayestar19
 from dustmaps_ext.bayestar import Bayestar19Query
 from dustmaps_ext.combined import BayestarDECaPSQuery
 from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, repack
@@ -489,7 +489,7 @@ def test_cli_plot_disk(files, tmp_path, capsys):
 
 
 def test_demo_runs_on_tiny_maps(tmp_path, capsys):
-    from build_tools import demo_combined
+    from dustmaps_ext_build import demo_combined
 
     assert demo_combined.main(["--output-dir", str(tmp_path), "--decaps-nside", "32",
                                "--n-xy", "12"]) == 0

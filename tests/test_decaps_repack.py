@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from build_tools.simulated_decaps import write_simulated_decaps
-from build_tools.writers.decaps import write_decaps_release
+from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
+from dustmaps_ext_build.writers.decaps import write_decaps_release
 from dustmaps_ext._io import layouts
 from dustmaps_ext.decaps import DECaPSQueryLite, MapFileError, repack
 

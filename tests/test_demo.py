@@ -5,8 +5,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from build_tools.galaxy import default_galaxy
-from build_tools.demo_map import make_demo_map
+from dustmaps_ext_build.galaxy import default_galaxy
+from dustmaps_ext_build.demo_map import make_demo_map
 from dustmaps_ext import cli
 from dustmaps_ext._demo import DEMO_DISTANCES_KPC, DEMO_SIGHTLINES, demo_map_path
 

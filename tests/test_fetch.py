@@ -257,7 +257,7 @@ def test_decaps_real_repack(server, dustmaps_data_dir):
     # this branch later: skipping on its absence is only for that pre-merge window.
     decaps = pytest.importorskip("dustmaps_ext.decaps")
     h5py = pytest.importorskip("h5py")
-    from build_tools.writers.decaps import write_decaps_release
+    from dustmaps_ext_build.writers.decaps import write_decaps_release
 
     rng = np.random.default_rng(3)
     n_pix, n_dist = 40, 120

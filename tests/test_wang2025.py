@@ -2,7 +2,7 @@
 
 The table has the release's shape (12,582,912 float32 rows, one per nside-1024 RING pixel,
 because dustmaps3d indexes rows by pixel), is written once per session by
-``build_tools.writers.parametric`` and read by both packages.
+``dustmaps_ext_build.writers.parametric`` and read by both packages.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ with warnings.catch_warnings():
 import pytest
 from astropy.coordinates import SkyCoord
 
-from build_tools.writers.parametric import RELEASE_NROWS, write_parametric_table
+from dustmaps_ext_build.writers.parametric import RELEASE_NROWS, write_parametric_table
 from dustmaps_ext._core.parametric import AUX_FIELDS, EBV_FIELDS
 from tests.test_wang2025_model import assert_agrees, random_columns
 

@@ -11,7 +11,7 @@ chunk row of values at a time:
    disjoint, sorted pixels. Missing pixels are those not ``fitted``.
 2. **Tiled infill.** The ring image of §4.2.4 (row = ring, column = position in the ring,
    :func:`.infill.ring_grid`) is cut into square tiles of ``tile_size`` cells. Each tile
-   holding missing pixels in its core is one task of :func:`build_tools.runner.run_blocks`
+   holding missing pixels in its core is one task of :func:`dustmaps_ext_build.runner.run_blocks`
    (tile id as the block id; outputs in ``work_dir/infill``, so tiles run in parallel on
    Dask, show progress and resume after a kill). A task (:func:`infill_tile`) loads only
    the blocks that hold pixels of its core plus a halo of :func:`.infill.tile_halo` cells,
@@ -66,8 +66,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from build_tools.runner import _save_block, run_blocks
-from build_tools.writers.decaps import PUBLISHED_CHUNK_PIXELS, create_decaps_release
+from dustmaps_ext_build.runner import _save_block, run_blocks
+from dustmaps_ext_build.writers.decaps import PUBLISHED_CHUNK_PIXELS, create_decaps_release
 
 from . import infill
 from .pipeline import DM_EDGES, DecapsBuildConfig
@@ -438,7 +438,7 @@ def assemble_release_from_blocks(block_paths: Sequence[str | os.PathLike], out_p
     Parameters
     ----------
     block_paths : sequence of path
-        Block result files (``block_NNNNNN.npz`` of :func:`build_tools.runner.run_blocks`
+        Block result files (``block_NNNNNN.npz`` of :func:`dustmaps_ext_build.runner.run_blocks`
         with :func:`.pipeline.process_block_file`), any order; each holds sorted pixels and
         no pixel may be in two files.
     out_path : path
@@ -449,7 +449,7 @@ def assemble_release_from_blocks(block_paths: Sequence[str | os.PathLike], out_p
     cfg : DecapsBuildConfig
         ``nside``, ``seed`` and the infill widths are used.
     scheduler, n_workers :
-        Passed to :func:`build_tools.runner.run_blocks` (None: a local Dask cluster; a
+        Passed to :func:`dustmaps_ext_build.runner.run_blocks` (None: a local Dask cluster; a
         scheduler address; "synchronous", "threads" or "processes").
     progress : bool
         Progress bars (tiles, then pixels written).

@@ -25,7 +25,7 @@ def make_parser() -> argparse.ArgumentParser:
         prog="build-decaps",
         description="Build a DECaPS-format 3D dust map (Zucker et al. 2025 §4.2) from per-star "
                     "(distance modulus, reddening) posteriors stored with "
-                    "build_tools.decaps.inputs.StarPosteriors.save.")
+                    "dustmaps_ext_build.decaps.inputs.StarPosteriors.save.")
     p.add_argument("stars", type=Path, nargs="+",
                    help="star posteriors (.npz): one file, several shard files, or folders "
                         "of *.npz shards (partitioned in parallel, in the order given)")
@@ -64,7 +64,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args):
-    """The :class:`~build_tools.decaps.pipeline.DecapsBuildConfig` an argument set asks for."""
+    """The :class:`~dustmaps_ext_build.decaps.pipeline.DecapsBuildConfig` an argument set asks for."""
     from .pipeline import DecapsBuildConfig
     from .sampler import SamplerSettings
 

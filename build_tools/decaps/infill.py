@@ -160,7 +160,7 @@ def tile_halo(window: int = 21, train: int = 51, median_width: int = 11,
 
     (70 cells with the paper's widths 21, 51, 11). Infills made earlier in the order by
     regions outside the tile are *not* within reach of this bound (see
-    ``build_tools.decaps.assemble``).
+    ``dustmaps_ext_build.decaps.assemble``).
     """
     return int(n_iter) * (int(median_width) // 2) + int(train) // 2 + int(window) // 2
 

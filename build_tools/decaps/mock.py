@@ -2,7 +2,7 @@
 
 * :func:`gaussian_mixture_boxes` -- bounding-box images of Gaussian mixtures on the grid;
 * :func:`synthetic_step_pixel` -- one pixel whose stars sit on a known step profile;
-* :func:`mock_catalogue` -- stars drawn from the simulated galaxy of :mod:`build_tools.galaxy`
+* :func:`mock_catalogue` -- stars drawn from the simulated galaxy of :mod:`dustmaps_ext_build.galaxy`
   with realistic posteriors: a measured (mu, E) scattered from the truth, Gaussian widths that
   grow with distance, and for a fraction of stars a second, "giant" mode further away (the
   dwarf/giant degeneracy), plus the metadata that the quality cuts use (including a few bad
@@ -163,7 +163,7 @@ def mock_catalogue(galaxy, n: int, rng: np.random.Generator, *, l_range_deg, b_r
         The stars and the truth: ``l``, ``b``, ``d``, ``mu``, ``ebv_true``, ``kind``
         (0 good, 1 bad fit, 2 M dwarf, 3 far, 4 unphysical).
     """
-    from build_tools.galaxy import draw_stars
+    from dustmaps_ext_build.galaxy import draw_stars
 
     s = draw_stars(galaxy, n, rng, l_range_deg=l_range_deg, b_range_deg=b_range_deg,
                    d_range_kpc=d_range_kpc)

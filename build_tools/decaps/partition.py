@@ -6,7 +6,7 @@ The catalogue comes as input *shards* (files written by
 the blocks whose pixels it may weight (:func:`assign_blocks`), and writes one *fragment* per
 block it touches, ``star_dir/stars_{block:06d}_{shard:06d}.npz``, atomically (temporary
 name, then ``os.replace``). :func:`partition_shards` runs it over all shards with the
-project's Dask runner (``build_tools.runner.run_blocks``, the shard index as the block id),
+project's Dask runner (``dustmaps_ext_build.runner.run_blocks``, the shard index as the block id),
 so stage 1 runs in parallel, shows progress and resumes after a kill. A block's stars are
 its fragments concatenated in shard order (:func:`load_block_stars`).
 
@@ -499,7 +499,7 @@ def _job_identity(paths: Sequence[Path], cfg, max_ebv, smooth: bool) -> str:
 
 def _previous_run(out_dir: Path, identity: str) -> str:
     """"none" (no manifest), "same" job or "other" job (or an unreadable manifest)."""
-    from build_tools.runner import MANIFEST_NAME
+    from dustmaps_ext_build.runner import MANIFEST_NAME
 
     manifest = out_dir / MANIFEST_NAME
     if not manifest.exists():
@@ -513,7 +513,7 @@ def _previous_run(out_dir: Path, identity: str) -> str:
 
 def _forget_incomplete_shards(out_dir: Path, star_dir: Path, n_shards: int) -> None:
     """Drop the result of every shard with a missing fragment, so that it runs again."""
-    from build_tools.runner import block_path
+    from dustmaps_ext_build.runner import block_path
 
     present = {e.name for e in os.scandir(star_dir)} if star_dir.is_dir() else set()
     for shard in range(n_shards):
@@ -549,7 +549,7 @@ def partition_shards(shards: PathLike | Sequence[PathLike], star_dir: PathLike,
     smooth : bool
         Smooth the posteriors (§4.1.2).
     scheduler, n_workers, progress, resume :
-        As for ``build_tools.runner.run_blocks``. Starting afresh (no manifest in
+        As for ``dustmaps_ext_build.runner.run_blocks``. Starting afresh (no manifest in
         ``out_dir``, or ``resume=False``) first clears the star files in ``star_dir``;
         resuming removes leftover temporary files and runs again every shard whose
         result exists but one of whose fragments does not. The job's identity is the
@@ -563,7 +563,7 @@ def partition_shards(shards: PathLike | Sequence[PathLike], star_dir: PathLike,
         ``n_cut_{name}`` totals, ``digests`` (n_shards, 32) and ``digest`` (hex, their
         :func:`combine_digests`).
     """
-    from build_tools.runner import load_blocks, run_blocks
+    from dustmaps_ext_build.runner import load_blocks, run_blocks
 
     paths = [p.resolve() for p in resolve_shards(shards)]
     out_dir = Path(out_dir).resolve()

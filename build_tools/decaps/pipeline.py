@@ -17,7 +17,7 @@ Stages:
    published layout and, optionally, the fast layout.
 
 :func:`build_decaps` runs the three stages with the project's Dask runner
-(``build_tools.runner.run_blocks``: per-task outputs, progress, resume), stage 1 from shard
+(``dustmaps_ext_build.runner.run_blocks``: per-task outputs, progress, resume), stage 1 from shard
 files and stage 3 streamed and tiled, so that the driver never holds the map's values.
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import healpy as hp
 import numpy as np
 
-from build_tools.writers.decaps import PUBLISHED_CHUNK_PIXELS
+from dustmaps_ext_build.writers.decaps import PUBLISHED_CHUNK_PIXELS
 
 from . import partition, pixelize, prior, reliable
 from .sampler import RETRY_SETTINGS, SamplerSettings, pack_pixel, sample_pixel
@@ -292,7 +292,7 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
                  chunk_pixels: int = PUBLISHED_CHUNK_PIXELS) -> dict:
     """Run the whole pipeline with the Dask runner, from star catalogue to release file.
 
-    Every stage runs as tasks of ``build_tools.runner.run_blocks`` (stage 1 per input shard,
+    Every stage runs as tasks of ``dustmaps_ext_build.runner.run_blocks`` (stage 1 per input shard,
     stage 2 per block of pixels, the infill of stage 3 per tile) and writes one result file
     per task, so a killed build resumes where it stopped and gives the same file as an
     uninterrupted one. The driver never holds the map's values: stage 3 streams them from
@@ -318,7 +318,7 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
     max_ebv : array_like, optional
         Maximum physical reddening curve for the §4.2.1 cut.
     scheduler, n_workers :
-        Passed to ``build_tools.runner.run_blocks`` (None = a local Dask cluster; a
+        Passed to ``dustmaps_ext_build.runner.run_blocks`` (None = a local Dask cluster; a
         scheduler address for a real cluster; "synchronous", "threads", "processes").
     progress, resume : bool
         Progress bar; skip blocks whose outputs exist (same settings).
@@ -347,7 +347,7 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
     ValueError
         A non-positive ``tile_size`` or ``chunk_pixels``.
     """
-    from build_tools.runner import run_blocks  # the project's Dask runner
+    from dustmaps_ext_build.runner import run_blocks  # the project's Dask runner
 
     from .assemble import assemble_release_from_blocks, check_output_options
 

@@ -1,12 +1,12 @@
 """Validation of the DECaPS pipeline on the simulated galaxy (Zucker et al. 2025 §4.2).
 
-Draws stars from :func:`build_tools.galaxy.default_galaxy` on a sky patch, builds per-star
+Draws stars from :func:`dustmaps_ext_build.galaxy.default_galaxy` on a sky patch, builds per-star
 posteriors with :func:`.mock.mock_catalogue` (including dwarf/giant bimodality and the
 contaminants that the cuts must remove), runs the pipeline block by block, and compares the
 recovered mean profiles with the galaxy's true cumulative E(B-V) inside each pixel's reliable
 distance range, and the distance of a cloud.
 
-Run ``python -m build_tools.decaps.validate`` (``--help`` for the options).
+Run ``python -m dustmaps_ext_build.decaps.validate`` (``--help`` for the options).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def validate_on_galaxy(*, n_stars: int = 400, l_range=(329.85, 330.15), b_range=
         ``dm_reliable_min`` / ``dm_reliable_max`` (medians), ``median_n_stars`` and
         ``cpu_s_per_pixel``.
     """
-    from build_tools.galaxy import default_galaxy
+    from dustmaps_ext_build.galaxy import default_galaxy
 
     gal = default_galaxy()
     stars, _ = mock.mock_catalogue(gal, n_stars, np.random.default_rng(seed),

@@ -9,7 +9,7 @@ Steps, for the stars of one sightline (its own and its weighted neighbours):
    winning parameters;
 4. cloud components with a column under 0.001 mag are dropped (column set to 0).
 
-Parameters are those of the released table (:data:`~build_tools.parametric.model.PARAM_NAMES`):
+Parameters are those of the released table (:data:`~dustmaps_ext_build.parametric.model.PARAM_NAMES`):
 a cloud's ``distance_k`` is measured from the bubble wall to where the cloud begins, its
 centre being ``distance_k + 2 span_k + bubble``. Table 3 gives the bounds in the paper's
 terms (cloud centre in [d_bubble, 15] kpc, extent in [0.01, 0.5 x centre] kpc); in the

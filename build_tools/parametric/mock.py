@@ -1,8 +1,8 @@
 """Mock star catalogs drawn from the simulated galaxy, with realistic measurement errors.
 
-Stars come from :func:`build_tools.galaxy.draw_observed_stars` (true positions and
+Stars come from :func:`dustmaps_ext_build.galaxy.draw_observed_stars` (true positions and
 reddening plus Gaia-like distance errors and LAMOST/XP-like E(B-V) errors), and are turned
-into a :class:`~build_tools.parametric.catalog.StarCatalog` that the build reads like a
+into a :class:`~dustmaps_ext_build.parametric.catalog.StarCatalog` that the build reads like a
 real one.
 """
 
@@ -27,7 +27,7 @@ def mock_catalog(galaxy: SimulatedGalaxy, n: int, seed: int | np.random.SeedSequ
         The known dust distribution.
     n : int
         Number of stars drawn before the parallax quality cut (see
-        :func:`~build_tools.galaxy.draw_observed_stars`).
+        :func:`~dustmaps_ext_build.galaxy.draw_observed_stars`).
     seed : int or numpy.random.SeedSequence
         Seed of the draw (the same seed gives the same catalog).
     l_range_deg, b_range_deg, d_range_kpc : tuple of float
@@ -35,7 +35,7 @@ def mock_catalog(galaxy: SimulatedGalaxy, n: int, seed: int | np.random.SeedSequ
     return_truth : bool
         Also return the true distances and reddening of the kept stars.
     **error_kwargs
-        Passed to :func:`~build_tools.galaxy.draw_observed_stars` (error model settings).
+        Passed to :func:`~dustmaps_ext_build.galaxy.draw_observed_stars` (error model settings).
 
     Returns
     -------

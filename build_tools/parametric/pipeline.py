@@ -7,10 +7,10 @@
    work folder (memory-mappable ``.npy`` files that every worker reads);
 2. :func:`process_block` fits every sightline of one HEALPix block (NESTED pixel at
    ``block_nside``): its stars are those within ``neighbour_factor`` resolutions of its
-   centre, weighted by eq. 14; blocks run on Dask through :func:`build_tools.runner.run_blocks`,
+   centre, weighted by eq. 14; blocks run on Dask through :func:`dustmaps_ext_build.runner.run_blocks`,
    which saves each block's results so that a killed build resumes;
 3. :func:`assemble_table` spreads the sightlines over their nside-1024 RING children and
-   writes the released table with :func:`build_tools.writers.parametric.write_parametric_table`.
+   writes the released table with :func:`dustmaps_ext_build.writers.parametric.write_parametric_table`.
 
 Rows of the table not covered by a fitted sightline (outside the catalog's sky, or
 sightlines with fewer than ``min_fit_stars`` stars) hold a zero-dust sightline: zero
@@ -304,7 +304,7 @@ def assemble_table(results: dict, config: ParametricBuildConfig,
     Returns
     -------
     dict
-        Every column of :data:`~build_tools.writers.parametric.PARAMETRIC_COLUMNS`,
+        Every column of :data:`~dustmaps_ext_build.writers.parametric.PARAMETRIC_COLUMNS`,
         each of length 12,582,912.
     """
     fill = fill_row_values(config)
@@ -361,7 +361,7 @@ def build_parametric_map(catalog: StarCatalog | str | os.PathLike, output: str |
     Parameters
     ----------
     catalog : StarCatalog or path
-        The stars (a path is read with :func:`~build_tools.parametric.catalog.read_catalog`).
+        The stars (a path is read with :func:`~dustmaps_ext_build.parametric.catalog.read_catalog`).
     output : path
         The FITS table to write (the ``data_v3.fits`` layout).
     work_dir : path
@@ -370,7 +370,7 @@ def build_parametric_map(catalog: StarCatalog | str | os.PathLike, output: str |
     config : ParametricBuildConfig, optional
         Build settings (the paper's by default).
     scheduler, n_workers, progress, resume
-        See :func:`build_tools.runner.run_blocks`.
+        See :func:`dustmaps_ext_build.runner.run_blocks`.
     overwrite : bool
         Replace ``output`` if it exists.
     dtype : numpy dtype

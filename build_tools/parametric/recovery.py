@@ -35,7 +35,7 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
     results : dict
         Per-sightline results (``nside``, ``ipix``, ``b_lim``, ``params``,
         ``max_distance``, ``fitted``), as returned by
-        :func:`~build_tools.parametric.pipeline.build_parametric_map`.
+        :func:`~dustmaps_ext_build.parametric.pipeline.build_parametric_map`.
     galaxy : SimulatedGalaxy
         The truth.
     n_grid : int

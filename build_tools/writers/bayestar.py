@@ -9,7 +9,7 @@ n_samples, n_dist) and ``best_fit`` (n_pix, n_dist), float32, in Bayestar19 unit
 :func:`write_simulated_bayestar19` covers dec > -30 deg (the Pan-STARRS 1 sky of
 Bayestar19), within ``|b| < b_max_deg`` to keep files small, with pixels of several nsides
 chosen by a simulated star density (finer where stars are denser, near the plane, as in
-the real map), and values = true E(B-V) of :mod:`build_tools.galaxy` divided by
+the real map), and values = true E(B-V) of :mod:`dustmaps_ext_build.galaxy` divided by
 ``ebv_per_unit`` (0.884), so that multiplying by 0.884 gives back E(B-V).
 """
 
@@ -143,7 +143,7 @@ def write_simulated_bayestar19(path, *, nsides=(64, 128, 256), galaxy: Simulated
     nsides : sequence of int
         The nsides of the pixels (powers of two), chosen per region by star density.
     galaxy : SimulatedGalaxy, optional
-        Default :func:`build_tools.galaxy.default_galaxy`.
+        Default :func:`dustmaps_ext_build.galaxy.default_galaxy`.
     n_samples : int
         Posterior samples per pixel.
     b_max_deg : float

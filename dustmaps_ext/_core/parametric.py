@@ -21,7 +21,7 @@ kpc. They never raise: invalid input gives NaN.
 The model's arithmetic is written once, in the scalar kernels ``_diffuse_constants``,
 ``_cloud_constants`` (whose Python bodies also derive the table's constants in numpy),
 ``_diffuse_terms``, ``_cloud_terms`` and ``_cloud_density_term``; the record kernels here
-and the build pipeline's fit (:mod:`build_tools.parametric.model`) both call them.
+and the build pipeline's fit (:mod:`dustmaps_ext_build.parametric.model`) both call them.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ COMPONENT_FIELDS = (
 
 # ------------------------------------------------------------- the model on plain scalars
 # One definition of the model's arithmetic, shared by the evaluator (below, on records) and
-# by the build pipeline's fit (build_tools.parametric.model, on parameter vectors).
+# by the build pipeline's fit (dustmaps_ext_build.parametric.model, on parameter vectors).
 
 _JIT = dict(cache=True, error_model="numpy")
 

@@ -16,9 +16,9 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from build_tools.decaps import assemble, infill, pipeline
-from build_tools.runner import _save_block
-from build_tools.writers.decaps import write_decaps_release
+from dustmaps_ext_build.decaps import assemble, infill, pipeline
+from dustmaps_ext_build.runner import _save_block
+from dustmaps_ext_build.writers.decaps import write_decaps_release
 from tests.reference import assert_same_hdf5, quiet
 
 NSIDE, NSIDE_BLOCK, N_SAMPLES = 64, 8, 1

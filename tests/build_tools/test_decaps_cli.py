@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from build_tools.decaps import cli, mock
+from dustmaps_ext_build.decaps import cli, mock
 from tests.reference import assert_same_hdf5
 
 
@@ -33,8 +33,8 @@ def test_errors_give_a_nonzero_status(tmp_path, capsys):
 
 
 def test_end_to_end_with_the_runner(tmp_path, capsys):
-    pytest.importorskip("build_tools.runner")  # the Dask runner lands at merge time
-    from build_tools.galaxy import default_galaxy
+    pytest.importorskip("dustmaps_ext_build.runner")  # the Dask runner lands at merge time
+    from dustmaps_ext_build.galaxy import default_galaxy
 
     stars, _ = mock.mock_catalogue(default_galaxy(), 150, np.random.default_rng(0),
                                    l_range_deg=(329.9, 330.1), b_range_deg=(-1.6, -1.4))
@@ -60,7 +60,7 @@ def test_end_to_end_with_the_runner(tmp_path, capsys):
 
 
 def test_several_shards_or_a_folder_give_the_single_file_map(tmp_path, capsys):
-    from build_tools.galaxy import default_galaxy
+    from dustmaps_ext_build.galaxy import default_galaxy
 
     stars, _ = mock.mock_catalogue(default_galaxy(), 150, np.random.default_rng(0),
                                    l_range_deg=(329.9, 330.1), b_range_deg=(-1.6, -1.4))

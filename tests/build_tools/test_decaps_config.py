@@ -6,8 +6,8 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from build_tools.decaps import mock, pipeline, pixelize
-from build_tools.decaps.sampler import SamplerSettings
+from dustmaps_ext_build.decaps import mock, pipeline, pixelize
+from dustmaps_ext_build.decaps.sampler import SamplerSettings
 
 
 def test_footprint_wraps_in_longitude():
@@ -37,7 +37,7 @@ def test_block_star_files_hold_every_star_a_block_needs(tmp_path):
     stars.b[:] = rng.uniform(-0.1, 0.1, stars.n_star)
     cfg = pipeline.DecapsBuildConfig(nside=1024, nside_block=256)
     prep = pipeline.prepare_inputs(stars, tmp_path, cfg, smooth=False)
-    from build_tools.decaps.inputs import StarPosteriors
+    from dustmaps_ext_build.decaps.inputs import StarPosteriors
 
     for bid in prep["blocks"]:
         pix = np.arange(bid * 16, (bid + 1) * 16)

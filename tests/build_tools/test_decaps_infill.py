@@ -6,7 +6,7 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from build_tools.decaps import infill
+from dustmaps_ext_build.decaps import infill
 
 NSIDE = 64
 

@@ -11,8 +11,8 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from scipy import ndimage
 
-from build_tools.decaps import filters, mock, pixelize, reliable
-from build_tools.decaps.inputs import (DM_MIN, DM_STEP, E_STEP, N_DM, N_E, StarPosteriors,
+from dustmaps_ext_build.decaps import filters, mock, pixelize, reliable
+from dustmaps_ext_build.decaps.inputs import (DM_MIN, DM_STEP, E_STEP, N_DM, N_E, StarPosteriors,
                                        bin_samples, boxes_from_dense)
 
 EDGES = DM_MIN + DM_STEP * np.arange(N_DM)

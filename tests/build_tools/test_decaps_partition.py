@@ -10,9 +10,9 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from build_tools.decaps import mock, partition, pipeline, pixelize, sampler
-from build_tools.decaps.inputs import StarPosteriors
-from build_tools.runner import block_path, load_blocks
+from dustmaps_ext_build.decaps import mock, partition, pipeline, pixelize, sampler
+from dustmaps_ext_build.decaps.inputs import StarPosteriors
+from dustmaps_ext_build.runner import block_path, load_blocks
 from tests.reference import assert_same_hdf5
 
 
@@ -109,13 +109,13 @@ CFG = pipeline.DecapsBuildConfig(
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory):
-    from build_tools.galaxy import default_galaxy
+    from dustmaps_ext_build.galaxy import default_galaxy
 
     tmp = tmp_path_factory.mktemp("shards")
     stars, _ = mock.mock_catalogue(default_galaxy(), 300, np.random.default_rng(5),
                                    l_range_deg=(329.7, 330.3), b_range_deg=(-1.8, -1.2))
     d = np.linspace(0.0, 1.5, 151)
-    from build_tools.decaps import filters
+    from dustmaps_ext_build.decaps import filters
 
     max_ebv = filters.max_reddening_curve(d, np.full(d.size, 10.0))
     cuts = [0, 90, 200, 300]  # uneven contiguous shards: their concatenation is the input
@@ -243,7 +243,7 @@ def _dies_after(n: int, fn):
 
 
 def test_a_killed_build_resumes_to_the_same_file(catalogue, tmp_path, monkeypatch):
-    from build_tools.decaps import assemble
+    from dustmaps_ext_build.decaps import assemble
 
     _, paths, max_ebv = catalogue
     kw = dict(max_ebv=max_ebv, scheduler="synchronous", progress=False, tile_size=4)

@@ -10,9 +10,9 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from build_tools.decaps import filters, mock, pipeline, sampler
-from build_tools.decaps.inputs import StarPosteriors
-from build_tools.galaxy import default_galaxy
+from dustmaps_ext_build.decaps import filters, mock, pipeline, sampler
+from dustmaps_ext_build.decaps.inputs import StarPosteriors
+from dustmaps_ext_build.galaxy import default_galaxy
 
 # Stars on a 0.3 x 0.3 deg patch in front of and behind the cloud at (l, b, d) =
 # (330, -1.5, 1.6 kpc); the map covers its central 0.12 x 0.12 deg at nside 2048 (1.7' pixels).

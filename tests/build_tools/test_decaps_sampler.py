@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from build_tools.decaps import mock, prior, sampler
-from build_tools.decaps.inputs import N_DM, N_E
+from dustmaps_ext_build.decaps import mock, prior, sampler
+from dustmaps_ext_build.decaps.inputs import N_DM, N_E
 
 EDGES = 4.0 + 0.125 * np.arange(N_DM)
 

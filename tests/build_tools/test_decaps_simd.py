@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import pytest
 
-from build_tools.decaps import _simd
+from dustmaps_ext_build.decaps import _simd
 
 
 @numba.njit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from build_tools.parametric.catalog import (CATALOG_COLUMNS, StarCatalog, read_catalog,
+from dustmaps_ext_build.parametric.catalog import (CATALOG_COLUMNS, StarCatalog, read_catalog,
                                             write_catalog)
 
 

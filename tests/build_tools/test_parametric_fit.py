@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from build_tools.parametric.fit import (FitConfig, fit_sightline, initial_parameters,
+from dustmaps_ext_build.parametric.fit import (FitConfig, fit_sightline, initial_parameters,
                                         parameter_bounds, residual_sigma)
-from build_tools.parametric.model import cloud_centres, evaluate_model
+from dustmaps_ext_build.parametric.model import cloud_centres, evaluate_model
 
 # two clouds (centres 0.6 and 1.9 kpc) on a thin diffuse disk, at b = 15 deg
 TRUTH = np.array([0.1, 0.12, 0.03,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from build_tools.galaxy import default_galaxy, draw_observed_stars
-from build_tools.parametric.mock import mock_catalog
+from dustmaps_ext_build.galaxy import default_galaxy, draw_observed_stars
+from dustmaps_ext_build.parametric.mock import mock_catalog
 
 
 def test_observed_stars_error_model():

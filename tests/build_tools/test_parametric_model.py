@@ -12,7 +12,7 @@ import io
 import numpy as np
 import pytest
 
-from build_tools.parametric.model import (
+from dustmaps_ext_build.parametric.model import (
     N_PARAMS, PARAM_NAMES, cloud_centres, evaluate_density, evaluate_model, loss_and_gradient,
     model_jacobian)
 

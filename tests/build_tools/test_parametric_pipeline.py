@@ -20,16 +20,16 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from build_tools.cli import build_parametric_main
-from build_tools.galaxy import default_galaxy
-from build_tools.parametric.catalog import CATALOG_COLUMNS, StarCatalog, write_catalog
-from build_tools.parametric.mock import mock_catalog
-from build_tools.parametric.model import PARAM_NAMES, evaluate_density, evaluate_model
-from build_tools.parametric.pipeline import (ParametricBuildConfig, build_parametric_map,
+from dustmaps_ext_build.cli import build_parametric_main
+from dustmaps_ext_build.galaxy import default_galaxy
+from dustmaps_ext_build.parametric.catalog import CATALOG_COLUMNS, StarCatalog, write_catalog
+from dustmaps_ext_build.parametric.mock import mock_catalog
+from dustmaps_ext_build.parametric.model import PARAM_NAMES, evaluate_density, evaluate_model
+from dustmaps_ext_build.parametric.pipeline import (ParametricBuildConfig, build_parametric_map,
                                              fill_row_values, plan_build)
-from build_tools.parametric.recovery import recovery_metrics
-from build_tools.runner import run_blocks
-from build_tools.writers.parametric import RELEASE_NSIDE
+from dustmaps_ext_build.parametric.recovery import recovery_metrics
+from dustmaps_ext_build.runner import run_blocks
+from dustmaps_ext_build.writers.parametric import RELEASE_NSIDE
 
 PATCHES = [  # (stars drawn, l range, b range): ~1,300 and ~4,000 stars kept
     (40000, (28.5, 31.5), (0.5, 3.5)),
@@ -193,7 +193,7 @@ def test_recovers_the_simulated_galaxy(built):
 
 @pytest.mark.slow  # writes a second full-sky table (~1 GB) to compare it byte for byte
 def test_killed_build_resumes_to_the_same_file(built, tmp_path):
-    from build_tools.parametric.catalog import read_catalog
+    from dustmaps_ext_build.parametric.catalog import read_catalog
 
     catalog = read_catalog(built["catalog"])
     config = ParametricBuildConfig(block_nside=BLOCK_NSIDE)
@@ -226,8 +226,8 @@ def test_killed_build_resumes_to_the_same_file(built, tmp_path):
 
 @pytest.mark.slow  # fits the whole small sky twice (~20 s)
 def test_neighbour_weight_cut_keeps_the_accuracy(built, tmp_path):
-    from build_tools.parametric.catalog import read_catalog
-    from build_tools.parametric.pipeline import process_block
+    from dustmaps_ext_build.parametric.catalog import read_catalog
+    from dustmaps_ext_build.parametric.pipeline import process_block
 
     catalog = read_catalog(built["catalog"])
     galaxy = default_galaxy()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from build_tools.parametric.sightlines import (adaptive_sightlines, decentration_weight,
+from dustmaps_ext_build.parametric.sightlines import (adaptive_sightlines, decentration_weight,
                                                from_nuniq, nuniq, resolution_deg,
                                                uncertainty_weights)
 

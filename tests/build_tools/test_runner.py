@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from build_tools.runner import block_path, block_seed, job_fingerprint, load_blocks, run_blocks
+from dustmaps_ext_build.runner import block_path, block_seed, job_fingerprint, load_blocks, run_blocks
 
 BLOCKS = [3, 0, 7, 5, 1]
 
