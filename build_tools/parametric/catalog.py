@@ -4,14 +4,14 @@ A catalog holds, per star, the Galactic position, the E(B-V) measurement with it
 the distance with its lower and upper errors (the 68% interval below and above the
 estimate), which the weights of Wang et al. (2025, eq. 10-14) use. Canonical column names:
 
-==================  ======  ==============================================
+=================== ======  ==============================================
 ``l``, ``b``        deg     Galactic longitude and latitude
 ``ebv``             mag     measured E(B-V)
 ``ebv_err``         mag     its 1-sigma error (> 0)
 ``distance``        kpc     distance estimate (> 0)
 ``distance_err_lo`` kpc     distance minus the lower 68% bound (>= 0)
 ``distance_err_hi`` kpc     the upper 68% bound minus distance (>= 0)
-==================  ======  ==============================================
+=================== ======  ==============================================
 
 Files with other names are read through ``column_map`` (canonical name -> file name).
 """
