@@ -18,25 +18,26 @@ The whole chain (all temperatures, all rounds) runs inside one compiled numba fu
   proposal between a random adjacent pair of temperatures; the coldest chain is recorded
   once per round.
 
-Speed (REFERENCE §5): star images are packed by distance column, each column holding only
-the stars and reddening rows where some star is non-zero, with stars innermost and sorted by
-distance, in half precision and whole groups of 8 stars (:class:`PackedPixel`), read eight
+Speed (against the C++ sampler of the released map, bayestar v0.2.0, which Zucker et al. 2025
+cite in §4.2.3, footnote 5): star images are packed by distance column, each column holding
+only the stars and reddening rows where some star is non-zero, with stars innermost and sorted
+by distance, in half precision and whole groups of 8 stars (:class:`PackedPixel`), read eight
 stars per instruction by the vector helpers of :mod:`._simd`; each chain keeps the offsets of
 the rows just below, at and above its profile, so a +-1 shift reads its columns without any
 index arithmetic, and a shift to an absolute level asks for all its (rarely cached) new rows
-before reading the first; the prior change of every move is computed first and invalid
-or prior-impossible moves cost nothing more; swaps of two equal jumps are skipped (they do not
+before reading the first; the prior change of every move is computed first and invalid or
+prior-impossible moves cost nothing more; swaps of two equal jumps are skipped (they do not
 change the state); the uniform variate is drawn before the per-star work, so that the bounds
-``z / (1 + z) <= log(1 + z) <= z`` (``z = delta_k / (L_k + eps)``) accept or reject most
-moves without a logarithm; the per-star line integrals and their inverses are updated
-incrementally, and re-synchronised exactly (with the total log likelihood and prior) at the
-end of every round.
+``z / (1 + z) <= log(1 + z) <= z`` (``z = delta_k / (L_k + eps)``) accept or reject most moves
+without a logarithm; the per-star line integrals and their inverses are updated incrementally,
+and re-synchronised exactly (with the total log likelihood and prior) at the end of every
+round.
 
-Defects of the C++ code (REFERENCE §5) and what this port does: the first star's image is
-never modified (fixed); the temperature-swap acceptance uses the likelihoods of the pair that
-was drawn (fixed); the bound check uses the ``n_E`` reddening rows, so a jump may reach the
-top of the grid (fixed); proposals with log acceptance below -10 are not cut off -- the exact
-Metropolis test is kept and made cheap by the bound above (fixed, no bias).
+Defects of that C++ code (found by reading its source) and what this port does: the first
+star's image is never modified (fixed); the temperature-swap acceptance uses the likelihoods of
+the pair that was drawn (fixed); the bound check uses the ``n_E`` reddening rows, so a jump may
+reach the top of the grid (fixed); proposals with log acceptance below -10 are not cut off --
+the exact Metropolis test is kept and made cheap by the bound above (fixed, no bias).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The parametric extinction-distance model of Wang et al. (2025), its loss and gradient.
 
 The model is the one the released ``data_v3.fits`` table follows, i.e. the form that the
-public ``dustmaps3d`` package evaluates (REFERENCE §3), not the slightly different printed
-eq. 3-9 of the paper. With ``x`` the distance (kpc), ``b_lim`` the sightline latitude (deg)
+public ``dustmaps3d`` package (2.2.13) evaluates, not the slightly different printed
+eq. 3-9 of the paper (§3.2). With ``x`` the distance (kpc), ``b_lim`` the sightline latitude (deg)
 and the 15 fitted parameters
 
     ``p = (bubble, h, rho, distance_1, span_1, Cum_EBV_1, ..., distance_4, span_4, Cum_EBV_4)``

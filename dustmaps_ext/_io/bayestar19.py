@@ -1,4 +1,6 @@
-"""The Bayestar19 file (Green et al. 2019; REFERENCE §2): checks and an in-RAM store.
+"""The Bayestar19 file: checks and an in-RAM store.
+
+The release of Green et al. (2019), Harvard Dataverse doi:10.7910/DVN/2EJ9TX.
 
 Layout of ``bayestar2019.h5`` as dustmaps' ``BayestarQuery`` reads it:
 

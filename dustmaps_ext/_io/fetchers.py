@@ -69,7 +69,8 @@ BAYESTAR2019_DOI = "10.7910/DVN/2EJ9TX"
 DECAPS_NPIX = 51_415_400
 DECAPS_NSAMPLES = 5
 DECAPS_NDIST = 120
-# published sizes of the release (REFERENCE §1), for scaling the repacked-size estimate
+# published sizes of the release (Dataverse doi:10.7910/DVN/J9JCKO), for scaling the
+# repacked-size estimate
 DECAPS_SAMPLES_BYTES = 33_800_000_000
 DECAPS_MEAN_BYTES = 8_000_000_000
 
@@ -86,7 +87,7 @@ WANG2025_URL_ENV = "DUSTMAPS_EXT_WANG2025_URL"
 #: Rows of ``data_v3.fits``: one per HEALPix RING pixel at nside 1024. The evaluator needs the
 #: full table, so a table of another length is refused (tests shrink this to stay fast).
 WANG2025_NROWS = 12 * 1024**2
-#: Columns ``data_v3.fits`` must have (REFERENCE: distances in kpc, reddening in mag).
+#: Columns ``data_v3.fits`` must have (as dustmaps3d 2.2.13 reads them; kpc and mag).
 WANG2025_COLUMNS = (
     "b_lim", "bubble", "diffuse_dust_rho", "h",
     "distance_1", "span_1", "Cum_EBV_1", "distance_2", "span_2", "Cum_EBV_2",

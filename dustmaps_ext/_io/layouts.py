@@ -1,6 +1,6 @@
 """DECaPS file layouts: the published one, this package's pixel-major one, and their readers.
 
-Published layout (Zucker et al. 2025 release; REFERENCE §1)
+Published layout (Zucker et al. 2025, §7; Harvard Dataverse doi:10.7910/DVN/J9JCKO)
     ``mean`` (n_pix, 1, 120) and ``samples`` (n_pix, 5, 120), float16, each HDF5 chunk
     holding 200,842 pixels of ONE (sample, distance) pair, deflate + shuffle. A random
     pixel touches 6 x 120 chunks, so random access is slow; streaming it whole is fine.

@@ -112,7 +112,7 @@ def _query_points(res, rng, n=300):
 
 
 def _expected_sigma(sig, s02, s14, s2m, d):
-    """REFERENCE §3's choice of sigma by distance (NaN-ignoring minima)."""
+    """dustmaps3d 2.2.13's choice of sigma by distance (NaN-ignoring minima)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         if d < 1:
