@@ -9,6 +9,8 @@ from the lists in ``api.rst``. The pipeline is documented from the installed pac
 ``dustmaps_ext_build`` (the repository's ``build_tools/`` folder).
 """
 
+import importlib.util
+
 import dustmaps_ext
 
 project = "dustmaps_ext"
@@ -33,6 +35,11 @@ napoleon_preprocess_types = False
 autosummary_generate = True
 autosummary_imported_members = False
 autodoc_member_order = "bysource"
+# The pipeline's optional dependencies (the "build" extra) are imported by some of its modules
+# at import time; where they are not installed, autodoc imports those modules against
+# stand-ins, so that the API pages build with only the package and Sphinx installed.
+autodoc_mock_imports = [name for name in ("threadpoolctl", "dask", "distributed", "pyarrow")
+                        if importlib.util.find_spec(name) is None]
 # Signatures show the annotations; the numpydoc "Parameters" sections describe them.
 autodoc_typehints = "signature"
 
@@ -52,7 +59,7 @@ rst_prolog = "\n".join(f".. |{name}| replace:: \\|{name}\\|" for name in ("b", "
 templates_path = ["_templates"]
 html_theme = "alabaster"
 html_static_path = ["_static"]
-exclude_patterns = ["_build", "api/_*"]
+exclude_patterns = ["_build"]
 
 # -- Cross-references to other projects ---------------------------------------------------
 # The documentation is built offline (CI reaches no documentation site), so intersphinx
@@ -61,14 +68,16 @@ exclude_patterns = ["_build", "api/_*"]
 # unlinked (they are still set in code font): nitpicky mode (-n) checks every reference to
 # this project's own objects, and ignores the outside ones listed here.
 nitpicky = True
+_STANDARD_LIBRARY = ("os", "pathlib", "shutil", "logging", "typing", "collections", "concurrent",
+                     "threading", "argparse", "dataclasses", "enum", "io", "tempfile", "json",
+                     "mmap", "numbers", "abc", "contextlib", "functools", "itertools", "hashlib",
+                     "zipfile", "gzip", "subprocess", "multiprocessing", "sys", "time", "warnings")
+_THIRD_PARTY = ("numpy", "np", "numba", "scipy", "astropy", "dustmaps", "dustmaps3d", "h5py",
+                "healpy", "dask", "distributed", "pandas", "pyarrow", "matplotlib", "tqdm",
+                "threadpoolctl")
 nitpick_ignore_regex = [
-    # the standard library
-    (r"py:.*", r"(os|pathlib|shutil|logging|typing|collections|concurrent|threading|argparse"
-               r"|dataclasses|enum|io|tempfile|json|mmap|numbers|abc|contextlib|functools|itertools"
-               r"|hashlib|zipfile|gzip|subprocess|multiprocessing|sys|time|warnings)(\..*)?"),
-    # third-party packages
-    (r"py:.*", r"(numpy|np|numba|scipy|astropy|dustmaps|dustmaps3d|h5py|healpy|dask|distributed"
-               r"|pandas|pyarrow|matplotlib|tqdm|threadpoolctl)(\..*)?"),
+    (r"py:.*", rf"({'|'.join(_STANDARD_LIBRARY)})(\..*)?"),
+    (r"py:.*", rf"({'|'.join(_THIRD_PARTY)})(\..*)?"),
     # The "Parameters"/"Returns" types of the numpydoc docstrings are prose as much as names
     # ("ndarray (n_pix, 120)", "int, optional", "{'parquet', 'fits'}", "mapping of str to
     # array_like"): napoleon turns every word of them into a class reference. Words that do not
