@@ -102,8 +102,7 @@ def configure_logging(level_of_detail: int) -> None:
     dask_level = level if level_of_detail >= 2 else max(level, logging.WARNING)
     for name in ("distributed", "dask", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(dask_level)
-    if "dask" in sys.modules or importlib.util.find_spec("dask") is not None:
-        _quiet_dask_workers(logging.getLevelName(dask_level).lower())
+    _quiet_dask_workers(logging.getLevelName(dask_level).lower())
 
 
 def _quiet_dask_workers(level_name: str) -> None:
@@ -111,11 +110,12 @@ def _quiet_dask_workers(level_name: str) -> None:
     import os
 
     # worker processes configure their logging from Dask's config when they import
-    # distributed; the environment variable reaches them before that, the config after
+    # distributed; the environment variable reaches them before that, the config after.
+    # Bokeh (the dashboard) sets its logger's level from its own variable when imported.
     os.environ["DASK_LOGGING__DISTRIBUTED"] = level_name
-    if "dask" in sys.modules:
-        import dask
-
+    os.environ["BOKEH_PY_LOG_LEVEL"] = "debug" if level_name == "debug" else "error"
+    dask = sys.modules.get("dask")
+    if dask is not None and hasattr(dask, "config"):
         dask.config.set({"logging.distributed": level_name})
 
 

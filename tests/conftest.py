@@ -63,6 +63,16 @@ def pytest_report_header(config) -> list[str]:
             f"numba cache: {os.environ['NUMBA_CACHE_DIR']}"]
 
 
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Undo what a test (e.g. a command line's ``main``) sets in ``os.environ``."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture
 def dustmaps_data_dir(tmp_path, monkeypatch):
     """Point dustmaps' data directory at a fresh temporary folder, without saving the config."""
