@@ -51,7 +51,7 @@ BUILD_FLAGS = {
     "column_map": "--column",
     "l_range_deg": "--l-range",
     "b_range_deg": "--b-range",
-    "nside_block": "--nside-block",
+    "nside_block": "--block-nside",
     "block_nside": "--block-nside",
     "nside_min": "--nside-min",
     "nside_max": "--nside-max",
@@ -249,9 +249,11 @@ def decaps_parser() -> argparse.ArgumentParser:
                    help="also write this package's fast (repacked) layout here")
     p.add_argument("--nside", type=int, default=8192,
                    help="HEALPix nside of the map (default: %(default)s)")
-    p.add_argument("--nside-block", type=int, default=256,
+    p.add_argument("--block-nside", dest="nside_block", type=int, default=256,
                    help="a block (the unit of work) is one nested pixel at this nside "
                         "(default: %(default)s)")
+    p.add_argument("--nside-block", dest="nside_block", type=int, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the older spelling
     p.add_argument("--max-density", type=Path, default=None,
                    help="CSV of distance (kpc) and maximum dust density (mag/kpc) for the "
                         "unphysical nearby high-reddening cut")
