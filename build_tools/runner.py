@@ -31,7 +31,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["run_blocks", "load_blocks", "block_path", "block_seed", "job_fingerprint"]
+__all__ = ["run_blocks", "load_blocks", "block_path", "block_seed", "job_fingerprint",
+           "dashboard_address", "DASHBOARD_ADDRESS_KEY", "DEFAULT_DASHBOARD_ADDRESS"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,25 @@ def _check_manifest(out_dir: Path, fingerprint: str, resume: bool) -> None:
     os.replace(tmp, manifest)
 
 
+#: Dask configuration key of the address the local cluster's dashboard listens on;
+#: ``None`` turns the dashboard off. ``build-decaps`` and ``build-parametric`` set it from
+#: ``--dashboard-address``; scripts use ``dask.config.set({DASHBOARD_ADDRESS_KEY: ...})``.
+DASHBOARD_ADDRESS_KEY = "dustmaps_ext.dashboard_address"
+#: By default the dashboard is reachable from this machine only, on a free port.
+DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:0"
+
+
+def dashboard_address() -> str | None:
+    """Where the local cluster's dashboard listens (``None``: no dashboard).
+
+    The value of the Dask configuration key :data:`DASHBOARD_ADDRESS_KEY`, by default
+    :data:`DEFAULT_DASHBOARD_ADDRESS` (this machine only, never all interfaces).
+    """
+    import dask
+
+    return dask.config.get(DASHBOARD_ADDRESS_KEY, DEFAULT_DASHBOARD_ADDRESS)
+
+
 def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str, np.ndarray]],
                out_dir: str | os.PathLike, *, scheduler: str | None = None,
                n_workers: int | None = None, progress: bool = True, resume: bool = True,
@@ -165,7 +185,8 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
         Folder of the block files and of ``manifest.json`` (created if needed).
     scheduler : str, optional
         ``None``: a :class:`distributed.LocalCluster` of ``n_workers`` single-threaded worker
-        processes (dashboard on a free port; a script that uses it needs the usual
+        processes (dashboard on a free port of 127.0.0.1, see :func:`dashboard_address`;
+        a script that uses it needs the usual
         ``if __name__ == "__main__":`` guard, as worker processes are spawned); ``"synchronous"``, ``"threads"`` or ``"processes"``: Dask's local
         schedulers; anything else: the address of a running Dask scheduler
         (e.g. ``"tcp://host:8786"``), whose workers send the results back to this process,
@@ -211,7 +232,7 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
     logger.info("%d %ss: %d already done in %s, %d to run", len(ids), task_name,
                 len(ids) - len(todo), out, len(todo))
     if todo:
-        from tqdm.auto import tqdm
+        from dustmaps_ext.progress import tqdm
 
         with tqdm(total=len(ids), initial=len(ids) - len(todo), disable=not progress,
                   desc=f"{task_name}s", unit=task_name) as bar:
@@ -248,7 +269,7 @@ def _run_distributed(todo, process_block, out, scheduler, n_workers, bar) -> Non
     if scheduler is None:
         cluster = LocalCluster(n_workers=int(n_workers or os.cpu_count() or 1),
                                threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
+                               dashboard_address=dashboard_address())
         client = Client(cluster)
     else:
         client = Client(scheduler)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import healpy as hp
 import numpy as np
-from tqdm.auto import tqdm
+from dustmaps_ext.progress import tqdm
 
 from .galaxy import SimulatedGalaxy, default_galaxy
 from .writers.decaps import DM_BIN_EDGES, PUBLISHED_CHUNK_PIXELS, create_decaps_release

@@ -14,7 +14,7 @@ from astropy.coordinates import Distance, SkyCoord
 import dustmaps.decaps as dm_decaps
 from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
 from dustmaps_ext._core.voxel import query_voxels
-from tests.reference import quiet
+from helpers.reference import quiet
 from dustmaps_ext.decaps import (DECaPSQuery, DECaPSQueryLite, LayoutPerformanceWarning,
                                  MapFileError, default_map_path, repack)
 

@@ -13,7 +13,7 @@ import pytest
 
 from dustmaps_ext._io import download as dl
 from dustmaps_ext._io.dataverse import DataverseError, dataset_files, find_file, resolve_base_url
-from tests.fake_dataverse import FakeServer
+from helpers.fake_dataverse import FakeServer
 
 DOI = "10.7910/DVN/TESTDS"
 FAST = dl.RetryPolicy(max_retries=3, backoff_base=0.01, timeout=(2.0, 2.0))

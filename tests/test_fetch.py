@@ -21,7 +21,7 @@ from dustmaps_ext import cli
 from dustmaps_ext._io import download as dl
 from dustmaps_ext._io import fetchers
 from dustmaps_ext._io.dataverse import DataverseError
-from tests.fake_dataverse import FakeServer
+from helpers.fake_dataverse import FakeServer
 
 with warnings.catch_warnings():
     # dustmaps warns (ConfigWarning) on import when ~/.dustmapsrc is missing, as on CI

@@ -25,7 +25,7 @@ from astropy.coordinates import SkyCoord
 
 from dustmaps_ext_build.writers.parametric import RELEASE_NROWS, write_parametric_table
 from dustmaps_ext._core.parametric import AUX_FIELDS, EBV_FIELDS
-from tests.test_wang2025_model import assert_agrees, random_columns
+from helpers.parametric_cases import assert_agrees, random_columns
 
 pytestmark = pytest.mark.slow  # one full-size (12.6 M rows, 1 GB) table per session: ~45 s
 

@@ -389,7 +389,7 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
                               chunk_pixels=chunk, overwrite=True, n_stars=px["n_stars"])
     kept = [] if collect else None
     try:
-        from tqdm.auto import tqdm
+        from dustmaps_ext.progress import tqdm
 
         with f, tqdm(total=n, disable=not progress, desc="write", unit="pixel") as bar:
             for a, b, mean, samples in _value_rows(cat, missing, values, chunk):

@@ -257,7 +257,7 @@ def file_digest(path: str | os.PathLike, hash_name: str = "md5", *, block_size: 
     desc : str, optional
         Label of the bar.
     """
-    from tqdm import tqdm
+    from ..progress import tqdm
 
     path = Path(path)
     hasher = hashlib.new(hash_name)
@@ -452,7 +452,7 @@ def download(url: str, dest: str | os.PathLike, *, expected_hash: str | None = N
 
 def _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber, progress,
                      desc, extra_bytes, validate, retry, block_size, session) -> Path:
-    from tqdm import tqdm
+    from ..progress import tqdm
 
     if block_size < 1:
         raise ValueError(f"block_size must be positive; got {block_size}")

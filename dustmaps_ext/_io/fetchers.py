@@ -480,7 +480,7 @@ def _gzip_isize(path: Path) -> int:
 
 
 def _unpack(gz: Path, dest: Path, progress: bool) -> None:
-    from tqdm import tqdm
+    from ..progress import tqdm
 
     part = dest.with_name(dest.name + ".part")
     estimate = _gzip_isize(gz)

@@ -39,7 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from dustmaps.dustexceptions import Error as DustmapsError
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from .._core.pixels import PixelIndex
 

@@ -96,7 +96,7 @@ def convert_fits_table(src: str | os.PathLike, dst: str | os.PathLike, *,
     """
     import h5py
     from astropy.io import fits
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     src, dst = Path(src), Path(dst)
     if not src.is_file():

@@ -19,7 +19,7 @@ from astropy.coordinates import SkyCoord
 from dustmaps_ext_build.decaps import assemble, infill, pipeline
 from dustmaps_ext_build.runner import _save_block
 from dustmaps_ext_build.writers.decaps import write_decaps_release
-from tests.reference import assert_same_hdf5, quiet
+from helpers.reference import assert_same_hdf5, quiet
 
 NSIDE, NSIDE_BLOCK, N_SAMPLES = 64, 8, 1
 L_RANGE, B_RANGE = (5.0, 100.0), (-13.0, 13.0)  # ring image rows 43-85, columns 4-71

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dustmaps_ext_build.decaps import cli, mock
-from tests.reference import assert_same_hdf5
+from helpers.reference import assert_same_hdf5
 
 
 def test_config_from_arguments():
