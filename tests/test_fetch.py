@@ -117,7 +117,7 @@ def test_decaps_default_file_and_base_url_from_environment(server, decaps_releas
 
 
 def test_decaps_dropped_connection_is_resumed(server, dustmaps_data_dir):
-    content = os.urandom(9_000_000)  # the engine keeps whole 4 MiB blocks of a dropped body
+    content = os.urandom(9_000_000)  # the engine keeps every byte of a dropped body
     store = server.store_path(server.add_dataverse_file(fetchers.DECAPS_DOI, "decaps_mean.h5",
                                                         content))
     server.inject(store, "drop", 500)
@@ -125,7 +125,7 @@ def test_decaps_dropped_connection_is_resumed(server, dustmaps_data_dir):
                                  base_url=server.url, progress=False)
     assert path.read_bytes() == content
     statuses = [(r.range, r.status) for r in server.requests_for(store)]
-    assert statuses == [(None, 200), ("bytes=4194304-", 500), ("bytes=4194304-", 206)]
+    assert statuses == [(None, 200), ("bytes=4500000-", 500), ("bytes=4500000-", 206)]
 
 
 def test_decaps_wrong_md5_leaves_no_file(server, dustmaps_data_dir):
@@ -161,14 +161,15 @@ def test_decaps_consent_at_a_terminal(server, decaps_release, dustmaps_data_dir,
     stdin(tty=True, answer="no")
     with pytest.raises(fetchers.FetchConsentError, match="cancelled"):
         fetchers.fetch_decaps(mean_only=True, repack=False, base_url=server.url, progress=False)
-    assert "decaps_mean.h5 (400.0 kB)" in capsys.readouterr().out
+    # asked before any request, from the release's published size
+    assert "decaps_mean.h5 (about 8.0 GB)" in capsys.readouterr().out
     assert server.requests_for(store) == []
     stdin(tty=True, answer="yes")
     path = fetchers.fetch_decaps(mean_only=True, repack=False, base_url=server.url,
                                  progress=False)
     assert path.read_bytes() == content
-    # small downloads (below the threshold) never ask
-    monkeypatch.setattr(fetchers, "LARGE_DOWNLOAD_BYTES", 10**9)
+    # downloads below the threshold never ask
+    monkeypatch.setattr(fetchers, "LARGE_DOWNLOAD_BYTES", 10**10)
     stdin(tty=False)
     fetchers.fetch_decaps(mean_only=True, repack=False, base_url=server.url, progress=False,
                           clobber=True)

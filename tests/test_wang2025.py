@@ -344,3 +344,20 @@ def test_large_queries_keep_a_bounded_resident_set(query, monkeypatch):
     keep = query.resident_bytes // (96 + 72)
     assert calls and all(first >= keep for first, _ in calls)
     assert max(stop for _, stop in calls) == RELEASE_NROWS
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_query_in_a_forked_child(query):
+    """A child forked (multiprocessing's default on Linux) after a threaded query in the
+    parent answers right: numba's OpenMP threads, if the parent started them, are not used."""
+    from tests.test_fork_safety import in_forked_child
+
+    rng = np.random.default_rng(99)
+    n = 100_000
+    coords = SkyCoord(l=rng.uniform(0, 360, n) * u.deg,
+                      b=np.degrees(np.arcsin(rng.uniform(-1, 1, n))) * u.deg,
+                      distance=rng.uniform(0.05, 12, n) * u.kpc, frame="galactic")
+    parent = query(coords)
+    child = in_forked_child(query, coords[:10_000])
+    np.testing.assert_array_equal(child, parent[:10_000])
+    assert np.isfinite(child).mean() > 0.9

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 from typing import Iterator, Mapping
 
@@ -519,6 +520,32 @@ BUCKET_ROWS_LOG2 = 10
 # of threads).
 _PARALLEL_LOCK = threading.Lock()
 
+# A process forked from one whose numba thread pool runs on OpenMP must not run a parallel
+# kernel: GNU OpenMP cannot be used after fork(), and numba's 'omp' layer kills such a child
+# ("fork() called from a process already using GNU OpenMP"). multiprocessing forks by default
+# on Linux, where numba picks 'omp' when TBB is not installed. Such a child (and its own
+# children) runs the serial kernels; the 'workqueue' and 'tbb' layers start again after a
+# fork, so their children keep the parallel ones.
+_POOL_INHERITED_ACROSS_FORK = False
+
+
+def _pool_unusable_after_fork() -> bool:
+    """Whether this process started numba's thread pool on a layer a forked child cannot use."""
+    try:
+        return numba.threading_layer() == "omp"
+    except ValueError:  # no parallel kernel has run here: no pool was started
+        return False
+
+
+def _after_fork_in_child() -> None:
+    global _PARALLEL_LOCK, _POOL_INHERITED_ACROSS_FORK
+    _PARALLEL_LOCK = threading.Lock()  # the thread that held it did not come along
+    _POOL_INHERITED_ACROSS_FORK = _POOL_INHERITED_ACROSS_FORK or _pool_unusable_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 @contextlib.contextmanager
 def parallel_slot(n_points: int) -> Iterator[bool]:
@@ -530,13 +557,18 @@ def parallel_slot(n_points: int) -> Iterator[bool]:
 
         with parallel_slot(n) as parallel:
             (kernel_parallel if parallel else kernel_serial)(...)
+
+    Always False in a process forked after its parent ran a parallel kernel on numba's
+    OpenMP layer, where the parallel kernel would kill the process.
     """
-    parallel = n_points >= PARALLEL_MIN_POINTS and _PARALLEL_LOCK.acquire(blocking=False)
+    lock = _PARALLEL_LOCK
+    parallel = (n_points >= PARALLEL_MIN_POINTS and not _POOL_INHERITED_ACROSS_FORK
+                and lock.acquire(blocking=False))
     try:
         yield parallel
     finally:
         if parallel:
-            _PARALLEL_LOCK.release()
+            lock.release()
 
 
 def _n_threads() -> int:

@@ -30,7 +30,7 @@ import warnings
 import zlib
 from pathlib import Path
 
-from .dataverse import find_file
+from .dataverse import find_file, resolve_base_url
 from .download import (
     BLOCK_SIZE,
     DownloadError,
@@ -263,25 +263,19 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
             _dispose_original(original, repacked, keep_original)
             return repacked
 
+        needs_download = clobber or not original.exists()
+        if needs_download:  # before any network access: a refusal touches nothing
+            _confirm_decaps_download(original, mean_only, repack, base_url, silence_warnings)
         info = find_file(DECAPS_DOI, original.name, base_url, retry=_retry())
         if clobber and repack:
             _drop_product(repacked)
         repack_bytes = (max(0, _repacked_bytes(mean_only, info.size) - _size(repacked))
                         if repack else 0)
-        if clobber or not original.exists():
+        if needs_download:
             part = original.with_name(original.name + ".part")
             to_download = (info.size or 0) - (0 if clobber else _size(part))
             check_free_space(directory, to_download + repack_bytes,
                              what=f"{original.name}" + (" and its repacked copy" if repack else ""))
-            if (info.size or 0) >= LARGE_DOWNLOAD_BYTES:
-                what = (f"About to download {original.name} ({format_bytes(info.size)}) from "
-                        f"{info.base_url} into {directory}")
-                if repack:
-                    what += (f", then repack it for fast queries (about "
-                             f"{format_bytes(_repacked_bytes(mean_only, info.size))} more)")
-                if not mean_only:
-                    what += "; mean_only=True fetches the mean map alone (about 8 GB)"
-                _confirm(what + ".", silence_warnings)
         download(info.access_url, original, expected_hash=info.checksum,
                  hash_name=info.hash_name or "md5", expected_size=info.size, clobber=clobber,
                  progress=progress, extra_bytes=repack_bytes, retry=_retry())
@@ -298,6 +292,26 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
                       checksum=info.checksum)
         _dispose_original(original, result, keep_original)
         return result
+
+
+def _confirm_decaps_download(original: Path, mean_only: bool, repack: bool,
+                             base_url: str | None, silence_warnings: bool) -> None:
+    """Ask for consent to the DECaPS download from the release's published size.
+
+    It runs before the Dataverse metadata is read, so an offline user is asked at once and a
+    refusal (or a session without a terminal) makes no network request.
+    """
+    published = DECAPS_MEAN_BYTES if mean_only else DECAPS_SAMPLES_BYTES
+    if published < LARGE_DOWNLOAD_BYTES:
+        return
+    what = (f"About to download {original.name} (about {format_bytes(published)}) from "
+            f"{resolve_base_url(base_url)} into {original.parent}")
+    if repack:
+        what += (f", then repack it for fast queries (about "
+                 f"{format_bytes(_repacked_bytes(mean_only))} more)")
+    if not mean_only:
+        what += "; mean_only=True fetches the mean map alone (about 8 GB)"
+    _confirm(what + ".", silence_warnings)
 
 
 def _dispose_original(original: Path, repacked: Path, keep_original: bool) -> None:
