@@ -256,7 +256,7 @@ def test_default_paths_and_first_use_conversion(release_like, dustmaps_data_dir,
         os.symlink(release_like[1], dst)
         return dst
 
-    monkeypatch.setattr(wang2025, "convert_fits_table", fake_convert)
+    monkeypatch.setattr(wang2025, "convert_table", fake_convert)
     with caplog.at_level(logging.WARNING, logger="dustmaps_ext.wang2025"):
         q = Wang2025Query()
     assert "converting" in caplog.text

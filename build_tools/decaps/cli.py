@@ -65,7 +65,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args):
     """The :class:`~dustmaps_ext_build.decaps.pipeline.DecapsBuildConfig` an argument set asks for."""
-    from .pipeline import DecapsBuildConfig
+    from .config import DecapsBuildConfig
     from .sampler import SamplerSettings
 
     base = SamplerSettings()

@@ -34,6 +34,8 @@ from typing import Iterator, Mapping
 import numba
 import numpy as np
 
+from .threads import max_threads, run_tasks
+
 __all__ = [
     "TABLE_COLUMNS", "CLOUD_COLUMNS", "DERIVED_FIELDS", "EBV_FIELDS", "AUX_FIELDS",
     "RECORD_FIELDS", "record_column", "N_CLOUDS", "CLOUD_MIN_COLUMN",
@@ -538,10 +540,6 @@ def parallel_slot(n_points: int) -> Iterator[bool]:
             _PARALLEL_LOCK.release()
 
 
-def _n_threads() -> int:
-    return max(1, numba.config.NUMBA_NUM_THREADS)
-
-
 def evaluate(records: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
              distances: np.ndarray | None, *, components: bool = False,
              release=None) -> np.ndarray | dict[str, np.ndarray]:
@@ -605,7 +603,7 @@ def evaluate(records: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
         for first_bucket in range(0, n_buckets, per_block):
             lo = starts[1 + first_bucket]
             hi = starts[1 + min(first_bucket + per_block, n_buckets)]
-            step = max(CHUNK_POINTS, -(-(hi - lo) // _n_threads()))
+            step = max(CHUNK_POINTS, -(-(hi - lo) // max_threads()))
             for a in range(lo, hi, step):
                 tasks.append((a, min(a + step, hi), first_bucket << BUCKET_ROWS_LOG2))
         tasks = [t for t in tasks if t[1] > t[0]]
@@ -625,15 +623,7 @@ def evaluate(records: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
                 if done:
                     release(first, min(first + (1 << BLOCK_ROWS_LOG2), rec.shape[0]))
 
-        if n >= PARALLEL_MIN_POINTS and len(tasks) > 1 and _n_threads() > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=_n_threads()) as pool:
-                for _ in pool.map(run, tasks):
-                    pass
-        else:
-            for task in tasks:
-                run(task)
+        run_tasks(run, tasks, parallel=n >= PARALLEL_MIN_POINTS)
 
     if not components:
         return outs[0]

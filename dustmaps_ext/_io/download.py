@@ -36,6 +36,9 @@ from typing import Any, Callable, Iterator
 
 import requests
 
+from ..errors import (ChecksumError, DownloadError, DownloadLockedError,  # noqa: F401 (re-exported)
+                      InsufficientSpaceError)
+
 __all__ = [
     "BLOCK_SIZE",
     "DEFAULT_RETRY",
@@ -67,22 +70,6 @@ _RETRY_STATUSES = frozenset({408, 429})
 _UNREADABLE_LOCK_GRACE_S = 60.0
 
 _sleep = time.sleep  # indirection so tests can record the backoff delays
-
-
-class DownloadError(OSError):
-    """A download could not be completed (network, server or verification failure)."""
-
-
-class ChecksumError(DownloadError):
-    """A file's size or checksum differs from the one published for it."""
-
-
-class DownloadLockedError(DownloadError):
-    """Another process (or thread) is already downloading the same file."""
-
-
-class InsufficientSpaceError(DownloadError):
-    """The disk does not have enough free space for the download and what follows it."""
 
 
 class _Retryable(Exception):
@@ -306,7 +293,7 @@ def _check_status(resp: requests.Response, what: str) -> None:
 def _session(session: requests.Session | None) -> requests.Session:
     if session is not None:
         return session
-    from .. import __version__
+    from .._version import __version__
 
     s = requests.Session()
     s.headers["User-Agent"] = f"dustmaps_ext/{__version__} python-requests/{requests.__version__}"
