@@ -399,3 +399,14 @@ def test_one_threading_policy(monkeypatch):
 def test_module_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_former_fetcher_constants_read_the_format_homes():
+    from dustmaps_ext._io import fetchers
+    from dustmaps_ext.formats import bayestar19, decaps, wang2025
+
+    assert fetchers.DECAPS_DOI == decaps.DOI == "10.7910/DVN/J9JCKO"
+    assert fetchers.BAYESTAR2019_DOI == bayestar19.DOI == "10.7910/DVN/2EJ9TX"
+    assert fetchers.WANG2025_COLUMNS is wang2025.COLUMNS and fetchers.WANG2025_NROWS == wang2025.NROWS
+    with pytest.raises(AttributeError, match="no attribute 'NOPE'"):
+        fetchers.NOPE  # noqa: B018

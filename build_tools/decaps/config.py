@@ -67,7 +67,7 @@ class DecapsBuildConfig:
         wrap, e.g. (239, 366)); the default is the DECaPS footprint.
     """
 
-    nside: int = 8192
+    nside: int = decaps_format.NSIDE
     nside_block: int = 256
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     retry: bool = True

@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from .._core.modes import BAYESTAR_FLAGS_WITH_DISTANCE, BAYESTAR_FLAGS_WITHOUT_DISTANCE
 from .._core.pixels import PixelIndex
 from ..errors import MapFileError
-from .decaps import InMemoryStore, PixelArrays
 from .files import open_hdf5
+from .stores import InMemoryStore, PixelArrays
 
 __all__ = ["DOI", "FILE_NAME", "PIXEL_INFO_DTYPE", "default_map_path", "Bayestar19FileInfo",
            "inspect_bayestar19_file", "Bayestar19Store", "load_bayestar19"]

@@ -51,10 +51,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._core.pixels import PixelIndex, in_lon_lat_box
-from .._core.voxel import PixelTable, VoxelStore
+from .._core.voxel import VoxelStore
 from ..errors import MapFileError
-from .files import (fsync_dir, fsync_file, map_read_only, open_hdf5, release_pages,
-                    write_json_atomic)
+from .files import (
+    fsync_dir,
+    fsync_file,
+    map_read_only,
+    open_hdf5,
+    release_pages,
+    write_json_atomic,
+)
+from .stores import InMemoryStore, PixelArrays
 
 __all__ = ["DOI", "MEAN_AND_SAMPLES", "MEAN_ONLY", "NSIDE", "NPIX", "N_SAMPLES", "N_DIST",
            "DM_MIN", "DM_STEP", "DM_BIN_EDGES", "PUBLISHED_CHUNK_PIXELS", "PIXEL_DATASETS",
@@ -279,56 +286,6 @@ def _check_contiguous_extent(path: Path, f: h5py.File, names) -> None:
 
 
 # --------------------------------------------------------------------------- stores
-@dataclass
-class PixelArrays(PixelTable):
-    """Per-pixel arrays of a map (in RAM or memory-mapped)."""
-
-    index: PixelIndex
-    dm_reliable_min: np.ndarray
-    dm_reliable_max: np.ndarray
-    converged: np.ndarray
-    infilled: np.ndarray
-
-    def flags(self, rows: np.ndarray) -> dict:
-        """converged, infilled (bool) and reliable-distance bounds (float32) of each row.
-
-        Rows of -1 give False and NaN.
-        """
-        inside = rows >= 0
-        safe = np.where(inside, rows, 0)
-        return {
-            "converged": (self.converged[safe] != 0) & inside,
-            "infilled": (self.infilled[safe] != 0) & inside,
-            "dm_min": np.where(inside, self.dm_reliable_min[safe], np.float32(np.nan)),
-            "dm_max": np.where(inside, self.dm_reliable_max[safe], np.float32(np.nan)),
-        }
-
-
-class InMemoryStore(VoxelStore):
-    """A whole map in RAM: ``data`` (n_pix, n_slots, n_dist) uint16 and its pixel arrays."""
-
-    chunk_coords = None  # answer any number of coordinates at once
-
-    def __init__(self, info: DecapsFileInfo, data: np.ndarray, pixels: PixelArrays) -> None:
-        self.info = info
-        self.data = data
-        self.pixels = pixels
-        self.n_samples = data.shape[1] - 1
-
-    def data_for(self, rows: np.ndarray, want_samples: bool):
-        return self.data, rows
-
-    def release(self) -> None:
-        """Nothing to release."""
-
-    @property
-    def nbytes(self) -> int:
-        p = self.pixels
-        return int(self.data.nbytes + p.index._starts.nbytes + p.dm_reliable_min.nbytes
-                   + p.dm_reliable_max.nbytes + p.converged.nbytes + p.infilled.nbytes
-                   + p.index._coarse_start.nbytes)
-
-
 class MappedStore(VoxelStore):
     """A pixel-major file, memory-mapped; touched pages are released after each chunk.
 

@@ -29,8 +29,13 @@ import sys
 import zlib
 from pathlib import Path
 
-from ..errors import (DownloadError, DownloadLockedError, FetchConsentError,
-                      InsufficientSpaceError, InvalidDownloadError)
+from ..errors import (
+    DownloadError,
+    DownloadLockedError,
+    FetchConsentError,
+    InsufficientSpaceError,
+    InvalidDownloadError,
+)
 from . import bayestar19 as _bayestar19
 from . import decaps as _decaps
 from . import wang2025 as _wang2025
@@ -38,7 +43,13 @@ from .dataverse import find_file
 from .decaps import decaps_paths, repack, repacked_bytes
 from .download import BLOCK_SIZE, check_free_space, download, file_lock, format_bytes
 from .files import atomic_output, write_json_atomic
-from .wang2025 import check_fits_header, check_fits_table, convert_table, read_fits_table_header, wang2025_paths
+from .wang2025 import (
+    check_fits_header,
+    check_fits_table,
+    convert_table,
+    read_fits_table_header,
+    wang2025_paths,
+)
 
 __all__ = [
     "FetchConsentError",
@@ -55,6 +66,23 @@ logger = logging.getLogger(__name__)
 
 #: Downloads at least this large ask for consent first (like dustmaps' DECaPS fetch).
 LARGE_DOWNLOAD_BYTES = 1_000_000_000
+
+# Names this module had before each format got its home: read-only views of the homes'
+# facts (set those on the homes, e.g. dustmaps_ext._io.wang2025.URL, to change them).
+_FORMERLY_HERE = {
+    "DECAPS_DOI": (_decaps, "DOI"), "BAYESTAR2019_DOI": (_bayestar19, "DOI"),
+    "DECAPS_NPIX": (_decaps, "NPIX"), "DECAPS_NSAMPLES": (_decaps, "N_SAMPLES"),
+    "DECAPS_NDIST": (_decaps, "N_DIST"), "WANG2025_URL": (_wang2025, "URL"),
+    "WANG2025_MIRROR_URL": (_wang2025, "MIRROR_URL"), "WANG2025_URL_ENV": (_wang2025, "URL_ENV"),
+    "WANG2025_NROWS": (_wang2025, "NROWS"), "WANG2025_COLUMNS": (_wang2025, "COLUMNS"),
+}
+
+
+def __getattr__(name: str):
+    if name in _FORMERLY_HERE:
+        module, attr = _FORMERLY_HERE[name]
+        return getattr(module, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- converters

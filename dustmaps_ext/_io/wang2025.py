@@ -34,8 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .._core.parametric import (AUX_FIELDS, EBV_FIELDS, TABLE_COLUMNS, build_records,
-                                record_column, record_dtype)
+from .._core.parametric import (
+    AUX_FIELDS,
+    EBV_FIELDS,
+    TABLE_COLUMNS,
+    build_records,
+    record_column,
+    record_dtype,
+)
 from ..errors import InvalidDownloadError
 from .files import advise_access, atomic_output, map_read_only, release_pages
 
