@@ -8,6 +8,8 @@ through the properties :attr:`~VoxelDustMap.store` and :attr:`~VoxelDustMap.vali
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import astropy.units as u
 import numpy as np
 from dustmaps.map_base import DustMap
@@ -44,6 +46,11 @@ class VoxelDustMap(DustMap):
     _store: VoxelStore | None = None
     _info = None
     _valid_modes: tuple = ()
+
+    @property
+    def map_fname(self) -> Path:
+        """The file this object reads."""
+        return self._info.path
 
     @property
     def store(self) -> VoxelStore:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-
 from ._core.modes import BAYESTAR_MODES
 from ._io.bayestar19 import default_map_path, inspect_bayestar19_file, load_bayestar19
 from ._io.fetchers import fetch_bayestar2019 as fetch
@@ -64,11 +63,6 @@ class Bayestar19Query(VoxelDustMap):
         self._info = inspect_bayestar19_file(path)
         n_samples = check_max_samples(max_samples, self._info.n_samples, path)
         self._store = load_bayestar19(self._info, n_samples=n_samples, progress=progress)
-
-    @property
-    def map_fname(self) -> Path:
-        """The file this object reads."""
-        return self._info.path
 
     @property
     def n_samples(self) -> int:

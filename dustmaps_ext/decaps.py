@@ -18,10 +18,17 @@ import logging
 import warnings
 from pathlib import Path
 
-
 from ._core.modes import ALL_MODES
-from ._io.decaps import (MEAN_AND_SAMPLES, MEAN_ONLY, MappedStore, PublishedRowStore,
-                         default_map_path, inspect_decaps_file, load_in_memory, repack)
+from ._io.decaps import (
+    MEAN_AND_SAMPLES,
+    MEAN_ONLY,
+    MappedStore,
+    PublishedRowStore,
+    default_map_path,
+    inspect_decaps_file,
+    load_in_memory,
+    repack,
+)
 from ._io.fetchers import fetch_decaps as fetch
 from ._voxel_map import VoxelDustMap, check_max_samples
 from .errors import LayoutPerformanceWarning, MapFileError
@@ -46,11 +53,6 @@ class _DECaPSBase(VoxelDustMap):
                                "or download the mean-and-samples file (fetch())")
         self._mean_only = bool(mean_only)
         self._valid_modes = ("mean",) if mean_only else ALL_MODES
-
-    @property
-    def map_fname(self) -> Path:
-        """The file this object reads."""
-        return self._info.path
 
     @property
     def n_samples(self) -> int:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .._core.modes import BAYESTAR_FLAGS_WITH_DISTANCE, BAYESTAR_FLAGS_WITHOUT_DISTANCE
 from .._core.pixels import PixelIndex
 from ..errors import MapFileError
-from .files import open_hdf5
+from .files import map_data_dir, open_hdf5
 from .stores import InMemoryStore, PixelArrays
 
 __all__ = ["DOI", "FILE_NAME", "PIXEL_INFO_DTYPE", "default_map_path", "Bayestar19FileInfo",
@@ -52,9 +52,7 @@ _PIXEL_FIELDS = PIXEL_INFO_DTYPE.names
 
 def bayestar_dir() -> Path:
     """``<dustmaps data_dir>/bayestar``, read at call time."""
-    from dustmaps.std_paths import data_dir
-
-    return Path(data_dir()) / "bayestar"
+    return map_data_dir("bayestar")
 
 
 def default_map_path() -> Path:

@@ -56,6 +56,7 @@ from ..errors import MapFileError
 from .files import (
     fsync_dir,
     fsync_file,
+    map_data_dir,
     map_read_only,
     open_hdf5,
     release_pages,
@@ -119,9 +120,7 @@ def in_footprint(l_deg, b_deg) -> np.ndarray:
 
 def decaps_dir() -> Path:
     """``<dustmaps data_dir>/decaps``, read at call time."""
-    from dustmaps.std_paths import data_dir
-
-    return Path(data_dir()) / "decaps"
+    return map_data_dir("decaps")
 
 
 def default_repacked_path(src) -> Path:

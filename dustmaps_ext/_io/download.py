@@ -36,8 +36,12 @@ from typing import Any, Callable, Iterator
 
 import requests
 
-from ..errors import (ChecksumError, DownloadError, DownloadLockedError,  # noqa: F401 (re-exported)
-                      InsufficientSpaceError)
+from ..errors import (  # noqa: F401 (re-exported)
+    ChecksumError,
+    DownloadError,
+    DownloadLockedError,
+    InsufficientSpaceError,
+)
 
 __all__ = [
     "BLOCK_SIZE",

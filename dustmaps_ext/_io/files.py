@@ -17,8 +17,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["open_hdf5", "atomic_output", "write_text_atomic", "write_json_atomic", "fsync_file",
+__all__ = ["map_data_dir", "open_hdf5", "atomic_output", "write_text_atomic", "write_json_atomic", "fsync_file",
            "fsync_dir", "map_read_only", "release_pages", "advise_access"]
+
+
+def map_data_dir(name: str) -> Path:
+    """``<dustmaps data_dir>/<name>``: where dustmaps (and this package) keep a map's files.
+
+    Read at call time, so that a change of ``dustmaps.config['data_dir']`` applies.
+    """
+    from dustmaps.std_paths import data_dir
+
+    return Path(data_dir()) / name
 
 
 def open_hdf5(path: str | os.PathLike, what: str):

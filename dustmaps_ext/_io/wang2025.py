@@ -43,7 +43,13 @@ from .._core.parametric import (
     record_dtype,
 )
 from ..errors import InvalidDownloadError
-from .files import advise_access, atomic_output, map_read_only, release_pages
+from .files import (
+    advise_access,
+    atomic_output,
+    map_data_dir,
+    map_read_only,
+    release_pages,
+)
 
 __all__ = ["URL", "MIRROR_URL", "URL_ENV", "GZ_NAME", "FITS_NAME", "CONVERTED_NAME", "NSIDE",
            "ORDERING", "NROWS", "COLUMNS", "FORMAT_NAME", "FORMAT_VERSION", "wang2025_dir",
@@ -85,9 +91,7 @@ _MAX_HDUS = 16
 
 def wang2025_dir() -> Path:
     """``<dustmaps data_dir>/wang2025``, read at call time."""
-    from dustmaps.std_paths import data_dir
-
-    return Path(data_dir()) / "wang2025"
+    return map_data_dir("wang2025")
 
 
 def wang2025_paths() -> tuple[Path, Path, Path]:
