@@ -278,7 +278,7 @@ def decaps_parser() -> argparse.ArgumentParser:
 
 def decaps_config_from_args(args: argparse.Namespace):
     """The :class:`~dustmaps_ext_build.decaps.pipeline.DecapsBuildConfig` the arguments ask for."""
-    from .decaps.pipeline import DecapsBuildConfig
+    from .decaps.config import DecapsBuildConfig
     from .decaps.sampler import SamplerSettings
 
     base = SamplerSettings()

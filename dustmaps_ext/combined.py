@@ -138,14 +138,14 @@ class _DustmapsBayestarSource:
 
 
 def _is_decaps_query(obj) -> bool:
-    from .decaps import _DECaPSBase
+    from .decaps import DECaPSQuery, DECaPSQueryLite
 
-    return isinstance(obj, _DECaPSBase)
+    return isinstance(obj, (DECaPSQuery, DECaPSQueryLite))
 
 
 def _open_decaps(decaps, progress: bool):
-    from .decaps import DECaPSQuery, DECaPSQueryLite, default_map_path
-    from ._io.layouts import inspect_decaps_file
+    from ._io.decaps import default_map_path, inspect_decaps_file
+    from .decaps import DECaPSQuery, DECaPSQueryLite
 
     if decaps is None:
         decaps = default_map_path()
@@ -163,12 +163,11 @@ def _bayestar_source(bayestar, mode_map: dict, scale: float, progress: bool):
     from dustmaps.bayestar import BayestarQuery
 
     from .bayestar import Bayestar19Query
-    from ._core.modes import BAYESTAR_MODES
 
     if bayestar is None or isinstance(bayestar, (str, Path)):
         bayestar = Bayestar19Query(bayestar, progress=progress)
     if isinstance(bayestar, Bayestar19Query):
-        return _StoreSource("bayestar", bayestar._store, BAYESTAR_MODES, mode_map, scale)
+        return _StoreSource("bayestar", bayestar.store, bayestar.valid_modes, mode_map, scale)
     if isinstance(bayestar, BayestarQuery):
         return _DustmapsBayestarSource(bayestar, mode_map, scale)
     raise TypeError("bayestar must be a file name, a dustmaps_ext.bayestar.Bayestar19Query or a "
@@ -239,8 +238,8 @@ class BayestarDECaPSQuery(DustMap):
         self.prefer = prefer
         self.bayestar_to_ebv = scale
         self._decaps_query = _open_decaps(decaps, progress)
-        self._decaps = _StoreSource("decaps", self._decaps_query._store,
-                                    self._decaps_query._valid_modes, {}, 1.0)
+        self._decaps = _StoreSource("decaps", self._decaps_query.store,
+                                    self._decaps_query.valid_modes, {}, 1.0)
         self._bayestar = _bayestar_source(bayestar, {"mean": bayestar_mean}, scale, progress)
         if not np.array_equal(self._decaps.edges, self._bayestar.edges):
             raise ValueError("the DECaPS and Bayestar19 files have different distance-modulus "

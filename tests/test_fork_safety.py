@@ -10,8 +10,6 @@ full-size map is ``test_wang2025.py::test_query_in_a_forked_child``.
 
 from __future__ import annotations
 
-import multiprocessing
-import queue
 
 import astropy.units as u
 import numba
@@ -21,32 +19,12 @@ from astropy_healpix import HEALPix
 
 from dustmaps_ext._core import parametric
 from dustmaps_ext.wang2025 import NSIDE, _pixel_rows
-from tests.test_wang2025_model import random_columns
+from helpers.parametric_cases import random_columns
+from helpers.processes import in_forked_child
 
 # Python >= 3.12 warns that fork() in a multi-threaded process may deadlock; that is the
 # situation under test
 pytestmark = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
-
-
-def in_forked_child(func, *args):
-    """``func(*args)`` run in a child forked with multiprocessing's 'fork' context."""
-    ctx = multiprocessing.get_context("fork")
-    results = ctx.Queue()
-    proc = ctx.Process(target=lambda: results.put(func(*args)))
-    proc.start()
-    for _ in range(240):  # at most 2 minutes
-        try:
-            out = results.get(timeout=0.5)
-            break
-        except queue.Empty:
-            if not proc.is_alive() and results.empty():
-                pytest.fail(f"the forked child died (exit code {proc.exitcode})")
-    else:
-        proc.kill()
-        pytest.fail("the forked child returned nothing in 2 minutes")
-    proc.join(60)
-    assert proc.exitcode == 0
-    return out
 
 
 def sky(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -256,7 +256,7 @@ def test_default_paths_and_first_use_conversion(release_like, dustmaps_data_dir,
         os.symlink(release_like[1], dst)
         return dst
 
-    monkeypatch.setattr(wang2025, "convert_fits_table", fake_convert)
+    monkeypatch.setattr(wang2025, "convert_table", fake_convert)
     with caplog.at_level(logging.WARNING, logger="dustmaps_ext.wang2025"):
         q = Wang2025Query()
     assert "converting" in caplog.text
@@ -350,7 +350,7 @@ def test_large_queries_keep_a_bounded_resident_set(query, monkeypatch):
 def test_query_in_a_forked_child(query):
     """A child forked (multiprocessing's default on Linux) after a threaded query in the
     parent answers right: numba's OpenMP threads, if the parent started them, are not used."""
-    from tests.test_fork_safety import in_forked_child
+    from helpers.processes import in_forked_child
 
     rng = np.random.default_rng(99)
     n = 100_000

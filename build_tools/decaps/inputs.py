@@ -22,12 +22,15 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from dustmaps_ext.formats import decaps as decaps_format
+
 __all__ = ["DM_MIN", "DM_STEP", "N_DM", "E_STEP", "N_E", "StarPosteriors", "bin_samples",
            "boxes_from_dense"]
 
-DM_MIN = 4.0
-DM_STEP = 0.125
-N_DM = 120
+#: The posteriors' distance-modulus grid: the map's own (the DECaPS format's facts).
+DM_MIN = decaps_format.DM_MIN
+DM_STEP = decaps_format.DM_STEP
+N_DM = decaps_format.N_DIST
 E_STEP = 0.01
 N_E = 700
 

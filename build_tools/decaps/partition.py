@@ -41,11 +41,14 @@ import healpy as hp
 import numba
 import numpy as np
 
+from dustmaps_ext.files import atomic_output
+from dustmaps_ext.healpix import check_nside
+
 from . import filters, pixelize
 from .inputs import StarPosteriors
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import DecapsBuildConfig
+    from .config import DecapsBuildConfig
 
 __all__ = ["weighting_radius_rad", "assign_blocks", "shard_digest", "fragment_path",
            "block_star_files", "load_block_stars", "resolve_shards", "partition_stars",
@@ -241,7 +244,7 @@ def assign_blocks(l_deg: np.ndarray, b_deg: np.ndarray, nside_block: int, radius
         inclusive ``query_disc`` returns for stars in the rare blocks where the
         neighbour shortcut is not provably safe).
     """
-    nside_block = pixelize._check_nside(nside_block)
+    nside_block = check_nside(nside_block, "nside_block")
     l_deg = np.asarray(l_deg, np.float64).ravel()
     b_deg = np.asarray(b_deg, np.float64).ravel()
     if l_deg.shape != b_deg.shape:
@@ -343,14 +346,8 @@ def load_block_stars(star_dir: PathLike, block: int) -> StarPosteriors:
 
 
 def _write_atomic(stars: StarPosteriors, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    stars.save(tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    with atomic_output(path, suffix=".npz") as tmp:
+        stars.save(tmp)
 
 
 def clear_star_dir(star_dir: PathLike) -> None:

@@ -23,13 +23,10 @@ files and stage 3 streamed and tiled, so that the driver never holds the map's v
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
-import json
 import logging
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import healpy as hp
@@ -38,103 +35,14 @@ import numpy as np
 from dustmaps_ext_build.writers.decaps import PUBLISHED_CHUNK_PIXELS
 
 from . import partition, pixelize, prior, reliable
-from .sampler import RETRY_SETTINGS, SamplerSettings, pack_pixel, sample_pixel
-from .inputs import DM_MIN, DM_STEP, N_DM, N_E, StarPosteriors
+from .config import DM_EDGES, DecapsBuildConfig
+from .sampler import pack_pixel, sample_pixel
+from .inputs import N_DM, N_E, StarPosteriors
 
 __all__ = ["DecapsBuildConfig", "prepare_inputs", "process_block", "process_block_file",
            "concat_block_results", "assemble_release", "build_decaps"]
 
 log = logging.getLogger(__name__)
-
-DM_EDGES = (DM_MIN + DM_STEP * np.arange(N_DM)).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class DecapsBuildConfig:
-    """Settings of a DECaPS-format build.
-
-    Parameters
-    ----------
-    nside : int
-        HEALPix nside of the map (8192 for the real map).
-    nside_block : int
-        A block is one NESTED pixel at this nside, i.e. ``(nside / nside_block)**2`` map pixels.
-    sampler : SamplerSettings
-        Temperatures, burn-in, number of samples; with ``retry`` the rounds and steps follow
-        the paper's escalating settings.
-    retry : bool
-        Re-run non-converged pixels (3 times under each of 4 settings).
-    retry_settings : tuple
-        (sweeps_per_round, n_rounds) of each setting.
-    min_stars : int
-        Pixels with fewer stars are infilled (10).
-    fwhm_pixels, truncate_fwhm : float
-        Star weighting (2.5 pixels, truncated at 2 FWHM).
-    weight_mode : {"image", "loglike"}
-        How a star's weight enters (see :func:`.sampler.pack_pixel`).
-    n_keep_samples : int
-        Samples written per pixel (5), drawn at random (seeded per pixel) from the chain's.
-    p_reliable_min, p_reliable_max : float
-        Appendix B thresholds (0.5 and 5).
-    infill_window, infill_train, infill_median : int
-        Widths of the §4.2.4 infill (21, 51, 11).
-    infill_seam_deg : float, optional
-        Longitude (deg) where the infill's ring image is cut (:func:`.infill.ring_origin`);
-        None: the middle of the longitudes outside ``l_range_deg`` (122.5 deg for DECaPS).
-    seed : int
-        Base seed.
-    prior_model : SmoothDiskDustModel
-        Mean of the jump prior.
-    l_range_deg, b_range_deg : (float, float)
-        Footprint: only pixels whose centres lie in this box are mapped (longitudes may
-        wrap, e.g. (239, 366)); the default is the DECaPS footprint.
-    """
-
-    nside: int = 8192
-    nside_block: int = 256
-    sampler: SamplerSettings = field(default_factory=SamplerSettings)
-    retry: bool = True
-    retry_settings: tuple = RETRY_SETTINGS
-    min_stars: int = 10
-    fwhm_pixels: float = 2.5
-    truncate_fwhm: float = 2.0
-    weight_mode: str = "image"
-    n_keep_samples: int = 5
-    p_reliable_min: float = 0.5
-    p_reliable_max: float = 5.0
-    infill_window: int = 21
-    infill_train: int = 51
-    infill_median: int = 11
-    infill_seam_deg: float | None = None
-    seed: int = 0
-    prior_model: prior.SmoothDiskDustModel = field(default_factory=prior.SmoothDiskDustModel)
-    l_range_deg: tuple = (239.0, 366.0)
-    b_range_deg: tuple = (-10.0, 10.0)
-
-    def in_footprint(self, l_deg, b_deg) -> np.ndarray:
-        """Whether directions (deg) lie in the footprint box."""
-        l_lo, l_hi = self.l_range_deg
-        dl = (np.asarray(l_deg) - l_lo) % 360.0
-        return (dl <= (l_hi - l_lo)) & (np.asarray(b_deg) >= self.b_range_deg[0]) & \
-            (np.asarray(b_deg) <= self.b_range_deg[1])
-
-    def __post_init__(self):
-        for name in ("nside", "nside_block"):
-            v = getattr(self, name)
-            if v < 1 or v & (v - 1):
-                raise ValueError(f"{name} must be a positive power of two")
-        if self.nside_block > self.nside:
-            raise ValueError("nside_block must not exceed nside")
-        if self.min_stars < 1 or self.n_keep_samples < 1:
-            raise ValueError("min_stars and n_keep_samples must be >= 1")
-        if self.n_keep_samples > self.sampler.n_samples:
-            raise ValueError("n_keep_samples cannot exceed the sampler's n_samples")
-
-    def fingerprint(self) -> str:
-        """Stable hash of every setting (for resume checks)."""
-        d = dataclasses.asdict(self)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
-
 
 # --------------------------------------------------------------------------- stage 1
 def prepare_inputs(stars: StarPosteriors, out_dir, cfg: DecapsBuildConfig, max_ebv=None,

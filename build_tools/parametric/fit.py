@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
-from dustmaps_ext._core.parametric import CLOUD_MIN_COLUMN
+from dustmaps_ext.parametric_model import CLOUD_MIN_COLUMN
 
 from .model import N_CLOUDS, N_PARAMS, _loss_grad_kernel, _model_kernel
 

@@ -35,6 +35,9 @@ import healpy as hp
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from dustmaps_ext.files import atomic_output
+from dustmaps_ext.healpix import check_nside
+
 from ..runner import load_blocks, run_blocks
 from ..writers.parametric import (PARAMETRIC_COLUMNS, RELEASE_NROWS, RELEASE_NSIDE,
                                   write_parametric_table)
@@ -97,9 +100,7 @@ class ParametricBuildConfig:
 
     def __post_init__(self):
         for name in ("nside_max", "nside_min", "block_nside"):
-            v = getattr(self, name)
-            if v < 1 or v & (v - 1):
-                raise ValueError(f"{name} must be a power of two, got {v}")
+            check_nside(getattr(self, name), name)
         if not self.block_nside <= self.nside_min <= self.nside_max <= RELEASE_NSIDE:
             raise ValueError("need block_nside <= nside_min <= nside_max <= 1024")
         if self.threshold < 1 or self.min_fit_stars < 2:
@@ -175,10 +176,8 @@ def prepare_build(catalog: StarCatalog, work_dir: str | os.PathLike,
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         np.lib.format.write_array(fh, arr, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _load(work: Path, prefix: str, names) -> dict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dustmaps_ext._core.parametric import CLOUD_MIN_COLUMN
+from dustmaps_ext.parametric_model import CLOUD_MIN_COLUMN
 
 from ..galaxy import SimulatedGalaxy
 from .model import cloud_centres, evaluate_model

@@ -13,15 +13,17 @@ from typing import Mapping
 
 import numpy as np
 
-from dustmaps_ext._core.parametric import TABLE_COLUMNS
+from dustmaps_ext.files import atomic_output
+from dustmaps_ext.formats import wang2025 as wang2025_format
 
 __all__ = ["PARAMETRIC_COLUMNS", "RELEASE_NSIDE", "RELEASE_NROWS", "write_parametric_table"]
 
-RELEASE_NSIDE = 1024
-RELEASE_NROWS = 12 * RELEASE_NSIDE ** 2
+#: HEALPix nside (RING) and rows of the released table (the format's facts).
+RELEASE_NSIDE = wang2025_format.NSIDE
+RELEASE_NROWS = wang2025_format.NROWS
 
 #: Column names of the released table, in release order (the evaluator's own list).
-PARAMETRIC_COLUMNS = TABLE_COLUMNS
+PARAMETRIC_COLUMNS = wang2025_format.COLUMNS
 
 
 def write_parametric_table(path: str | Path, columns: Mapping[str, np.ndarray], *,
@@ -52,16 +54,20 @@ def write_parametric_table(path: str | Path, columns: Mapping[str, np.ndarray], 
     """
     from astropy.table import Table
 
-    missing = [c for c in PARAMETRIC_COLUMNS if c not in columns]
     unknown = [c for c in columns if c not in PARAMETRIC_COLUMNS]
-    if missing or unknown:
-        raise ValueError(f"parametric table columns: missing {missing}, unknown {unknown}")
-    bad = {c: np.shape(columns[c]) for c in PARAMETRIC_COLUMNS
-           if np.shape(columns[c]) != (RELEASE_NROWS,)}
-    if bad:
-        raise ValueError(f"every column needs shape ({RELEASE_NROWS},); got {bad}")
+    if unknown:
+        raise ValueError(f"parametric table columns: unknown {unknown}")
+    shapes = {np.shape(columns[c]) for c in PARAMETRIC_COLUMNS if c in columns}
+    if len(shapes) > 1 or any(len(s) != 1 for s in shapes):
+        raise ValueError(f"every column needs shape ({RELEASE_NROWS},); got "
+                         f"{ {c: np.shape(columns[c]) for c in PARAMETRIC_COLUMNS if c in columns} }")
+    n_rows = next(iter(shapes))[0] if shapes else 0
+    wang2025_format.validate_columns(columns, n_rows, "parametric table to write")
     path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     table = Table({c: np.asarray(columns[c], dtype=dtype) for c in PARAMETRIC_COLUMNS},
                   copy=False)
-    table.write(path, format="fits", overwrite=overwrite)
+    with atomic_output(path, suffix=".fits") as tmp:
+        table.write(tmp, format="fits")
     return path

@@ -50,6 +50,13 @@ from urllib.parse import urlsplit
 
 import requests
 
+from ..errors import (  # noqa: F401 (re-exported)
+    ChecksumError,
+    DownloadError,
+    DownloadLockedError,
+    InsufficientSpaceError,
+)
+
 __all__ = [
     "BLOCK_SIZE",
     "DEFAULT_RETRY",
@@ -103,22 +110,6 @@ _UNREACHABLE_ERRNOS = {
 }
 
 _sleep = time.sleep  # indirection so tests can record the backoff delays
-
-
-class DownloadError(OSError):
-    """A download could not be completed (network, server or verification failure)."""
-
-
-class ChecksumError(DownloadError):
-    """A file's size or checksum differs from the one published for it."""
-
-
-class DownloadLockedError(DownloadError):
-    """Another process (or thread) is already downloading the same file."""
-
-
-class InsufficientSpaceError(DownloadError):
-    """The disk does not have enough free space for the download and what follows it."""
 
 
 class _Retryable(Exception):
@@ -384,7 +375,7 @@ def _check_status(resp: requests.Response, what: str) -> None:
 def _session(session: requests.Session | None) -> requests.Session:
     if session is not None:
         return session
-    from .. import __version__
+    from .._version import __version__
 
     s = requests.Session()
     s.headers["User-Agent"] = f"dustmaps_ext/{__version__} python-requests/{requests.__version__}"

@@ -17,7 +17,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from dustmaps_ext_build.decaps import assemble, infill, pipeline
-from dustmaps_ext_build.runner import _save_block
+from dustmaps_ext_build.runner import save_block
 from dustmaps_ext_build.writers.decaps import write_decaps_release
 from helpers.reference import assert_same_hdf5, quiet
 
@@ -111,7 +111,7 @@ def data(tmp_path_factory):
                "mean": mean[s], "samples": samples[s], "converged": converged[s],
                "fitted": ~miss[s], "dm_reliable_min": dm_min[s], "dm_reliable_max": dm_max[s],
                "attempts": np.ones(s.sum(), np.int32)}  # extra keys are ignored
-        paths.append(_save_block(block_dir, int(blk), res))
+        paths.append(save_block(block_dir, int(blk), res))
     # the untiled reference: infill the whole map, then write it in one go
     maps = np.concatenate([mean[None], np.moveaxis(samples, 1, 0)])
     filled, infilled = infill.infill_maps(pix, NSIDE, maps, miss, window=CFG.infill_window,
@@ -307,7 +307,7 @@ def test_clear_errors(data, tmp_path):
                                               progress=False)
     with np.load(paths[1]) as z:
         dup = {k: z[k][:2] for k in z.files}
-    bad = _save_block(tmp_path, 777, dup)
+    bad = save_block(tmp_path, 777, dup)
     with pytest.raises(ValueError, match="overlapping pixels"):
         assemble.assemble_release_from_blocks(paths + [bad], tmp_path / "x.h5", tmp_path / "w",
                                               CFG, progress=False)
