@@ -1,7 +1,7 @@
 """Bayestar19-format files (Green et al. 2019 layout), plain or of the simulated galaxy.
 
-The layout (REFERENCE §2) is what ``dustmaps.bayestar.BayestarQuery(version='bayestar2019')``
-reads: a structured ``pixel_info`` dataset (fields ``nside`` uint32, ``healpix_index``
+The layout (its facts in :mod:`dustmaps_ext.formats`, ``bayestar19``) is what
+``dustmaps.bayestar.BayestarQuery(version='bayestar2019')`` reads: a structured ``pixel_info`` dataset (fields ``nside`` uint32, ``healpix_index``
 uint64 NESTED, ``DM_reliable_min`` / ``DM_reliable_max`` float32 with NaN allowed,
 ``converged`` uint8) with attribute ``DM_bin_edges`` (float32); ``samples`` (n_pix,
 n_samples, n_dist) and ``best_fit`` (n_pix, n_dist), float32, in Bayestar19 units.

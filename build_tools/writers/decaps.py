@@ -1,6 +1,7 @@
 """Write a DECaPS 3D dust map file in the published layout (Zucker et al. 2025 release).
 
-The layout (REFERENCE §1) is what ``dustmaps.decaps`` reads:
+The layout (its facts in :mod:`dustmaps_ext.formats`, ``decaps``) is what ``dustmaps.decaps``
+reads:
 
 * group ``pixel_info`` with attributes ``nside``, ``DM_bin_edges`` (float32) and
   ``n_samples``, and datasets ``healpix_index`` (uint64, NESTED, sorted ascending),

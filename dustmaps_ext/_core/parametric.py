@@ -1,7 +1,7 @@
 """The parametric line-of-sight model of Wang et al. (2025) on plain arrays.
 
 Each sightline holds a local bubble, a diffuse exponential disk and up to four clouds
-(REFERENCE §3). The model is evaluated in two steps:
+(Wang et al. 2025, as the authors' package dustmaps3d evaluates it). The model is evaluated in two steps:
 
 1. :func:`derive_constants` turns the released table columns into per-sightline constants
    (the projected scale height, the diffuse column, the bubble step, each cloud's centre,
