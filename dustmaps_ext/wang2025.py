@@ -27,13 +27,28 @@ from pathlib import Path
 import numpy as np
 from dustmaps.map_base import DustMap
 
-from ._core.parametric import (CLOUD_MIN_COLUMN, COMPONENT_FIELDS, N_CLOUDS, RECORD_FIELDS,
-                               RELEASE_MIN_POINTS, cloud_profiles, evaluate, parallel_slot)
 from ._coords import galactic_arrays
+from ._core.parametric import (
+    CLOUD_MIN_COLUMN,
+    COMPONENT_FIELDS,
+    N_CLOUDS,
+    RECORD_FIELDS,
+    RELEASE_MIN_POINTS,
+    cloud_profiles,
+    evaluate,
+    parallel_slot,
+)
 from ._core.pixels import lb_to_ring
 from ._io.fetchers import fetch_wang2025 as fetch
-from ._io.wang2025 import (NSIDE, convert_table, default_fits_path, default_table_path,
-                           open_table, wang2025_dir)
+from ._io.files import missing_map_error
+from ._io.wang2025 import (
+    NSIDE,
+    convert_table,
+    default_fits_path,
+    default_table_path,
+    open_table,
+    wang2025_dir,
+)
 
 __all__ = ["Wang2025Query", "fetch", "convert_table", "default_table_path", "default_fits_path",
            "COMPONENT_DTYPE"]
@@ -54,9 +69,9 @@ def _resolve_map(map_fname) -> Path:
         if fits_path.is_file():
             logger.warning("converting %s once into %s (about a minute)", fits_path, converted)
             return convert_table(fits_path, converted, progress=False)
-        raise FileNotFoundError(
-            f"the Wang et al. (2025) map is not in {wang2025_dir()}: download it with "
-            "dustmaps_ext.wang2025.fetch()")
+        raise missing_map_error("Wang et al. (2025) map", f" ({wang2025_dir()})",
+                                "dustmaps_ext.wang2025", "dustmaps_ext.wang2025.fetch()",
+                                "dustmaps-ext fetch wang2025")
     path = Path(map_fname)
     if path.suffix.lower() in (".fits", ".fit"):
         converted = path.with_name(path.stem + "_columns.h5")

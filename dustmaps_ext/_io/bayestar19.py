@@ -31,7 +31,7 @@ from ..progress import tqdm
 from .._core.modes import BAYESTAR_FLAGS_WITH_DISTANCE, BAYESTAR_FLAGS_WITHOUT_DISTANCE
 from .._core.pixels import PixelIndex
 from ..errors import MapFileError
-from .files import map_data_dir, open_hdf5
+from .files import map_data_dir, missing_map_error, open_hdf5
 from .stores import InMemoryStore, PixelArrays
 
 __all__ = ["DOI", "FILE_NAME", "PIXEL_INFO_DTYPE", "default_map_path", "Bayestar19FileInfo",
@@ -65,12 +65,8 @@ def default_map_path() -> Path:
     """
     path = bayestar_dir() / FILE_NAME
     if not path.is_file():
-        raise FileNotFoundError(
-            f"The Bayestar19 map is not in the dustmaps data directory: {path} is missing.\n"
-            "Download it with:\n\n    import dustmaps_ext.bayestar\n    dustmaps_ext.bayestar.fetch()\n\n"
-            "or from the shell: dustmaps-ext fetch bayestar2019\n"
-            "To use another data directory: from dustmaps.config import config; "
-            "config['data_dir'] = '/path/to/data'")
+        raise missing_map_error("Bayestar19 map", f": {path} is missing", "dustmaps_ext.bayestar",
+                                "dustmaps_ext.bayestar.fetch()", "dustmaps-ext fetch bayestar2019")
     return path
 
 

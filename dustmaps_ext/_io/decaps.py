@@ -58,6 +58,7 @@ from .files import (
     fsync_file,
     map_data_dir,
     map_read_only,
+    missing_map_error,
     open_hdf5,
     release_pages,
     write_json_atomic,
@@ -156,13 +157,10 @@ def default_map_path(mean_only: bool = False) -> Path:
         if path.is_file():
             return path
     how = "dustmaps_ext.decaps.fetch(mean_only=True)" if mean_only else "dustmaps_ext.decaps.fetch()"
-    raise FileNotFoundError(
-        f"The DECaPS map is not in the dustmaps data directory ({folder}); looked for "
-        + ", ".join(p.name for p in candidates)
-        + f".\nDownload it with:\n\n    import dustmaps_ext.decaps\n    {how}\n\n"
-        "or from the shell: dustmaps-ext fetch decaps" + (" --mean-only" if mean_only else "")
-        + "\nTo use another data directory: from dustmaps.config import config; "
-        "config['data_dir'] = '/path/to/data'")
+    raise missing_map_error(
+        "DECaPS map", f" ({folder}); looked for " + ", ".join(p.name for p in candidates),
+        "dustmaps_ext.decaps", how,
+        "dustmaps-ext fetch decaps" + (" --mean-only" if mean_only else ""))
 
 
 def repacked_bytes(mean_only: bool, published_bytes: int | None = None) -> int:

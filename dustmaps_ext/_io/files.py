@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["map_data_dir", "open_hdf5", "atomic_output", "write_text_atomic", "write_json_atomic", "fsync_file",
+__all__ = ["map_data_dir", "missing_map_error", "open_hdf5", "atomic_output", "write_text_atomic", "write_json_atomic", "fsync_file",
            "fsync_dir", "map_read_only", "release_pages", "advise_access"]
 
 
@@ -29,6 +29,29 @@ def map_data_dir(name: str) -> Path:
     from dustmaps.std_paths import data_dir
 
     return Path(data_dir()) / name
+
+
+def missing_map_error(what: str, where: str, module: str, fetch_call: str,
+                      shell: str) -> FileNotFoundError:
+    """The error for a map that is not in the data directory, saying how to get it.
+
+    Parameters
+    ----------
+    what : str
+        The map (``"DECaPS map"``).
+    where : str
+        What was looked for, appended to "is not in the dustmaps data directory".
+    module, fetch_call : str
+        The Python module to import and the call that downloads the map.
+    shell : str
+        The shell command that downloads it.
+    """
+    return FileNotFoundError(
+        f"The {what} is not in the dustmaps data directory{where}.\n"
+        f"Download it with:\n\n    import {module}\n    {fetch_call}\n\n"
+        f"or from the shell: {shell}\n"
+        "To use another data directory: from dustmaps.config import config; "
+        "config['data_dir'] = '/path/to/data'")
 
 
 def open_hdf5(path: str | os.PathLike, what: str):
