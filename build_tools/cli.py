@@ -247,8 +247,8 @@ def decaps_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="release file to write (published HDF5 layout)")
     p.add_argument("--fast-layout", type=Path, default=None,
                    help="also write this package's fast (repacked) layout here")
-    p.add_argument("--nside", type=int, default=8192,
-                   help="HEALPix nside of the map (default: %(default)s)")
+    p.add_argument("--nside", type=int, default=None,
+                   help="HEALPix nside of the map (default: the release's, 8192)")
     p.add_argument("--block-nside", dest="nside_block", type=int, default=256,
                    help="a block (the unit of work) is one nested pixel at this nside "
                         "(default: %(default)s)")
@@ -257,11 +257,12 @@ def decaps_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-density", type=Path, default=None,
                    help="CSV of distance (kpc) and maximum dust density (mag/kpc) for the "
                         "unphysical nearby high-reddening cut")
-    p.add_argument("--l-range", type=float, nargs=2, default=(239.0, 366.0),
+    p.add_argument("--l-range", type=float, nargs=2, default=None,
                    metavar=("L_MIN", "L_MAX"),
-                   help="footprint longitudes (deg, may wrap; default: 239 366)")
-    p.add_argument("--b-range", type=float, nargs=2, default=(-10.0, 10.0),
-                   metavar=("B_MIN", "B_MAX"), help="footprint latitudes (deg; default: -10 10)")
+                   help="footprint longitudes (deg, may wrap; default: the release's, 239 366)")
+    p.add_argument("--b-range", type=float, nargs=2, default=None,
+                   metavar=("B_MIN", "B_MAX"),
+                   help="footprint latitudes (deg; default: the release's, -10 10)")
     p.add_argument("--rounds", type=int, default=None,
                    help="rounds per chain (disables the retry ladder unless --retry)")
     p.add_argument("--sweeps", type=int, default=None,
@@ -285,9 +286,13 @@ def decaps_config_from_args(args: argparse.Namespace):
     custom = args.rounds is not None or args.sweeps is not None
     smp = SamplerSettings(n_rounds=args.rounds or base.n_rounds,
                           sweeps_per_round=args.sweeps or base.sweeps_per_round)
-    return DecapsBuildConfig(nside=args.nside, nside_block=args.nside_block, sampler=smp,
-                             retry=args.retry or not custom, seed=args.seed,
-                             l_range_deg=tuple(args.l_range), b_range_deg=tuple(args.b_range))
+    # options left unset keep the config's defaults, which are the release's facts
+    given = {name: value for name, value in (
+        ("nside", args.nside),
+        ("l_range_deg", None if args.l_range is None else tuple(args.l_range)),
+        ("b_range_deg", None if args.b_range is None else tuple(args.b_range))) if value is not None}
+    return DecapsBuildConfig(nside_block=args.nside_block, sampler=smp,
+                             retry=args.retry or not custom, seed=args.seed, **given)
 
 
 def _max_reddening(path: Path | None):

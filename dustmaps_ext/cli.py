@@ -246,20 +246,19 @@ def _register_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
-    from ._io import fetchers
-    from ._io.download import format_bytes
-
     if args.target == "decaps":
         from .decaps import fetch as fetch_decaps
+        from .formats import decaps
 
         path = fetch_decaps(mean_only=args.mean_only, silence_warnings=args.yes,
-                                     clobber=args.clobber, repack=args.repack,
-                                     base_url=args.base_url, progress=args.progress,
-                                     keep_original=args.keep_original)
+                            clobber=args.clobber, repack=args.repack,
+                            base_url=args.base_url, progress=args.progress,
+                            keep_original=args.keep_original)
         print(f"DECaPS map ready: {path}")
-        original, repacked = fetchers.decaps_paths(args.mean_only)
+        original, _ = decaps.decaps_paths(args.mean_only)
         if args.repack and original.exists():
-            print(f"The published file {original} ({format_bytes(original.stat().st_size)}) was "
+            size_gb = original.stat().st_size / 1e9
+            print(f"The published file {original} ({size_gb:.1f} GB) was "
                   "kept; the queries read the repacked file, so you may delete it to free that "
                   "space.")
         elif args.repack:
@@ -273,7 +272,7 @@ def _run_fetch(args: argparse.Namespace) -> int:
         from .bayestar import fetch as fetch_bayestar2019
 
         path = fetch_bayestar2019(clobber=args.clobber, base_url=args.base_url,
-                                           silence_warnings=args.yes, progress=args.progress)
+                                  silence_warnings=args.yes, progress=args.progress)
         print(f"Bayestar19 map ready: {path}")
     return 0
 

@@ -5,7 +5,7 @@
   NESTED or RING pixel and back (the pixels healpy and astropy-healpix give, boundaries
   included);
 * :func:`in_lon_lat_box` -- the one footprint rule (open boundaries, longitudes may wrap);
-  the DECaPS footprint itself is :func:`dustmaps_ext.formats.decaps.in_footprint`.
+  the DECaPS footprint itself is ``dustmaps_ext.formats.decaps.in_footprint``.
 
 Example
 -------
