@@ -23,6 +23,7 @@ import numpy as np
 
 from ._core.modes import BAYESTAR_MODES
 from ._io.bayestar19 import inspect_bayestar19_file, load_bayestar19
+from ._pickle import ReopenByPath
 from ._voxel_map import VoxelDustMap
 from ._io.fetchers import fetch_bayestar2019 as fetch
 from ._io.layouts import MapFileError
@@ -59,7 +60,7 @@ def default_map_path() -> Path:
     return path
 
 
-class Bayestar19Query(VoxelDustMap):
+class Bayestar19Query(ReopenByPath, VoxelDustMap):
     """Bayestar19, loaded into RAM, answering as dustmaps' ``BayestarQuery`` does.
 
     Parameters
@@ -91,6 +92,7 @@ class Bayestar19Query(VoxelDustMap):
                 raise ValueError(f"max_samples must be between 1 and {self._info.n_samples} "
                                  f"(the samples in {path.name}); got {max_samples}")
         self._store = load_bayestar19(self._info, n_samples=max_samples, progress=progress)
+        self._remember_init(map_fname=self._info.path, max_samples=max_samples, progress=progress)
 
     @property
     def map_fname(self) -> Path:

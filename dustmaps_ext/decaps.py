@@ -23,6 +23,7 @@ import numpy as np
 from ._core.modes import ALL_MODES
 from ._io.layouts import (MapFileError, MappedStore, PublishedRowStore, default_repacked_path,
                           inspect_decaps_file, load_in_memory)
+from ._pickle import ReopenByPath
 from ._voxel_map import VoxelDustMap
 from ._io.fetchers import fetch_decaps as fetch
 from ._io.layouts import repack as _repack
@@ -100,7 +101,7 @@ def repack(src, dst=None, *, progress: bool = True) -> Path:
     return _repack(src, dst, progress=progress)
 
 
-class _DECaPSBase(VoxelDustMap):
+class _DECaPSBase(ReopenByPath, VoxelDustMap):
     """What both query classes share: file resolution, modes and the query itself."""
 
     _store = None
@@ -212,6 +213,8 @@ class DECaPSQuery(_DECaPSBase):
         logger.info("loading %s into RAM (%.2f GB)", self._info.path,
                     self._info.n_pix * (1 + n_samples) * self._info.n_dist * 2 / 1e9)
         self._store = load_in_memory(self._info, n_samples=n_samples, progress=progress)
+        self._remember_init(map_fname=self._info.path, max_samples=max_samples,
+                            mean_only=self._mean_only, progress=progress)
 
 
 class DECaPSQueryLite(_DECaPSBase):
@@ -246,3 +249,5 @@ class DECaPSQueryLite(_DECaPSBase):
                 "decompresses hundreds of MB; run dustmaps_ext.decaps.repack() once to make "
                 "DECaPSQueryLite fast", LayoutPerformanceWarning, stacklevel=2)
             self._store = PublishedRowStore(self._info, mean_only=mean_only)
+        self._remember_init(map_fname=self._info.path, mean_only=self._mean_only,
+                            chunk_coords=chunk_coords)

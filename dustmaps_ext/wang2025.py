@@ -32,6 +32,7 @@ from ._core.parametric import (CLOUD_MIN_COLUMN, COMPONENT_FIELDS, N_CLOUDS, REC
 from ._core.pixels import lb_to_ring
 from ._io.fetchers import fetch_wang2025 as fetch
 from ._io.parametric_table import NSIDE, convert_fits_table, open_table
+from ._pickle import ReopenByPath
 
 __all__ = ["Wang2025Query", "fetch", "convert_table", "default_table_path", "default_fits_path",
            "COMPONENT_DTYPE"]
@@ -125,7 +126,7 @@ def _as_structured(res: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.nda
     return out.reshape(shape)
 
 
-class Wang2025Query(DustMap):
+class Wang2025Query(ReopenByPath, DustMap):
     """Query the parametric 3D dust map of Wang et al. (2025).
 
     Parameters
@@ -155,6 +156,7 @@ class Wang2025Query(DustMap):
     def __init__(self, map_fname: str | os.PathLike | None = None):
         super().__init__()
         self._table = open_table(_resolve_map(map_fname))
+        self._remember_init(map_fname=Path(self._table.path))
 
     def _release_block(self, first_row: int, stop_row: int) -> None:
         keep = self.resident_bytes // sum(r.strides[0] for r in self._table.records)
