@@ -242,8 +242,10 @@ def extinction_columns(columns: Mapping[str, Any], query, opts: CatalogOptions |
     return out
 
 
-def _chunked_columns(columns, n_rows: int, query, opts: CatalogOptions) -> dict[str, np.ndarray]:
-    """:func:`extinction_columns` over blocks of ``opts.chunk_rows`` rows, into full arrays."""
+def _chunked_columns(columns, n_rows: int, query, opts: CatalogOptions,
+                     on_chunk=None) -> dict[str, np.ndarray]:
+    """:func:`extinction_columns` over blocks of ``opts.chunk_rows`` rows, into full arrays;
+    ``on_chunk(n)`` (a progress bar's ``update``) is called after each block."""
     out: dict[str, np.ndarray] = {}
     for start in range(0, max(n_rows, 1), opts.chunk_rows):
         stop = min(start + opts.chunk_rows, n_rows)
@@ -253,6 +255,8 @@ def _chunked_columns(columns, n_rows: int, query, opts: CatalogOptions) -> dict[
             if name not in out:
                 out[name] = np.empty((n_rows,) + arr.shape[1:], dtype=arr.dtype)
             out[name][start:stop] = arr
+        if on_chunk is not None:
+            on_chunk(stop - start)
     return out
 
 
