@@ -368,7 +368,7 @@ def add_extinction(data, query, *, bands: Sequence[str] = (), r_v=DEFAULT_R_V,
         _coefficients(query, opts, DEFAULT_R_V)
     kind = type(data).__module__.split(".")[0]
     if kind == "lsdb":
-        meta = _meta_of(data._ddf._meta, query, opts)
+        meta = _meta_of(data.meta, query, opts)
         return data.map_partitions(_add_to_pandas, query, opts, meta=meta)
     if kind == "dask":
         meta = _meta_of(data._meta, query, opts)
