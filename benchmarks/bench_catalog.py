@@ -68,8 +68,9 @@ def _cpu_self() -> float:
 
 # ============================================================================ inputs
 def build_maps(workdir: Path, log) -> tuple[Path, Path]:
-    from dustmaps_ext.decaps import repack
     from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
+
+    from dustmaps_ext.decaps import repack
 
     published = workdir / f"decaps_nside{NSIDE}.h5"
     repacked = workdir / f"decaps_nside{NSIDE}_repacked.h5"
@@ -86,10 +87,10 @@ def build_maps(workdir: Path, log) -> tuple[Path, Path]:
 
 def write_stars(path: Path, n: int, log) -> Path:
     """N stars in row groups of 10^6, streamed (memory bounded by one row group)."""
+    import astropy.units as u
     import pyarrow as pa
     import pyarrow.parquet as pq
     from astropy.coordinates import SkyCoord
-    import astropy.units as u
 
     if path.exists() and pq.ParquetFile(path).metadata.num_rows == n:
         return path
@@ -273,17 +274,17 @@ def driver(args) -> None:
     load1 = os.getloadavg()
     lines = ["# Catalogue query benchmark (parquet in, parquet out)", "",
              f"Run {started} with `benchmarks/bench_catalog.py --sizes {' '.join(args.sizes)}`.", "",
-             f"- Machine: {os.cpu_count()} cores, Python {platform.python_version()}; load average "
-             f"{load0[0]:.2f} at the start, {load1[0]:.2f} at the end (the 2 cores are shared "
-             "with other work, so wall times are noisy; CPU-seconds less so).",
-             f"- Map: simulated DECaPS map, whole footprint at nside {NSIDE}, 5 samples; the "
-             "repacked file for ours, the published one for dustmaps' DECaPSQueryLite.",
-             "- Stars: ra, dec, parallax; 70% inside the footprint, 3% with parallax <= 0 "
-             "(NaN answers). Output: `ebv` and `A_decam_g`, `A_decam_r` (float32), mode mean.",
+             (f"- Machine: {os.cpu_count()} cores, Python {platform.python_version()}; load average "
+              f"{load0[0]:.2f} at the start, {load1[0]:.2f} at the end (the 2 cores are shared "
+              "with other work, so wall times are noisy; CPU-seconds less so)."),
+             (f"- Map: simulated DECaPS map, whole footprint at nside {NSIDE}, 5 samples; the "
+              "repacked file for ours, the published one for dustmaps' DECaPSQueryLite."),
+             ("- Stars: ra, dec, parallax; 70% inside the footprint, 3% with parallax <= 0 "
+              "(NaN answers). Output: `ebv` and `A_decam_g`, `A_decam_r` (float32), mode mean."),
              "- Per core = stars per CPU-second (user + system of every process of the case).",
              "- Peak RSS = VmHWM of each process (Dask: driver, then the 2 workers).", ""]
-    lines += ["| N | case | wall | stars/s | stars/s per core | peak RSS per process | "
-              "throughput / in-process |", "|---|---|---|---|---|---|---|"]
+    lines += [("| N | case | wall | stars/s | stars/s per core | peak RSS per process | "
+               "throughput / in-process |"), "|---|---|---|---|---|---|---|"]
     for n, results in rows:
         base = n / results["in-process"]["wall_s"]
         for name, r in results.items():
@@ -299,8 +300,8 @@ def driver(args) -> None:
             rate = n / wall
             lines.append(f"| {n:,} | {name} | {wall:.1f} s{note} | {rate:,.0f} | {n / cpu:,.0f} | "
                          f"{', '.join(_mb(x) for x in r['rss'])} | {rate / base:.2f} |")
-    lines += ["", "Targets (issue 17): end to end at least 0.5 x the in-process throughput; peak "
-              "RSS per process under 1.5 GB; 10^8 stars in under 10 minutes on 2 cores."]
+    lines += ["", ("Targets (issue 17): end to end at least 0.5 x the in-process throughput; peak "
+                   "RSS per process under 1.5 GB; 10^8 stars in under 10 minutes on 2 cores.")]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:

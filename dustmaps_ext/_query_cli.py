@@ -21,7 +21,7 @@ import argparse
 import os
 from pathlib import Path
 
-__all__ = ["add_query_parser", "run_query", "MAP_CHOICES", "open_query"]
+__all__ = ["MAP_CHOICES", "add_query_parser", "open_query", "run_query"]
 
 #: ``--map`` choices.
 MAP_CHOICES = ("decaps", "decaps-full", "bayestar19", "combined", "wang2025")

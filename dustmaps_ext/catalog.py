@@ -20,14 +20,15 @@ Input columns
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .extinction import DEFAULT_R_V, bayestar19_coefficient, extinction_coefficient
 
-__all__ = ["add_extinction", "extinction_columns", "parallax_to_distance", "CatalogOptions"]
+__all__ = ["CatalogOptions", "add_extinction", "extinction_columns", "parallax_to_distance"]
 
 #: Rows answered at once for in-memory inputs (bounds the temporary arrays).
 DEFAULT_CHUNK_ROWS = 500_000
@@ -133,8 +134,8 @@ def _positions(columns: Mapping[str, Any], opts: CatalogOptions):
     """Galactic l, b (deg) and distance (kpc) of the rows, from whichever columns exist."""
     names = set(columns.keys())
     if opts.ra_col in names and opts.dec_col in names:
-        from astropy.coordinates import SkyCoord
         import astropy.units as u
+        from astropy.coordinates import SkyCoord
 
         ra = _float_column(columns, opts.ra_col, "deg")
         dec = _float_column(columns, opts.dec_col, "deg")
@@ -265,7 +266,9 @@ def _needed(columns, opts: CatalogOptions) -> list[str]:
               opts.parallax_col}
     if isinstance(opts.r_v, str):
         wanted.add(opts.r_v)
-    return [name for name in columns.keys() if name in wanted]
+    # .keys(): the column names of a Table, a DataFrame and a dict alike (iterating a Table
+    # gives its rows)
+    return [name for name in columns.keys() if name in wanted]  # noqa: SIM118
 
 
 def _add_to_pandas(frame, query, opts: CatalogOptions):

@@ -37,14 +37,21 @@ Any other band or wavelength
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 
-__all__ = ["DEFAULT_R_V", "DECAPS_TABLE2", "DECAPS_BANDS", "BAYESTAR19_COEFFICIENTS",
-           "BAYESTAR19_BANDS", "extinction_coefficient", "bayestar19_coefficient",
-           "curve_coefficient"]
+__all__ = [
+    "BAYESTAR19_BANDS",
+    "BAYESTAR19_COEFFICIENTS",
+    "DECAPS_BANDS",
+    "DECAPS_TABLE2",
+    "DEFAULT_R_V",
+    "bayestar19_coefficient",
+    "curve_coefficient",
+    "extinction_coefficient",
+]
 
 #: Mean R_V of the DECaPS stellar inference (Zucker et al. 2025, §4.1.1 and §5).
 DEFAULT_R_V = 3.32

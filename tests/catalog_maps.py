@@ -14,11 +14,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from dustmaps_ext_build.writers.bayestar import write_simulated_bayestar19
 
 from dustmaps_ext._core.parametric import build_records, record_dtype
-from dustmaps_ext._io import parametric_table as pt
-from dustmaps_ext_build.writers.bayestar import write_simulated_bayestar19
 from dustmaps_ext._demo import demo_map_path
+from dustmaps_ext._io import parametric_table as pt
 from dustmaps_ext.decaps import repack
 from dustmaps_ext.wang2025 import _pixel_rows
 from tests.test_wang2025_model import random_columns

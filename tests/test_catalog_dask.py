@@ -28,8 +28,8 @@ LSDB_NOISE = pytest.mark.filterwarnings("ignore:The inplace keyword in NestedFra
 @pytest.fixture(scope="module")
 def stars():
     l_deg, b_deg, d_kpc = star_positions(N, seed=31)
-    from astropy.coordinates import SkyCoord
     import astropy.units as u
+    from astropy.coordinates import SkyCoord
 
     icrs = SkyCoord(l_deg * u.deg, b_deg * u.deg, frame="galactic").icrs
     plx = 1.0 / d_kpc
@@ -40,8 +40,8 @@ def stars():
 
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory, stars):
-    from astropy.coordinates import SkyCoord
     import astropy.units as u
+    from astropy.coordinates import SkyCoord
 
     gal = SkyCoord(stars["ra"].to_numpy() * u.deg, stars["dec"].to_numpy() * u.deg).galactic
     return make_map_files(tmp_path_factory.mktemp("dask_maps"), gal.l.deg, gal.b.deg)

@@ -7,13 +7,20 @@ curve (Gordon et al. 2023) called directly.
 
 from __future__ import annotations
 
+import itertools
+
 import astropy.units as u
 import numpy as np
 import pytest
 from dust_extinction.parameter_averages import F99, G23
 
-from dustmaps_ext.extinction import (BAYESTAR19_BANDS, DECAPS_BANDS, bayestar19_coefficient,
-                                     curve_coefficient, extinction_coefficient)
+from dustmaps_ext.extinction import (
+    BAYESTAR19_BANDS,
+    DECAPS_BANDS,
+    bayestar19_coefficient,
+    curve_coefficient,
+    extinction_coefficient,
+)
 
 # Zucker et al. (2025), Table 2: filter, R, R'
 TABLE2 = """
@@ -85,7 +92,7 @@ def test_monotone_in_wavelength():
                 ["decam_g", "decam_r", "decam_i", "decam_z", "decam_y", "2mass_j", "2mass_h",
                  "2mass_ks"]):
         values = [extinction_coefficient(b) for b in seq]
-        assert all(a > b for a, b in zip(values, values[1:])), dict(zip(seq, values))
+        assert all(a > b for a, b in itertools.pairwise(values)), dict(zip(seq, values))
 
 
 def test_per_star_r_v_broadcasts():
