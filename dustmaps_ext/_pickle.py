@@ -10,11 +10,17 @@ absolute path, and reopen its files when it is unpickled in the receiving proces
 token depends on the class, the options and, for each file, its absolute path, size and
 modification time, so two objects on the same unchanged file get the same token, and a
 rewritten file gets a new one.
+
+A process that unpickles the same object many times (a Dask worker running one task per
+partition) opens its file once: the last few objects reopened in a process are reused
+while their file is unchanged (same path, size and modification time).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +30,31 @@ __all__ = ["ReopenByPath"]
 _NOT_IN_TOKEN = frozenset({"progress"})
 
 
+#: The objects this process reopened last, by token: a Dask worker unpickles the query
+#: object once per task, and must not load a map into RAM once per partition.
+_REOPENED: OrderedDict = OrderedDict()
+_REOPENED_MAX = 4
+_REOPENED_LOCK = threading.Lock()
+
+
 def _reopen(cls, kwargs: dict):
-    """Unpickle: open the map again in this process (quietly, without progress bars)."""
+    """Unpickle: open the map again in this process (quietly, without progress bars), or
+    reuse the object this process reopened last from the same unchanged file and options."""
     if "progress" in kwargs:
         kwargs = dict(kwargs, progress=False)
-    return cls(**kwargs)
+    key = (cls.__module__, cls.__qualname__, _token_of(
+        {k: v for k, v in kwargs.items() if k not in _NOT_IN_TOKEN}))
+    with _REOPENED_LOCK:
+        obj = _REOPENED.get(key)
+        if obj is not None:
+            _REOPENED.move_to_end(key)
+            return obj
+    obj = cls(**kwargs)
+    with _REOPENED_LOCK:
+        _REOPENED[key] = obj
+        while len(_REOPENED) > _REOPENED_MAX:
+            _REOPENED.popitem(last=False)
+    return obj
 
 
 def _file_token(path: Path) -> tuple:

@@ -115,3 +115,14 @@ def test_threaded_dask_scheduler_accepts_the_objects(maps, points):
     with dask.config.set({"tokenize.ensure-deterministic": True}):
         got = dask.delayed(answer)(query, *points).compute(scheduler="threads")
     np.testing.assert_array_equal(got, answer(query, *points))
+
+
+def test_a_process_reopens_a_file_once_while_it_is_unchanged(maps, tmp_path):
+    """A Dask worker unpickles the query once per task: the map must not load each time."""
+    path = shutil.copy(maps["decaps"], tmp_path / "again.h5")
+    blob = pickle.dumps(DECaPSQuery(path, progress=False))
+    first, second = pickle.loads(blob), pickle.loads(blob)
+    assert first is second
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changed
+    assert pickle.loads(blob) is not first
