@@ -47,7 +47,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "bench_catalog.md"
-NSIDE = 1024
 ROW_GROUP = 1_000_000
 SEED = 17
 BANDS = ("decam_g", "decam_r")
@@ -67,17 +66,17 @@ def _cpu_self() -> float:
 
 
 # ============================================================================ inputs
-def build_maps(workdir: Path, log) -> tuple[Path, Path]:
+def build_maps(workdir: Path, nside: int, log) -> tuple[Path, Path]:
     from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
 
     from dustmaps_ext.decaps import repack
 
-    published = workdir / f"decaps_nside{NSIDE}.h5"
-    repacked = workdir / f"decaps_nside{NSIDE}_repacked.h5"
+    published = workdir / f"decaps_nside{nside}.h5"
+    repacked = workdir / f"decaps_nside{nside}_repacked.h5"
     if not published.exists():
-        log(f"building the simulated DECaPS map (nside {NSIDE}, whole footprint) ...")
+        log(f"building the simulated DECaPS map (nside {nside}, whole footprint) ...")
         partial = published.with_name(published.name + ".partial")
-        write_simulated_decaps(partial, nside=NSIDE, overwrite=True, progress=False)
+        write_simulated_decaps(partial, nside=nside, overwrite=True, progress=False)
         os.replace(partial, published)
     if not repacked.exists():
         log("repacking ...")
@@ -258,7 +257,7 @@ def driver(args) -> None:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    published, repacked = build_maps(workdir, log)
+    published, repacked = build_maps(workdir, args.nside, log)
     load0 = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows = []
@@ -277,7 +276,7 @@ def driver(args) -> None:
              (f"- Machine: {os.cpu_count()} cores, Python {platform.python_version()}; load average "
               f"{load0[0]:.2f} at the start, {load1[0]:.2f} at the end (the 2 cores are shared "
               "with other work, so wall times are noisy; CPU-seconds less so)."),
-             (f"- Map: simulated DECaPS map, whole footprint at nside {NSIDE}, 5 samples; the "
+             (f"- Map: simulated DECaPS map, whole footprint at nside {args.nside}, 5 samples; the "
               "repacked file for ours, the published one for dustmaps' DECaPSQueryLite."),
              ("- Stars: ra, dec, parallax; 70% inside the footprint, 3% with parallax <= 0 "
               "(NaN answers). Output: `ebv` and `A_decam_g`, `A_decam_r` (float32), mode mean."),
@@ -312,6 +311,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="+", default=["1e6", "1e7"])
     p.add_argument("--workdir", default="/tmp/dustmaps_ext_bench_catalog")
+    p.add_argument("--nside", type=int, default=1024, help="nside of the simulated map")
     p.add_argument("--subset", type=int, default=3000, help="stars timed for the dustmaps loop")
     p.add_argument("--no-write", action="store_true", help="do not write the results file")
     p.add_argument("--case", help=argparse.SUPPRESS)
