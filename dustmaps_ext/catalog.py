@@ -131,19 +131,17 @@ def _float_column(columns: Mapping[str, Any], name: str, unit: str) -> np.ndarra
 
 
 def _positions(columns: Mapping[str, Any], opts: CatalogOptions):
-    """Galactic l, b (deg) and distance (kpc) of the rows, from whichever columns exist."""
+    """Frame (``'icrs'`` or ``'galactic'``), longitude and latitude (deg) and distance (kpc)
+    of the rows, from whichever columns exist."""
     names = set(columns.keys())
     if opts.ra_col in names and opts.dec_col in names:
-        import astropy.units as u
-        from astropy.coordinates import SkyCoord
-
-        ra = _float_column(columns, opts.ra_col, "deg")
-        dec = _float_column(columns, opts.dec_col, "deg")
-        gal = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs").galactic
-        l_deg, b_deg = gal.l.deg, gal.b.deg
+        frame = "icrs"
+        lon = _float_column(columns, opts.ra_col, "deg")
+        lat = _float_column(columns, opts.dec_col, "deg")
     elif opts.l_col in names and opts.b_col in names:
-        l_deg = _float_column(columns, opts.l_col, "deg")
-        b_deg = _float_column(columns, opts.b_col, "deg")
+        frame = "galactic"
+        lon = _float_column(columns, opts.l_col, "deg")
+        lat = _float_column(columns, opts.b_col, "deg")
     else:
         raise ValueError(f"no positions: the input needs columns {opts.ra_col!r} and "
                          f"{opts.dec_col!r} (ICRS, deg) or {opts.l_col!r} and {opts.b_col!r} "
@@ -155,24 +153,30 @@ def _positions(columns: Mapping[str, Any], opts: CatalogOptions):
     else:
         raise ValueError(f"no distances: the input needs a column {opts.distance_col!r} (kpc) "
                          f"or {opts.parallax_col!r} (mas); it has {sorted(names)}")
-    return l_deg, b_deg, d_kpc
+    return frame, lon, lat, d_kpc
 
 
-def _ask(query, l_deg, b_deg, d_kpc, opts: CatalogOptions, rng):
+def _ask(query, frame: str, lon, lat, d_kpc, opts: CatalogOptions, rng):
     """The query object's answer (values, flag fields dict or None) at plain arrays."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
     from .wang2025 import Wang2025Query
 
     if isinstance(query, Wang2025Query):
+        if frame == "galactic":
+            l_deg, b_deg = lon, lat
+        else:
+            gal = SkyCoord(lon * u.deg, lat * u.deg, frame=frame).galactic
+            l_deg, b_deg = gal.l.deg, gal.b.deg
         if opts.mode != "mean":
             raise ValueError("the Wang et al. (2025) map has one value per point: use mode='mean'")
         if not opts.flags:
             return query.query_lbd(l_deg, b_deg, d_kpc), None
         comp = query.query_lbd(l_deg, b_deg, d_kpc, return_components=True)
         return comp["ebv"], {"reliable": comp["reliable"], "sigma": comp["sigma"]}
-    import astropy.units as u
-    from astropy.coordinates import SkyCoord
-
-    coords = SkyCoord(l_deg * u.deg, b_deg * u.deg, distance=d_kpc * u.kpc, frame="galactic")
+    # one SkyCoord in the input's frame: the query object makes its own Galactic arrays
+    coords = SkyCoord(lon * u.deg, lat * u.deg, distance=d_kpc * u.kpc, frame=frame)
     kwargs = {"mode": opts.mode, "return_flags": opts.flags}
     if opts.mode == "percentile":
         kwargs["pct"] = opts.pct
@@ -205,8 +209,8 @@ def extinction_columns(columns: Mapping[str, Any], query, opts: CatalogOptions |
         flags, ``ebv_<flag>`` columns, in that order.
     """
     opts = opts if opts is not None else CatalogOptions(**options)
-    l_deg, b_deg, d_kpc = _positions(columns, opts)
-    n = l_deg.size
+    frame, lon, lat, d_kpc = _positions(columns, opts)
+    n = lon.size
     usable = np.isfinite(d_kpc) & (d_kpc >= 0)
     # rows without a usable distance are asked at 1 kpc and blanked afterwards: no map
     # answers them (the Wang map would read a NaN distance as its maximum distance)
@@ -217,7 +221,7 @@ def extinction_columns(columns: Mapping[str, Any], query, opts: CatalogOptions |
         r_v = opts.r_v
     rng = np.random.default_rng(opts.seed) if opts.mode.startswith("random") else None
     if n:
-        values, flag_fields = _ask(query, l_deg, b_deg, d_query, opts, rng)
+        values, flag_fields = _ask(query, frame, lon, lat, d_query, opts, rng)
     else:
         values, flag_fields = np.empty(0), None
     ebv = np.asarray(values, dtype=np.float64).reshape(n, len(opts._suffixes))
@@ -231,7 +235,7 @@ def extinction_columns(columns: Mapping[str, Any], query, opts: CatalogOptions |
             out[f"{opts.band_prefix}{band}{suffix}"] = (coef * ebv[:, k]).astype(opts.dtype)
     if opts.flags:
         if flag_fields is None:  # zero rows: ask one point for the flag names and types
-            _, flag_fields = _ask(query, np.zeros(1), np.zeros(1), np.ones(1), opts, rng)
+            _, flag_fields = _ask(query, "galactic", np.zeros(1), np.zeros(1), np.ones(1), opts, rng)
             flag_fields = {k: v[:0] for k, v in flag_fields.items()}
         for name, arr in flag_fields.items():
             arr = np.array(arr)
