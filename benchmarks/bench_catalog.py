@@ -50,6 +50,7 @@ RESULTS = REPO / "benchmarks" / "results" / "bench_catalog.md"
 ROW_GROUP = 1_000_000
 SEED = 17
 BANDS = ("decam_g", "decam_r")
+CASES = ("in-process", "CLI", "Dask", "dustmaps loop")
 
 
 def _vmhwm() -> int:
@@ -265,14 +266,16 @@ def driver(args) -> None:
         stars = write_stars(workdir / f"stars_{n}.parquet", n, log)
         common = {"stars": stars, "repacked": repacked, "published": published}
         results = {}
-        for name in ("in-process", "CLI", "Dask", "dustmaps loop"):
+        for name in args.cases:
             out = workdir / (f"out_{name.replace(' ', '_')}_{n}" + ("" if name == "Dask" else ".parquet"))
             log(f"n = {n:,}: {name} ...")
             results[name] = run_case(name, n, dict(common, out=out), args.subset)
         rows.append((n, results))
     load1 = os.getloadavg()
-    lines = ["# Catalogue query benchmark (parquet in, parquet out)", "",
-             f"Run {started} with `benchmarks/bench_catalog.py --sizes {' '.join(args.sizes)}`.", "",
+    title = "## Additional run" if args.append else "# Catalogue query benchmark (parquet in, parquet out)"
+    lines = [title, "",
+             (f"Run {started} with `benchmarks/bench_catalog.py --sizes {' '.join(args.sizes)} "
+              f"--cases {' '.join(repr(c) if ' ' in c else c for c in args.cases)}`."), "",
              (f"- Machine: {os.cpu_count()} cores, Python {platform.python_version()}; load average "
               f"{load0[0]:.2f} at the start, {load1[0]:.2f} at the end (the 2 cores are shared "
               "with other work, so wall times are noisy; CPU-seconds less so)."),
@@ -285,7 +288,7 @@ def driver(args) -> None:
     lines += [("| N | case | wall | stars/s | stars/s per core | peak RSS per process | "
                "throughput / in-process |"), "|---|---|---|---|---|---|---|"]
     for n, results in rows:
-        base = n / results["in-process"]["wall_s"]
+        base = n / results["in-process"]["wall_s"] if "in-process" in results else None
         for name, r in results.items():
             note = ""
             wall = r["wall_s"]
@@ -298,12 +301,16 @@ def driver(args) -> None:
                 note = f" (+{r['startup_s']:.1f} s cluster start; {r['partitions']} partitions)"
             rate = n / wall
             lines.append(f"| {n:,} | {name} | {wall:.1f} s{note} | {rate:,.0f} | {n / cpu:,.0f} | "
-                         f"{', '.join(_mb(x) for x in r['rss'])} | {rate / base:.2f} |")
+                         f"{', '.join(_mb(x) for x in r['rss'])} | "
+                         f"{'not run' if base is None else f'{rate / base:.2f}'} |")
     lines += ["", ("Targets (issue 17): end to end at least 0.5 x the in-process throughput; peak "
                    "RSS per process under 1.5 GB; 10^8 stars in under 10 minutes on 2 cores.")]
     text = "\n".join(lines) + "\n"
     print(text)
-    if not args.no_write:
+    if args.append:
+        with open(RESULTS, "a") as fh:
+            fh.write("\n" + text)
+    elif not args.no_write:
         RESULTS.write_text(text)
 
 
@@ -313,7 +320,9 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/dustmaps_ext_bench_catalog")
     p.add_argument("--nside", type=int, default=1024, help="nside of the simulated map")
     p.add_argument("--subset", type=int, default=3000, help="stars timed for the dustmaps loop")
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     p.add_argument("--no-write", action="store_true", help="do not write the results file")
+    p.add_argument("--append", action="store_true", help="append to the results file")
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
