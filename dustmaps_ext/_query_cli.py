@@ -191,7 +191,9 @@ def _stream_parquet(src: Path, tmp: Path, query, opts, progress: bool) -> int:
 
     from .catalog import _needed, extinction_columns
 
-    reader = pq.ParquetFile(src)
+    # pre_buffer=False: with pre-buffering, pyarrow keeps every batch's read buffers until
+    # the file is closed (measured: +28 MB per 10^6 rows, 3.5 GB peak for 10^8 rows)
+    reader = pq.ParquetFile(src, pre_buffer=False)
     needed = _needed({name: None for name in reader.schema_arrow.names}, opts)
     writer = None
     n = 0
