@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ._core.modes import BAYESTAR_MODES
 from ._io.bayestar19 import default_map_path, inspect_bayestar19_file, load_bayestar19
+from ._pickle import ReopenByPath
 from ._io.fetchers import fetch_bayestar2019 as fetch
 from ._voxel_map import VoxelDustMap, check_max_samples
 from .errors import MapFileError
@@ -36,7 +37,7 @@ BAYESTAR19_TO_EBV = 0.884
 BAYESTAR19_TO_EBV_RZ = 0.996
 
 
-class Bayestar19Query(VoxelDustMap):
+class Bayestar19Query(ReopenByPath, VoxelDustMap):
     """Bayestar19, loaded into RAM, answering as dustmaps' ``BayestarQuery`` does.
 
     Parameters
@@ -63,6 +64,7 @@ class Bayestar19Query(VoxelDustMap):
         self._info = inspect_bayestar19_file(path)
         n_samples = check_max_samples(max_samples, self._info.n_samples, path)
         self._store = load_bayestar19(self._info, n_samples=n_samples, progress=progress)
+        self._remember_init(map_fname=self._info.path, max_samples=max_samples, progress=progress)
 
     @property
     def n_samples(self) -> int:

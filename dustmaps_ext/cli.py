@@ -371,10 +371,17 @@ def _register_plot(sub: argparse._SubParsersAction) -> None:
         add_target(targets)
 
 
+def _register_query(sub: argparse._SubParsersAction) -> None:
+    from ._query_cli import add_query_parser
+
+    add_query_parser(sub)
+
+
 # Sub-commands, in the order they appear in --help. Features add their own here.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_demo,
     _register_fetch,
+    _register_query,
     _register_plot,
 ]
 

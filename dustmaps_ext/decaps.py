@@ -29,6 +29,7 @@ from ._io.decaps import (
     load_in_memory,
     repack,
 )
+from ._pickle import ReopenByPath
 from ._io.fetchers import fetch_decaps as fetch
 from ._voxel_map import VoxelDustMap, check_max_samples
 from .errors import LayoutPerformanceWarning, MapFileError
@@ -39,7 +40,7 @@ __all__ = ["DECaPSQuery", "DECaPSQueryLite", "fetch", "repack", "default_map_pat
 logger = logging.getLogger(__name__)
 
 
-class _DECaPSBase(VoxelDustMap):
+class _DECaPSBase(ReopenByPath, VoxelDustMap):
     """What both query classes share: file resolution, modes and the query itself."""
 
     _store = None
@@ -136,6 +137,8 @@ class DECaPSQuery(_DECaPSBase):
         logger.info("loading %s into RAM (%.2f GB)", self._info.path,
                     self._info.n_pix * (1 + n_samples) * self._info.n_dist * 2 / 1e9)
         self._store = load_in_memory(self._info, n_samples=n_samples, progress=progress)
+        self._remember_init(map_fname=self._info.path, max_samples=max_samples,
+                            mean_only=self._mean_only, progress=progress)
 
 
 class DECaPSQueryLite(_DECaPSBase):
@@ -170,3 +173,5 @@ class DECaPSQueryLite(_DECaPSBase):
                 "decompresses hundreds of MB; run dustmaps_ext.decaps.repack() once to make "
                 "DECaPSQueryLite fast", LayoutPerformanceWarning, stacklevel=2)
             self._store = PublishedRowStore(self._info, mean_only=mean_only)
+        self._remember_init(map_fname=self._info.path, mean_only=self._mean_only,
+                            chunk_coords=chunk_coords)

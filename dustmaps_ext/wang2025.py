@@ -49,6 +49,7 @@ from ._io.wang2025 import (
     open_table,
     wang2025_dir,
 )
+from ._pickle import ReopenByPath
 
 __all__ = ["Wang2025Query", "fetch", "convert_table", "default_table_path", "default_fits_path",
            "COMPONENT_DTYPE"]
@@ -97,7 +98,7 @@ def _as_structured(res: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.nda
     return out.reshape(shape)
 
 
-class Wang2025Query(DustMap):
+class Wang2025Query(ReopenByPath, DustMap):
     """Query the parametric 3D dust map of Wang et al. (2025).
 
     Parameters
@@ -127,6 +128,7 @@ class Wang2025Query(DustMap):
     def __init__(self, map_fname: str | os.PathLike | None = None):
         super().__init__()
         self._table = open_table(_resolve_map(map_fname))
+        self._remember_init(map_fname=Path(self._table.path))
 
     def _release_block(self, first_row: int, stop_row: int) -> None:
         keep = self.resident_bytes // sum(r.strides[0] for r in self._table.records)
