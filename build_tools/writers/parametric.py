@@ -4,10 +4,15 @@ The released table has one row per HEALPix RING pixel at nside 1024 (12,582,912 
 adaptive sightlines (nside 64 to 1024) are repeated over their nside-1024 children. Columns
 (distances in kpc, reddening in mag, ``b_lim`` in deg) are listed in :data:`PARAMETRIC_COLUMNS`.
 Both :mod:`dustmaps_ext.wang2025` and dustmaps3d read what this module writes.
+
+The file is written under a temporary name in the same folder, flushed to disk and only
+then renamed to its final name (:func:`os.replace`, atomic on one file system): a build
+killed during the write leaves no file that looks complete, and the rerun writes it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -31,12 +36,13 @@ def write_parametric_table(path: str | Path, columns: Mapping[str, np.ndarray], 
     Parameters
     ----------
     path : str or Path
-        Output FITS file (uncompressed; gzip it separately to imitate the download).
+        Output FITS file; gzip-compressed when the name ends with ``.gz`` (readers open
+        both; a region's table of mostly NaN rows shrinks to a few MB).
     columns : mapping of str to array
         Every column of :data:`PARAMETRIC_COLUMNS`, each of length :data:`RELEASE_NROWS`
         (one row per nside-1024 RING pixel). Extra columns are refused.
     overwrite : bool
-        Replace an existing file.
+        Replace an existing file (the new one takes its place only once complete).
     dtype : numpy dtype
         Floating type of the stored columns.
 
@@ -49,6 +55,8 @@ def write_parametric_table(path: str | Path, columns: Mapping[str, np.ndarray], 
     ------
     ValueError
         If a column is missing, unknown, or has the wrong length.
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
     """
     from astropy.table import Table
 
@@ -61,7 +69,19 @@ def write_parametric_table(path: str | Path, columns: Mapping[str, np.ndarray], 
     if bad:
         raise ValueError(f"every column needs shape ({RELEASE_NROWS},); got {bad}")
     path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another output or replace it "
+                              "(--overwrite on the command line)")
     table = Table({c: np.asarray(columns[c], dtype=dtype) for c in PARAMETRIC_COLUMNS},
                   copy=False)
-    table.write(path, format="fits", overwrite=overwrite)
+    # the temporary name keeps the suffix, so that "*.fits.gz" is compressed as well
+    tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    try:
+        table.write(tmp, format="fits", overwrite=True)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
