@@ -1,4 +1,4 @@
-"""Star catalogs for the parametric build: reading Parquet, FITS, HDF5, CSV or ECSV and checking them.
+"""Star catalogs for the parametric build: reading Parquet, FITS, HDF5, CSV or ECSV, checking them.
 
 A catalog holds, per star, the Galactic position, the E(B-V) measurement with its error and
 the distance with its lower and upper errors (the 68% interval below and above the

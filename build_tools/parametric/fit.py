@@ -3,7 +3,7 @@
 Steps, for the stars of one sightline (its own and its weighted neighbours):
 
 1. L-BFGS-B fits of the eq. 15 loss (weighted L1 + 0.1 x L1 on the cloud columns)
-   within the Table 3 bounds, from four fixed sets of starting cloud distances and one
+   within the Table 3 bounds, from three fixed sets of starting cloud distances and one
    set placed at the steepest rises of the stars' reddening (:func:`data_start_centres`);
 2. the start with the smallest residual sigma (weighted standard deviation) wins;
 3. iterative clipping: stars more than 3 sigma from the fit are removed and the fit is
@@ -12,8 +12,8 @@ Steps, for the stars of one sightline (its own and its weighted neighbours):
 5. the residual sigmas (overall and for 0-2, 1-4 and > 2 kpc) and the maximum reliable
    distance come from the stars of the line of sight itself (``reliable``: the stars of
    the sightline's pixel, not its weighted neighbours) that survived the clipping: the
-   sigmas are Gaussian sigmas estimated robustly (:func:`robust_sigma`), the maximum
-   reliable distance is the farthest of those stars (§4.1).
+   sigmas are the Gaussian sigmas of their residuals (:func:`clipped_gaussian_sigma`),
+   the maximum reliable distance is the farthest of those stars (§4.1).
 
 Parameters are those of the released table (:data:`~dustmaps_ext_build.parametric.model.PARAM_NAMES`):
 a cloud's ``distance_k`` is measured from the bubble wall to where the cloud begins, its

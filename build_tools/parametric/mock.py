@@ -90,9 +90,9 @@ def cloud_ladder_galaxy(*, angular_radius_deg: float = 1.5) -> SimulatedGalaxy:
 
     from ..galaxy import Cloud, default_galaxy
 
-    clouds = tuple(Cloud(l_deg=l, b_deg=b, distance_kpc=d,
+    clouds = tuple(Cloud(l_deg=lon, b_deg=lat, distance_kpc=d,
                          radius_kpc=d * np.radians(angular_radius_deg), column_mag=col)
-                   for l, b, d, col in _LADDER)
+                   for lon, lat, d, col in _LADDER)
     return dataclasses.replace(default_galaxy(), clouds=clouds)
 
 
@@ -100,10 +100,10 @@ def ladder_patches(size_deg: float = 1.5) -> list[tuple[tuple[float, float], tup
     """The sky patches (l range, b range) of :func:`cloud_ladder_galaxy`'s eight directions."""
     h = 0.5 * size_deg
     seen = []
-    for l, b, _, _ in _LADDER:
-        if (l, b) not in seen:
-            seen.append((l, b))
-    return [((l - h, l + h), (b - h, b + h)) for l, b in seen]
+    for lon, lat, _, _ in _LADDER:
+        if (lon, lat) not in seen:
+            seen.append((lon, lat))
+    return [((lon - h, lon + h), (lat - h, lat + h)) for lon, lat in seen]
 
 
 def catalog_at_density(galaxy: SimulatedGalaxy, patches, seed: int, *,
