@@ -290,8 +290,10 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     b_lim_deg : float
         Latitude of the sightline for the diffuse term (deg, non-zero).
     reliable : array_like of bool, shape (n,), optional
-        Stars that may set the maximum reliable distance (e.g. those within one resolution
-        element of the centre); all stars when omitted.
+        The stars of the line of sight itself (the pipeline passes those of the
+        sightline's own pixel; the others are weighted neighbours): after the clipping
+        they set the residual sigmas and the maximum reliable distance. All stars when
+        omitted.
     config : FitConfig, optional
         Settings; the paper's by default.
 
