@@ -166,9 +166,19 @@ def parametric_parser() -> argparse.ArgumentParser:
         prog="build-parametric",
         description="Build the parametric 3D dust map of Wang et al. (2025) from a star "
                     "catalog, in the released data_v3.fits layout.")
-    p.add_argument("catalog", help="star catalog (Parquet, FITS or HDF5) with columns l, b, ebv, "
-                   "ebv_err, distance, distance_err_lo, distance_err_hi (see --column)")
-    p.add_argument("output", type=Path, help="FITS table to write")
+    p.add_argument("catalog", help="star catalog (Parquet, FITS, HDF5, CSV or ECSV) with columns "
+                   "l, b, ebv, ebv_err, distance, distance_err_lo, distance_err_hi (see --column)")
+    p.add_argument("output", help="FITS table to write (gzip-compressed if it ends with .gz)")
+    p.add_argument("--format", dest="catalog_format", default=None,
+                   choices=("parquet", "fits", "hdf5", "csv", "ecsv"),
+                   help="format of CATALOG (default: from its suffix)")
+    p.add_argument("--hdf5-group", default="/", help="HDF5 group holding the catalog columns")
+    p.add_argument("--l-range", type=float, nargs=2, default=None, metavar=("LMIN", "LMAX"),
+                   help="only fit the sightlines centred in this longitude range (deg; may wrap "
+                        "through 0, e.g. 350 10); rows outside the region are NaN")
+    p.add_argument("--b-range", type=float, nargs=2, default=None, metavar=("BMIN", "BMAX"),
+                   help="only fit the sightlines centred in this latitude range (deg); rows "
+                        "outside the region are NaN")
     p.add_argument("--column", action="append", default=[], metavar="CANONICAL=NAME",
                    help="read a canonical column from a differently named one (repeatable)")
     p.add_argument("--float64", action="store_true", help="store float64 columns (default float32)")
@@ -215,15 +225,17 @@ def _run_parametric(args: argparse.Namespace) -> int:
     config = ParametricBuildConfig(
         threshold=args.threshold, nside_min=args.nside_min, nside_max=args.nside_max,
         block_nside=args.block_nside, min_decentration_weight=args.min_decentration_weight,
-        fit=fit)
-    output = args.output
+        l_range=tuple(args.l_range) if args.l_range else None,
+        b_range=tuple(args.b_range) if args.b_range else None, fit=fit)
+    output = Path(args.output)
     work = args.work_dir or default_work_dir(output)
     with _dashboard(args.dashboard_address):
         results = build_parametric_map(
             args.catalog, output, work, config=config, scheduler=args.scheduler,
             n_workers=args.workers, progress=not args.no_progress, resume=not args.restart,
             overwrite=args.overwrite, dtype=np.float64 if args.float64 else np.float32,
-            column_map=column_map or None)
+            column_map=column_map or None, catalog_format=args.catalog_format,
+            hdf5_group=args.hdf5_group)
     n = results["nside"].size
     fitted = int(results["fitted"].sum())
     print(f"wrote {output}: {n} sightlines ({fitted} fitted), median residual sigma "

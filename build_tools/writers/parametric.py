@@ -4,6 +4,10 @@ The released table has one row per HEALPix RING pixel at nside 1024 (12,582,912 
 adaptive sightlines (nside 64 to 1024) are repeated over their nside-1024 children. Columns
 (distances in kpc, reddening in mag, ``b_lim`` in deg) are listed in :data:`PARAMETRIC_COLUMNS`.
 Both :mod:`dustmaps_ext.wang2025` and dustmaps3d read what this module writes.
+
+The file is written under a temporary name in the same folder, flushed to disk and only
+then renamed to its final name (:func:`os.replace`, atomic on one file system): a build
+killed during the write leaves no file that looks complete, and the rerun writes it.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ def write_parametric_table(path: str | Path, columns: Mapping[str, np.ndarray], 
     Parameters
     ----------
     path : str or Path
-        Output FITS file (uncompressed; gzip it separately to imitate the download).
+        Output FITS file; gzip-compressed when the name ends with ``.gz`` (readers open
+        both; a region's table of mostly NaN rows shrinks to a few MB).
     columns : mapping of str to array
         Every column of :data:`PARAMETRIC_COLUMNS`, each of length :data:`RELEASE_NROWS`
         (one row per nside-1024 RING pixel). Extra columns are refused.
     overwrite : bool
-        Replace an existing file.
+        Replace an existing file (the new one takes its place only once complete).
     dtype : numpy dtype
         Floating type of the stored columns.
 
@@ -51,6 +56,8 @@ def write_parametric_table(path: str | Path, columns: Mapping[str, np.ndarray], 
     ------
     ValueError
         If a column is missing, unknown, or has the wrong length.
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
     """
     from astropy.table import Table
 
@@ -65,9 +72,11 @@ def write_parametric_table(path: str | Path, columns: Mapping[str, np.ndarray], 
     wang2025_format.validate_columns(columns, n_rows, "parametric table to write")
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"{path} exists; choose another output or replace it "
+                              "(--overwrite on the command line)")
     table = Table({c: np.asarray(columns[c], dtype=dtype) for c in PARAMETRIC_COLUMNS},
                   copy=False)
-    with atomic_output(path, suffix=".fits") as tmp:
+    # the temporary name keeps the suffixes, so that "*.fits.gz" is compressed as well
+    with atomic_output(path, suffix="".join(path.suffixes) or ".fits") as tmp:
         table.write(tmp, format="fits")
     return path
