@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from dustmaps_ext.cli import (
-    ExitError,
     add_common_options,
     configure_logging,
     require_build_extra,
@@ -123,7 +122,7 @@ def _resolve_deprecated(args: argparse.Namespace) -> None:
         logger.warning("--no-resume is deprecated; use --restart")
         args.restart = True
     if args.workers is not None and args.workers < 1:
-        raise ExitError(f"--workers must be at least 1, not {args.workers}")
+        raise ValueError(f"--workers must be at least 1, not {args.workers}")
 
 
 @contextlib.contextmanager
@@ -155,7 +154,7 @@ def _column_map(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         canonical, sep, name = item.partition("=")
         if not sep or not canonical or not name:
-            raise ExitError(f"--column expects CANONICAL=NAME, got {item!r}")
+            raise ValueError(f"--column expects CANONICAL=NAME, got {item!r}")
         out[canonical] = name
     return out
 
@@ -316,7 +315,7 @@ def _max_reddening(path: Path | None):
 
     tab = np.loadtxt(path, delimiter=",", ndmin=2)
     if tab.shape[1] != 2:
-        raise ExitError(f"--max-density {path}: expected two columns (distance kpc, "
+        raise ValueError(f"--max-density {path}: expected two columns (distance kpc, "
                         "density mag/kpc)")
     return max_reddening_curve(tab[:, 0], tab[:, 1])
 
@@ -336,7 +335,7 @@ def _run_decaps(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
     if args.tile_size < 0:
-        raise ExitError(f"--tile-size must be 0 (one tile) or positive, not {args.tile_size}")
+        raise ValueError(f"--tile-size must be 0 (one tile) or positive, not {args.tile_size}")
 
     from .decaps.partition import resolve_shards
     from .decaps.pipeline import build_decaps

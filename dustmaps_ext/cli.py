@@ -30,7 +30,7 @@ import warnings
 from typing import Callable, Mapping, Sequence
 
 __all__ = ["main", "build_parser", "add_common_options", "verbosity", "configure_logging",
-           "run_command", "require_build_extra", "flag_message", "ExitError",
+           "run_command", "require_build_extra", "flag_message",
            "BUILD_EXTRA_MODULES", "EXIT_ERROR"]
 
 #: Exit status of a command that stops on an expected error (argparse's usage errors too).
@@ -43,10 +43,6 @@ BUILD_EXTRA_MODULES = ("dask", "distributed", "threadpoolctl", "pyarrow")
 _FETCH_FLAGS = {"clobber=True": "--clobber", "silence_warnings=True": "--yes",
                 "repack=False": "--no-repack", "keep_original=False": "--delete-original",
                 "progress=False": "--no-progress", "base_url": "--base-url"}
-
-
-class ExitError(Exception):
-    """An error a command line reports as one line and exit status :data:`EXIT_ERROR`."""
 
 
 def _version() -> str:
@@ -133,7 +129,7 @@ def flag_message(message: str, flags: Mapping[str, str]) -> str:
 
 def _expected(exc: BaseException) -> bool:
     """Whether ``exc`` is an error of the input, the files or the network (not a bug)."""
-    if isinstance(exc, (ExitError, OSError, ValueError, RuntimeError)):
+    if isinstance(exc, (OSError, ValueError, RuntimeError)):
         return True
     # MapFileError and the other errors of dustmaps subclass dustmaps' Error; if dustmaps
     # was never imported, no such error can have been raised
@@ -163,6 +159,8 @@ def run_command(prog: str, run: Callable[[], int | None], level_of_detail: int =
         The exit status: ``run``'s, :data:`EXIT_ERROR` for an expected error, 130 when
         interrupted (Ctrl-C).
     """
+    # dustmaps warns on import when ~/.dustmapsrc does not exist; its default is fine here
+    warnings.filterwarnings("ignore", message="Configuration file not found")
     try:
         return int(run() or 0)
     except KeyboardInterrupt:
@@ -177,7 +175,7 @@ def run_command(prog: str, run: Callable[[], int | None], level_of_detail: int =
 
 
 def require_build_extra(prog: str) -> None:
-    """Raise :class:`ExitError` naming the ``build`` extra when one of its modules is missing."""
+    """Raise a ValueError naming the ``build`` extra when one of its modules is missing."""
     missing = []
     for name in BUILD_EXTRA_MODULES:
         try:
@@ -187,7 +185,7 @@ def require_build_extra(prog: str) -> None:
         if not found:
             missing.append(name)
     if missing:
-        raise ExitError(f"{prog} needs the optional dependencies of the build extra (missing: "
+        raise ValueError(f"{prog} needs the optional dependencies of the build extra (missing: "
                         f"{', '.join(missing)}); install them with: "
                         'pip install "dustmaps_ext[build]"')
 
@@ -413,8 +411,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level_of_detail = verbosity(args)
     configure_logging(level_of_detail)
-    # dustmaps warns on import when ~/.dustmapsrc does not exist; its default is fine here
-    warnings.filterwarnings("ignore", message="Configuration file not found")
     prog = f"dustmaps-ext {args.command}"
     return run_command(prog, lambda: args.handler(args), level_of_detail, flags=_FETCH_FLAGS)
 
