@@ -40,7 +40,6 @@ def _format_of(path: Path) -> str:
 
 def add_query_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``query`` on the ``dustmaps-ext`` sub-command parsers; returns its parser."""
-    from .catalog import DEFAULT_CHUNK_ROWS
     from .extinction import DECAPS_BANDS
 
     p = subparsers.add_parser(
@@ -84,13 +83,16 @@ def add_query_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     out = p.add_argument_group("output")
     out.add_argument("--ebv-col", default="ebv", help="name of the E(B-V) column (default: ebv)")
     out.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    out.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
-                     help="rows answered at once (default: %(default)s)")
+    out.add_argument("--chunk-rows", type=int, default=None,
+                     help="rows answered at once (default: dustmaps_ext.catalog.DEFAULT_CHUNK_ROWS)")
     out.add_argument("--no-progress", dest="progress", action="store_false",
                      help="no progress bar (TQDM_DISABLE=1 also turns it off)")
     one = p.add_argument_group("a few positions (instead of INPUT OUTPUT)")
-    for name in ("l", "b", "ra", "dec", "distance", "parallax"):
-        one.add_argument(f"--{name}", type=float, nargs="+", default=None, dest=f"at_{name}")
+    for name, what in (("l", "Galactic longitudes (deg)"), ("b", "Galactic latitudes (deg)"),
+                       ("ra", "right ascensions (deg, ICRS)"), ("dec", "declinations (deg, ICRS)"),
+                       ("distance", "distances (kpc)"), ("parallax", "parallaxes (mas)")):
+        one.add_argument(f"--{name}", type=float, nargs="+", default=None, dest=f"at_{name}",
+                         help=f"{what} of the positions to answer")
     p.set_defaults(handler=run_query)
     return p
 
@@ -135,7 +137,8 @@ def _options(args):
                           flags=args.flags, dtype=args.dtype, ra_col=args.ra_col,
                           dec_col=args.dec_col, l_col=args.l_col, b_col=args.b_col,
                           distance_col=args.distance_col, parallax_col=args.parallax_col,
-                          ebv_col=args.ebv_col, chunk_rows=args.chunk_rows, seed=args.seed)
+                          ebv_col=args.ebv_col, seed=args.seed,
+                          **({} if args.chunk_rows is None else {"chunk_rows": args.chunk_rows}))
 
 
 def run_query(args: argparse.Namespace) -> int:

@@ -40,7 +40,8 @@ import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
-import numpy as np
+# numpy is imported where it is used, so that ``dustmaps-ext --help`` (which lists the band
+# names) stays free of heavy imports
 
 __all__ = [
     "BAYESTAR19_BANDS",
@@ -91,6 +92,8 @@ BAYESTAR19_BANDS = tuple(BAYESTAR19_COEFFICIENTS)
 
 
 def _check_r_v(r_v):
+    import numpy as np
+
     arr = np.asarray(r_v, dtype=np.float64)
     if arr.size and not (np.all(np.isfinite(arr)) and np.all(arr > 0)):
         raise ValueError(f"r_v must be finite and positive; got {r_v!r}")
@@ -203,5 +206,7 @@ def curve_coefficient(wavelength, r_v=DEFAULT_R_V, *, curve: str = "G23"):
     rv = float(_check_r_v(r_v))
     if not math.isfinite(rv):
         raise ValueError(f"r_v must be a finite scalar for a curve; got {r_v!r}")
+    import numpy as np
+
     out = rv * np.asarray(model_cls(Rv=rv)(wavelength), dtype=np.float64)
     return float(out) if out.ndim == 0 else out
