@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["build_decaps_main", "make_parser", "config_from_args"]
+__all__ = ["build_decaps_main", "make_parser", "config_from_args", "convert_inputs_main"]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,16 @@ def make_parser() -> argparse.ArgumentParser:
                    help="sweeps of the 120 bins per temperature per round")
     p.add_argument("--retry", action="store_true", help="force the paper's retry ladder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weighting", choices=("loglike", "image"), default="loglike",
+                   help="how a star's Gaussian pixel weight enters: as the exponent of its "
+                        "likelihood (loglike, the map's 1.07' PSF at nside 8192) or as a "
+                        "factor on its posterior image (image: nearly a 2.15' top-hat)")
+    smooth = p.add_mutually_exclusive_group()
+    smooth.add_argument("--no-smooth", action="store_true",
+                        help="do not smooth the star posteriors (1%% of each axis)")
+    smooth.add_argument("--already-smoothed", action="store_true",
+                        help="the posteriors are smoothed already (e.g. brutus' "
+                             "bin_pdfs_distred output): do not smooth them again")
     p.add_argument("--tile-size", type=int, default=256,
                    help="side of an infill tile in cells of the ring image (0: one tile)")
     p.add_argument("--scheduler", default=None,
@@ -74,6 +84,7 @@ def config_from_args(args):
                           sweeps_per_round=args.sweeps or base.sweeps_per_round)
     return DecapsBuildConfig(nside=args.nside, nside_block=args.nside_block, sampler=smp,
                              retry=args.retry or not custom, seed=args.seed,
+                             weight_mode=args.weighting,
                              l_range_deg=tuple(args.l_range), b_range_deg=tuple(args.b_range))
 
 
@@ -90,7 +101,7 @@ def _max_ebv(path):
 
 def build_decaps_main(argv=None) -> int:
     """Entry point of ``build-decaps``; returns the exit status."""
-    from .partition import resolve_shards
+    from .partition import check_shards, resolve_shards
 
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -112,6 +123,7 @@ def build_decaps_main(argv=None) -> int:
         cfg = config_from_args(args)
         max_ebv = _max_ebv(args.max_density)
         shards = resolve_shards(args.stars)
+        check_shards(shards, cfg)  # NaN positions, bad offsets, footprint: before any work
     except (OSError, ValueError) as exc:
         print(f"build-decaps: error: {exc}", file=sys.stderr)
         return 2
@@ -122,9 +134,67 @@ def build_decaps_main(argv=None) -> int:
                        scheduler=args.scheduler, n_workers=args.workers,
                        progress=not args.no_progress, resume=not args.no_resume,
                        fast_path=args.fast_layout, overwrite=args.overwrite,
-                       tile_size=args.tile_size or None)
+                       tile_size=args.tile_size or None,
+                       smooth=not (args.no_smooth or args.already_smoothed))
     print(f"wrote {args.out}: {res['n_pixels']} pixels, {res['n_converged']} converged, "
-          f"{res['n_infilled']} infilled ({res['n_missing']} with too few stars)")
+          f"{res['n_infilled']} infilled ({res['n_missing']} with too few stars), "
+          f"{res['n_no_reliable_range']} fitted without a reliable distance range; "
+          f"posteriors {'smoothed' if res['smoothed'] else 'not smoothed'}; unphysical-mode "
+          f"cut {'on' if res['unphysical_cut'] else 'off (no --max-density curve given)'}")
+    return 0
+
+
+def convert_inputs_main(argv=None) -> int:
+    """``build-decaps-convert``: per-star images or samples in HDF5 -> a build input (.npz).
+
+    Examples::
+
+        build-decaps-convert stars.h5 stars.npz --images posterior --grid bins
+        build-decaps-convert stars.h5 stars.npz --mu-samples mu --ebv-samples ebv
+
+    The HDF5 file holds the named datasets plus ``l`` and ``b`` (deg; other names with
+    ``--l``/``--b``); optional per-star datasets named like the
+    :class:`~dustmaps_ext_build.decaps.inputs.StarPosteriors` metadata fields are copied.
+    """
+    import h5py
+
+    from .convert import GRID_CONVENTIONS, posteriors_from_images, posteriors_from_samples
+    from .inputs import REQUIRED_FIELDS, StarPosteriors
+    from dataclasses import fields
+
+    p = argparse.ArgumentParser(prog="build-decaps-convert", description=(
+        "Convert per-star posteriors (an (n, 120, 700) image dataset, or (n, m) samples of "
+        "distance modulus and E(B-V)) in an HDF5 file into build-decaps' input; cell i of an "
+        "image is the point mu = 4 + 0.125 i (--grid points) or the bin starting there "
+        "(--grid bins)."))
+    p.add_argument("h5", type=Path)
+    p.add_argument("out", type=Path, help="input file to write (.npz)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="dataset of posterior images, shape (n, 120, 700)")
+    src.add_argument("--mu-samples", help="dataset of distance-modulus samples (n, m)")
+    p.add_argument("--ebv-samples", help="dataset of E(B-V) samples (n, m)")
+    p.add_argument("--grid", choices=GRID_CONVENTIONS, default="points")
+    p.add_argument("--l", default="l", dest="l_name")
+    p.add_argument("--b", default="b", dest="b_name")
+    args = p.parse_args(argv)
+    try:
+        if args.mu_samples and not args.ebv_samples:
+            raise ValueError("--mu-samples needs --ebv-samples")
+        with h5py.File(args.h5, "r") as f:
+            meta = {fl.name: f[fl.name][()] for fl in fields(StarPosteriors)
+                    if fl.name not in REQUIRED_FIELDS and fl.name in f}
+            l_deg, b_deg = f[args.l_name][()], f[args.b_name][()]
+            if args.images:
+                stars = posteriors_from_images(f[args.images], l_deg, b_deg, grid=args.grid,
+                                               **meta)
+            else:
+                stars = posteriors_from_samples(f[args.mu_samples][()],
+                                                f[args.ebv_samples][()], l_deg, b_deg, **meta)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"build-decaps-convert: error: {exc}", file=sys.stderr)
+        return 2
+    stars.save(args.out)
+    print(f"wrote {args.out}: {stars.n_star} stars")
     return 0
 
 

@@ -42,12 +42,12 @@ import numba
 import numpy as np
 
 from . import filters, pixelize
-from .inputs import StarPosteriors
+from .inputs import REQUIRED_FIELDS, StarPosteriors
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import DecapsBuildConfig
 
-__all__ = ["weighting_radius_rad", "assign_blocks", "shard_digest", "fragment_path",
+__all__ = ["check_footprint", "check_shards", "weighting_radius_rad", "assign_blocks", "shard_digest", "fragment_path",
            "block_star_files", "load_block_stars", "resolve_shards", "partition_stars",
            "partition_shard", "partition_shards", "combine_digests", "clear_star_dir"]
 
@@ -402,7 +402,7 @@ def _check_fields(path: Path) -> None:
             names = {n[:-4] if n.endswith(".npy") else n for n in f.files}
     except Exception as exc:  # zipfile, OSError, ValueError: all mean "not an archive"
         raise ValueError(f"{path}: not a .npz star shard ({exc})") from exc
-    missing = [n for n in _FIELDS if n not in names]
+    missing = [n for n in REQUIRED_FIELDS if n not in names]
     if missing:
         raise ValueError(f"{path}: not a StarPosteriors shard; missing fields "
                          f"{', '.join(missing)}")
@@ -414,6 +414,71 @@ def _load_shard(path: Path) -> StarPosteriors:
         return StarPosteriors.load(path)
     except ValueError as exc:
         raise ValueError(f"{path}: invalid star shard ({exc})") from exc
+
+
+# --------------------------------------------------------------------------- checks
+def check_footprint(l_deg, b_deg, cfg: "DecapsBuildConfig", source: str = "the input") -> int:
+    """Number of stars that can weight a footprint pixel; raise if there are none.
+
+    A star counts when it lies in the footprint box grown by the weighting radius.
+
+    Raises
+    ------
+    ValueError
+        No star lies in (or within the weighting radius of) the footprint: the message
+        names the ``--l-range``/``--b-range`` options (``l_range_deg``/``b_range_deg``).
+    """
+    l_deg = np.asarray(l_deg, np.float64)
+    b_deg = np.asarray(b_deg, np.float64)
+    margin = math.degrees(weighting_radius_rad(cfg))
+    (l_lo, l_hi), (b_lo, b_hi) = cfg.l_range_deg, cfg.b_range_deg
+    cos_b = np.cos(np.radians(np.clip(np.abs(b_deg) + margin, 0.0, 89.0)))
+    dl = (l_deg - (l_lo - margin / cos_b)) % 360.0
+    near = (dl <= (l_hi - l_lo) + 2 * margin / cos_b) & (b_deg >= b_lo - margin) & \
+        (b_deg <= b_hi + margin)
+    n_near = int(np.count_nonzero(near))
+    if l_deg.size and n_near == 0:
+        raise ValueError(
+            f"none of the {l_deg.size} stars of {source} lies in the footprint l in "
+            f"[{l_lo:g}, {l_hi:g}] deg, b in [{b_lo:g}, {b_hi:g}] deg (stars span l "
+            f"{l_deg.min():.4g}..{l_deg.max():.4g}, b {b_deg.min():.4g}..{b_deg.max():.4g}); "
+            "change --l-range/--b-range (l_range_deg/b_range_deg) to cover them")
+    if n_near < l_deg.size:
+        log.info("%s: %d of %d stars lie outside the footprint and are not used", source,
+                 l_deg.size - n_near, l_deg.size)
+    return n_near
+
+
+def check_shards(paths: Sequence[PathLike], cfg: "DecapsBuildConfig") -> int:
+    """Check every shard's positions and offsets before any work (cheap: the posterior
+    values are not read) and that some star falls in the footprint.
+
+    Returns the number of stars that can weight a footprint pixel.
+
+    Raises
+    ------
+    ValueError
+        A shard with a NaN or infinite ``l``/``b`` or a negative offset (the file and the
+        first bad star are named), or no star near the footprint (:func:`check_footprint`).
+    """
+    ls, bs = [], []
+    for p in paths:
+        _check_fields(Path(p))
+        with np.load(p, allow_pickle=False) as f:
+            l_deg = np.asarray(f["l"], np.float64)
+            b_deg = np.asarray(f["b"], np.float64)
+            off = f["offsets"]
+        bad = ~(np.isfinite(l_deg) & np.isfinite(b_deg))
+        if bad.any():
+            raise ValueError(f"{p}: {int(bad.sum())} stars have a NaN or infinite l or b "
+                             f"(first: star {int(np.flatnonzero(bad)[0])}); remove them")
+        if np.any(off < 0):
+            raise ValueError(f"{p}: negative posterior offsets (first: star "
+                             f"{int(np.flatnonzero(off < 0)[0])}); the file is corrupt")
+        ls.append(l_deg)
+        bs.append(b_deg)
+    source = str(paths[0]) if len(paths) == 1 else f"{len(paths)} shards"
+    return check_footprint(np.concatenate(ls), np.concatenate(bs), cfg, source)
 
 
 # --------------------------------------------------------------------------- partition
