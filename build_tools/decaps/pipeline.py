@@ -90,8 +90,8 @@ class DecapsBuildConfig:
         None: the middle of the longitudes outside ``l_range_deg`` (122.5 deg for DECaPS).
     seed : int
         Base seed.
-    prior_model : SmoothDiskDustModel
-        Mean of the jump prior.
+    prior_model : FlaredSechDiskDustModel or SmoothDiskDustModel
+        Mean of the jump prior (default: bayestar's flared sech^2 disk with an inner hole).
     l_range_deg, b_range_deg : (float, float)
         Footprint: only pixels whose centres lie in this box are mapped (longitudes may
         wrap, e.g. (239, 366)); the default is the DECaPS footprint.
@@ -114,7 +114,8 @@ class DecapsBuildConfig:
     infill_median: int = 11
     infill_seam_deg: float | None = None
     seed: int = 0
-    prior_model: prior.SmoothDiskDustModel = field(default_factory=prior.SmoothDiskDustModel)
+    prior_model: prior.FlaredSechDiskDustModel = field(
+        default_factory=prior.FlaredSechDiskDustModel)
     l_range_deg: tuple = (239.0, 366.0)
     b_range_deg: tuple = (-10.0, 10.0)
 
