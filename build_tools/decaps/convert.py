@@ -29,7 +29,7 @@ import numpy as np
 
 from .inputs import N_DM, N_E, StarPosteriors, bin_samples, boxes_from_dense
 
-__all__ = ["posteriors_from_images", "posteriors_from_samples", "GRID_CONVENTIONS"]
+__all__ = ["GRID_CONVENTIONS", "posteriors_from_images", "posteriors_from_samples"]
 
 #: Accepted meanings of an image cell: the grid point (the build's) or the bin starting there.
 GRID_CONVENTIONS = ("points", "bins")
@@ -112,12 +112,7 @@ def posteriors_from_images(images, l_deg, b_deg, *, grid: str = "points",
             raise ValueError(f"star {k}: the image holds negative values")
         if grid == "bins":
             block = _bins_to_points(block)
-        tot = block.sum(axis=(1, 2), dtype=np.float64)
-        if np.any(tot <= 0):
-            raise ValueError(f"star {a + int(np.flatnonzero(tot <= 0)[0])}: the image is all "
-                             "zero")
-        block /= tot[:, None, None].astype(np.float32)
-        parts.append(boxes_from_dense(block, threshold))
+        parts.append(_normalised_boxes(block, a, threshold, "the image is all zero"))
     return _assemble(parts, l_deg, b_deg, metadata)
 
 
@@ -154,13 +149,19 @@ def posteriors_from_samples(mu_samples, ebv_samples, l_deg, b_deg, *, threshold:
     parts = []
     for a in range(0, n, max(1, int(chunk_stars))):
         dense = bin_samples(mu[a:a + chunk_stars], e[a:a + chunk_stars])
-        tot = dense.sum(axis=(1, 2), dtype=np.float64)
-        if np.any(tot <= 0):
-            raise ValueError(f"star {a + int(np.flatnonzero(tot <= 0)[0])}: no finite sample "
-                             "on the grid (4 <= mu < 18.9375, 0 <= E < 6.995)")
-        dense /= tot[:, None, None].astype(np.float32)
-        parts.append(boxes_from_dense(dense, threshold))
+        parts.append(_normalised_boxes(dense, a, threshold, "no finite sample on the grid "
+                                       "(4 <= mu < 18.9375, 0 <= E < 6.995)"))
     return _assemble(parts, l_deg, b_deg, metadata)
+
+
+def _normalised_boxes(dense: np.ndarray, first: int, threshold: float, empty: str):
+    """Scale each dense image to unit sum (in place) and cut its bounding box; ``first`` is
+    the index of the chunk's first star, ``empty`` what an all-zero image means."""
+    tot = dense.sum(axis=(1, 2), dtype=np.float64)
+    if np.any(tot <= 0):
+        raise ValueError(f"star {first + int(np.flatnonzero(tot <= 0)[0])}: {empty}")
+    dense /= tot[:, None, None].astype(np.float32)
+    return boxes_from_dense(dense, threshold)
 
 
 def _assemble(parts, l_deg, b_deg, metadata) -> StarPosteriors:

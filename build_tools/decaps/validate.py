@@ -22,7 +22,7 @@ import numpy as np
 from . import filters, mock, pipeline, pixelize
 from .sampler import SamplerSettings
 
-__all__ = ["validate_on_galaxy", "validation_galaxy", "psf_weighted_truth"]
+__all__ = ["psf_weighted_truth", "validate_on_galaxy", "validation_galaxy"]
 
 
 def validation_galaxy(nside: int = 2048):

@@ -17,11 +17,11 @@ import h5py
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-
-from dustmaps_ext.decaps import DECaPSQuery
 from dustmaps_ext_build.decaps import mock
 from dustmaps_ext_build.decaps.cli import build_decaps_main, convert_inputs_main
 from dustmaps_ext_build.galaxy import default_galaxy
+
+from dustmaps_ext.decaps import DECaPSQuery
 
 
 def main(outdir) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-
 from dustmaps_ext_build.decaps import cli, convert, mock, partition, pipeline
 from dustmaps_ext_build.decaps.inputs import N_DM, N_E, StarPosteriors
 

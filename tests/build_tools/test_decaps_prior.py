@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from dustmaps_ext_build.decaps import pipeline, prior
 
 

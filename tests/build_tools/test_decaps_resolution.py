@@ -11,15 +11,14 @@ from __future__ import annotations
 import healpy as hp
 import numpy as np
 import pytest
-from scipy.optimize import curve_fit
-
 from dustmaps_ext_build.decaps import mock, pipeline, sampler
 from dustmaps_ext_build.decaps.inputs import StarPosteriors
+from scipy.optimize import curve_fit
 
 NSIDE = 8192
 DENSITY = 21.0  # stars per arcmin^2: ~300 within 2.15'
 MU_FAR = 13.0
-I_FAR = int(round((MU_FAR - 4.0) / 0.125))
+I_FAR = round((MU_FAR - 4.0) / 0.125)
 
 
 def _centre_pixel(l0=300.0, b0=0.0):
@@ -95,7 +94,7 @@ def test_effective_psf_fwhm_is_the_papers():
     def model(x, a, s, c):
         return a * np.exp(-0.5 * (x / s) ** 2) + c
 
-    (a, s, c), _ = curve_fit(model, sep, resp, p0=(0.2, 0.5, 1.0))
+    (a, s, _), _ = curve_fit(model, sep, resp, p0=(0.2, 0.5, 1.0))
     fwhm = 2.0 * np.sqrt(2.0 * np.log(2.0)) * abs(s)
     assert a > 0.05
     assert abs(fwhm - 1.07) <= 0.2 * 1.07, fwhm

@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
-
 from dustmaps_ext_build.decaps import filters, mock, pipeline, prior, sampler
 from dustmaps_ext_build.decaps.inputs import N_DM, N_E, StarPosteriors, boxes_from_dense
+from scipy.ndimage import gaussian_filter
 
 
 def _one_star(image, **meta):
