@@ -417,6 +417,30 @@ def _load_shard(path: Path) -> StarPosteriors:
 
 
 # --------------------------------------------------------------------------- checks
+def _near_footprint(l_deg: np.ndarray, b_deg: np.ndarray, cfg: "DecapsBuildConfig") -> np.ndarray:
+    """Whether each star lies in the footprint box grown by the weighting radius."""
+    margin = math.degrees(weighting_radius_rad(cfg))
+    (l_lo, l_hi), (b_lo, b_hi) = cfg.l_range_deg, cfg.b_range_deg
+    cos_b = np.cos(np.radians(np.clip(np.abs(b_deg) + margin, 0.0, 89.0)))
+    dl = (l_deg - (l_lo - margin / cos_b)) % 360.0
+    return (dl <= (l_hi - l_lo) + 2 * margin / cos_b) & (b_deg >= b_lo - margin) & \
+        (b_deg <= b_hi + margin)
+
+
+def _footprint_verdict(n_near: int, n: int, span, cfg: "DecapsBuildConfig", source: str) -> int:
+    (l_lo, l_hi), (b_lo, b_hi) = cfg.l_range_deg, cfg.b_range_deg
+    if n and n_near == 0:
+        raise ValueError(
+            f"none of the {n} stars of {source} lies in the footprint l in [{l_lo:g}, "
+            f"{l_hi:g}] deg, b in [{b_lo:g}, {b_hi:g}] deg (stars span l {span[0]:.4g}.."
+            f"{span[1]:.4g}, b {span[2]:.4g}..{span[3]:.4g}); change --l-range/--b-range "
+            "(l_range_deg/b_range_deg) to cover them")
+    if n_near < n:
+        log.info("%s: %d of %d stars lie outside the footprint and are not used", source,
+                 n - n_near, n)
+    return n_near
+
+
 def check_footprint(l_deg, b_deg, cfg: "DecapsBuildConfig", source: str = "the input") -> int:
     """Number of stars that can weight a footprint pixel; raise if there are none.
 
@@ -430,28 +454,16 @@ def check_footprint(l_deg, b_deg, cfg: "DecapsBuildConfig", source: str = "the i
     """
     l_deg = np.asarray(l_deg, np.float64)
     b_deg = np.asarray(b_deg, np.float64)
-    margin = math.degrees(weighting_radius_rad(cfg))
-    (l_lo, l_hi), (b_lo, b_hi) = cfg.l_range_deg, cfg.b_range_deg
-    cos_b = np.cos(np.radians(np.clip(np.abs(b_deg) + margin, 0.0, 89.0)))
-    dl = (l_deg - (l_lo - margin / cos_b)) % 360.0
-    near = (dl <= (l_hi - l_lo) + 2 * margin / cos_b) & (b_deg >= b_lo - margin) & \
-        (b_deg <= b_hi + margin)
-    n_near = int(np.count_nonzero(near))
-    if l_deg.size and n_near == 0:
-        raise ValueError(
-            f"none of the {l_deg.size} stars of {source} lies in the footprint l in "
-            f"[{l_lo:g}, {l_hi:g}] deg, b in [{b_lo:g}, {b_hi:g}] deg (stars span l "
-            f"{l_deg.min():.4g}..{l_deg.max():.4g}, b {b_deg.min():.4g}..{b_deg.max():.4g}); "
-            "change --l-range/--b-range (l_range_deg/b_range_deg) to cover them")
-    if n_near < l_deg.size:
-        log.info("%s: %d of %d stars lie outside the footprint and are not used", source,
-                 l_deg.size - n_near, l_deg.size)
-    return n_near
+    n_near = int(np.count_nonzero(_near_footprint(l_deg, b_deg, cfg)))
+    span = ((l_deg.min(), l_deg.max(), b_deg.min(), b_deg.max()) if l_deg.size
+            else (np.nan,) * 4)
+    return _footprint_verdict(n_near, l_deg.size, span, cfg, source)
 
 
 def check_shards(paths: Sequence[PathLike], cfg: "DecapsBuildConfig") -> int:
     """Check every shard's positions and offsets before any work (cheap: the posterior
-    values are not read) and that some star falls in the footprint.
+    values are not read, one shard in memory at a time) and that some star falls in the
+    footprint.
 
     Returns the number of stars that can weight a footprint pixel.
 
@@ -461,7 +473,8 @@ def check_shards(paths: Sequence[PathLike], cfg: "DecapsBuildConfig") -> int:
         A shard with a NaN or infinite ``l``/``b`` or a negative offset (the file and the
         first bad star are named), or no star near the footprint (:func:`check_footprint`).
     """
-    ls, bs = [], []
+    n = n_near = 0
+    span = np.array([np.inf, -np.inf, np.inf, -np.inf])
     for p in paths:
         _check_fields(Path(p))
         with np.load(p, allow_pickle=False) as f:
@@ -475,10 +488,13 @@ def check_shards(paths: Sequence[PathLike], cfg: "DecapsBuildConfig") -> int:
         if np.any(off < 0):
             raise ValueError(f"{p}: negative posterior offsets (first: star "
                              f"{int(np.flatnonzero(off < 0)[0])}); the file is corrupt")
-        ls.append(l_deg)
-        bs.append(b_deg)
+        n += l_deg.size
+        n_near += int(np.count_nonzero(_near_footprint(l_deg, b_deg, cfg)))
+        if l_deg.size:
+            span = np.array([min(span[0], l_deg.min()), max(span[1], l_deg.max()),
+                             min(span[2], b_deg.min()), max(span[3], b_deg.max())])
     source = str(paths[0]) if len(paths) == 1 else f"{len(paths)} shards"
-    return check_footprint(np.concatenate(ls), np.concatenate(bs), cfg, source)
+    return _footprint_verdict(n_near, n, span, cfg, source)
 
 
 # --------------------------------------------------------------------------- partition
