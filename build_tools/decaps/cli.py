@@ -50,9 +50,11 @@ def make_parser() -> argparse.ArgumentParser:
                    help="sweeps of the 120 bins per temperature per round")
     p.add_argument("--retry", action="store_true", help="force the paper's retry ladder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weighting", choices=("loglike", "image"), default="loglike",
+    p.add_argument("--weighting", choices=("loglike", "loglike_raw", "image"),
+                   default="loglike",
                    help="how a star's Gaussian pixel weight enters: as the exponent of its "
-                        "likelihood (loglike, the map's 1.07' PSF at nside 8192) or as a "
+                        "likelihood, rescaled to sum to the number of stars (loglike: the "
+                        "map's 1.07' PSF at nside 8192), not rescaled (loglike_raw), or as a "
                         "factor on its posterior image (image: nearly a 2.15' top-hat)")
     smooth = p.add_mutually_exclusive_group()
     smooth.add_argument("--no-smooth", action="store_true",

@@ -72,11 +72,13 @@ class DecapsBuildConfig:
         Pixels with fewer stars are infilled (10).
     fwhm_pixels, truncate_fwhm : float
         Star weighting (2.5 pixels, truncated at 2 FWHM).
-    weight_mode : {"loglike", "image"}
-        How a star's weight enters (see :func:`.sampler.pack_pixel`). ``"loglike"`` (the
-        default) raises each star's likelihood to the power of its weight, which gives the
-        map the point-spread function of the weighting Gaussian (1.07 arcmin FWHM at nside
-        8192); ``"image"`` multiplies the star's posterior by it, which under the softened
+    weight_mode : {"loglike", "loglike_raw", "image"}
+        How a star's Gaussian weight ``w_k`` enters the fit. ``"loglike"`` (the default):
+        each star's log likelihood is multiplied by ``w_k * n / sum(w)``, the Gaussian's
+        relative weights with the ``n`` stars weighing ``n`` in all, which gives the map the
+        point-spread function of the weighting Gaussian (1.07 arcmin FWHM at nside 8192);
+        ``"loglike_raw"``: by ``w_k`` itself (the same PSF, the prior weighs ~10x more);
+        ``"image"``: the posterior is multiplied by ``w_k``, which under the softened
         likelihood ``log(w L + eps)`` makes every star within the truncation radius count
         almost equally (a top-hat of 2.15 arcmin radius).
     n_keep_samples : int
