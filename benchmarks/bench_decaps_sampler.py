@@ -128,7 +128,9 @@ def main(argv=None) -> int:
     lines = [
         "# DECaPS line-of-sight sampler: CPU per pixel at the paper's settings",
         "",
-        f"Command: `python benchmarks/bench_decaps_sampler.py{' --quick' if args.quick else ''}`"
+        f"Command: `python benchmarks/bench_decaps_sampler.py{' --quick' if args.quick else ''}"
+        f"{f' --pixels {args.pixels}' if args.pixels != 3 else ''}"
+        f"{f' --repeats {args.repeats}' if args.repeats != 3 else ''}`"
         f" ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()},"
         f" Python {platform.python_version()}, one thread, load average"
         f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end). CPU time is process time"
