@@ -34,7 +34,8 @@ from dustmaps_ext.cli import (
     verbosity,
 )
 
-__all__ = ["build_parametric_main", "build_decaps_main", "parametric_parser", "decaps_parser",
+__all__ = ["build_parametric_main", "build_decaps_main", "build_decaps_convert_main",
+           "parametric_parser", "decaps_parser", "convert_parser",
            "decaps_config_from_args", "add_build_options", "default_work_dir", "BUILD_FLAGS"]
 
 logger = logging.getLogger(__name__)
@@ -284,6 +285,19 @@ def decaps_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, default=256,
                    help="side of an infill tile in cells of the ring image (0: one tile; "
                         "default: %(default)s)")
+    p.add_argument("--weighting", choices=("loglike", "loglike_raw", "image"),
+                   default=None,
+                   help="how a star's Gaussian pixel weight enters: as the exponent of its "
+                        "likelihood, rescaled to sum to the number of stars (loglike, the "
+                        "default: the map's 1.07' PSF at nside 8192), not rescaled "
+                        "(loglike_raw), or as a factor on its posterior image (image: nearly "
+                        "a 2.15' top-hat)")
+    smooth = p.add_mutually_exclusive_group()
+    smooth.add_argument("--no-smooth", action="store_true",
+                        help="do not smooth the star posteriors (1%% of each axis)")
+    smooth.add_argument("--already-smoothed", action="store_true",
+                        help="the posteriors are smoothed already (e.g. brutus' "
+                             "bin_pdfs_distred output): do not smooth them again")
     add_build_options(p)
     return p
 
@@ -301,7 +315,8 @@ def decaps_config_from_args(args: argparse.Namespace):
     given = {name: value for name, value in (
         ("nside", args.nside),
         ("l_range_deg", None if args.l_range is None else tuple(args.l_range)),
-        ("b_range_deg", None if args.b_range is None else tuple(args.b_range))) if value is not None}
+        ("b_range_deg", None if args.b_range is None else tuple(args.b_range)),
+        ("weight_mode", args.weighting)) if value is not None}
     return DecapsBuildConfig(nside_block=args.nside_block, sampler=smp,
                              retry=args.retry or not custom, seed=args.seed, **given)
 
@@ -337,19 +352,83 @@ def _run_decaps(args: argparse.Namespace) -> int:
     if args.tile_size < 0:
         raise ValueError(f"--tile-size must be 0 (one tile) or positive, not {args.tile_size}")
 
-    from .decaps.partition import resolve_shards
+    from .decaps.partition import check_shards, resolve_shards
     from .decaps.pipeline import build_decaps
 
     cfg = decaps_config_from_args(args)
     max_ebv = _max_reddening(args.max_density)
     shards = resolve_shards(args.stars)
+    check_shards(shards, cfg)  # NaN positions, bad offsets, footprint: before any work
     work = args.work_dir or default_work_dir(args.output, legacy_suffix="_work")
     with _dashboard(args.dashboard_address):
         res = build_decaps(shards, args.output, work, cfg, max_ebv=max_ebv,
                            scheduler=args.scheduler, n_workers=args.workers,
                            progress=not args.no_progress, resume=not args.restart,
                            fast_path=args.fast_layout, overwrite=args.overwrite,
-                           tile_size=args.tile_size or None)
+                           tile_size=args.tile_size or None,
+                           smooth=not (args.no_smooth or args.already_smoothed))
     print(f"wrote {args.output}: {res['n_pixels']} pixels, {res['n_converged']} converged, "
-          f"{res['n_infilled']} infilled ({res['n_missing']} with too few stars)")
+          f"{res['n_infilled']} infilled ({res['n_missing']} with too few stars), "
+          f"{res['n_no_reliable_range']} fitted without a reliable distance range; "
+          f"posteriors {'smoothed' if res['smoothed'] else 'not smoothed'}; unphysical-mode "
+          f"cut {'on' if res['unphysical_cut'] else 'off (no --max-density curve given)'}")
+    return 0
+
+
+def convert_parser() -> argparse.ArgumentParser:
+    """The parser of ``build-decaps-convert``."""
+    p = argparse.ArgumentParser(prog="build-decaps-convert", description=(
+        "Convert per-star posteriors (an (n, 120, 700) image dataset, or (n, m) samples of "
+        "distance modulus and E(B-V)) in an HDF5 file into build-decaps' input (.npz); cell i "
+        "of an image is the point mu = 4 + 0.125 i (--grid points) or the bin starting there "
+        "(--grid bins)."))
+    add_common_options(p)
+    p.add_argument("h5", type=Path, help="HDF5 file holding the posteriors and l, b (deg)")
+    p.add_argument("output", type=Path, help="input file to write (.npz)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="dataset of posterior images, shape (n, 120, 700)")
+    src.add_argument("--mu-samples", help="dataset of distance-modulus samples (n, m)")
+    p.add_argument("--ebv-samples", help="dataset of E(B-V) samples (n, m), with --mu-samples")
+    p.add_argument("--grid", choices=("points", "bins"), default="points",
+                   help="what image cell i is: the point mu = 4 + 0.125 i, or the bin that "
+                        "starts there (default: %(default)s)")
+    p.add_argument("--l", default="l", dest="l_name",
+                   help="dataset of Galactic longitudes, deg (default: %(default)s)")
+    p.add_argument("--b", default="b", dest="b_name",
+                   help="dataset of Galactic latitudes, deg (default: %(default)s)")
+    return p
+
+
+def build_decaps_convert_main(argv: Sequence[str] | None = None) -> int:
+    """``build-decaps-convert``: per-star images or samples in HDF5 -> a build input."""
+    args = convert_parser().parse_args(argv)
+    return run_command("build-decaps-convert", lambda: _run_convert(args), verbosity(args))
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    configure_logging(verbosity(args))
+    if args.mu_samples and not args.ebv_samples:
+        raise ValueError("--mu-samples needs --ebv-samples")
+    from dataclasses import fields
+
+    import h5py
+
+    from .decaps.convert import posteriors_from_images, posteriors_from_samples
+    from .decaps.inputs import REQUIRED_FIELDS, StarPosteriors
+
+    with h5py.File(args.h5, "r") as f:
+        meta = {fl.name: f[fl.name][()] for fl in fields(StarPosteriors)
+                if fl.name not in REQUIRED_FIELDS and fl.name in f}
+        for name in (args.l_name, args.b_name, args.images or args.mu_samples,
+                     *([args.ebv_samples] if args.mu_samples else [])):
+            if name not in f:
+                raise ValueError(f"{args.h5}: no dataset {name!r}")
+        l_deg, b_deg = f[args.l_name][()], f[args.b_name][()]
+        if args.images:
+            stars = posteriors_from_images(f[args.images], l_deg, b_deg, grid=args.grid, **meta)
+        else:
+            stars = posteriors_from_samples(f[args.mu_samples][()], f[args.ebv_samples][()],
+                                            l_deg, b_deg, **meta)
+    stars.save(args.output)
+    print(f"wrote {args.output}: {stars.n_star} stars")
     return 0

@@ -406,8 +406,16 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
         from dustmaps_ext.decaps import repack
 
         repack(out_path, fast_path, progress=progress)
+    lo, hi = px["dm_reliable_min"], px["dm_reliable_max"]
+    with np.errstate(invalid="ignore"):
+        no_range = ~missing & ~(lo < hi)  # NaN (a threshold never reached) or empty
+    n_no_range = int(np.count_nonzero(no_range))
+    if n_no_range:
+        log.warning("%d of %d fitted pixels have too few effective stars for any reliable "
+                    "distance range (DM_reliable_min/max NaN or empty in the file)",
+                    n_no_range, int(np.count_nonzero(~missing)))
     summary = {"n_pixels": n, "n_blocks": len(cat.paths), "n_missing": int(missing.sum()),
-               "n_infilled": int(infilled.sum()),
+               "n_infilled": int(infilled.sum()), "n_no_reliable_range": n_no_range,
                "n_converged": int(np.count_nonzero(px["converged"])), "n_tiles": n_tiles,
                "path": out_path}
     log.info("wrote %s: %d pixels, %d of %d missing infilled, %d tiles", out_path, n,
@@ -466,7 +474,10 @@ def assemble_release_from_blocks(block_paths: Sequence[str | os.PathLike], out_p
     -------
     dict
         ``n_pixels``, ``n_blocks`` (non-empty block files), ``n_missing`` (pixels not
-        fitted), ``n_infilled``, ``n_converged``, ``n_tiles`` and ``path``. The release's
+        fitted), ``n_infilled``, ``n_converged``, ``n_no_reliable_range`` (fitted pixels
+        whose stars are too few for any reliable distance range: their
+        ``DM_reliable_min``/``DM_reliable_max`` are NaN or empty, whatever ``converged``
+        says), ``n_tiles`` and ``path``. The release's
         ``pixel_info`` also holds ``n_stars`` (uint32), which readers ignore.
 
     Raises

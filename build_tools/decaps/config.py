@@ -47,8 +47,15 @@ class DecapsBuildConfig:
         Pixels with fewer stars are infilled (10).
     fwhm_pixels, truncate_fwhm : float
         Star weighting (2.5 pixels, truncated at 2 FWHM).
-    weight_mode : {"image", "loglike"}
-        How a star's weight enters (see :func:`.sampler.pack_pixel`).
+    weight_mode : {"loglike", "loglike_raw", "image"}
+        How a star's Gaussian weight ``w_k`` enters the fit. ``"loglike"`` (the default):
+        each star's log likelihood is multiplied by ``w_k * n / sum(w)``, the Gaussian's
+        relative weights with the ``n`` stars weighing ``n`` in all, which gives the map the
+        point-spread function of the weighting Gaussian (1.07 arcmin FWHM at nside 8192);
+        ``"loglike_raw"``: by ``w_k`` itself (the same PSF, the prior weighs ~10x more);
+        ``"image"``: the posterior is multiplied by ``w_k``, which under the softened
+        likelihood ``log(w L + eps)`` makes every star within the truncation radius count
+        almost equally (a top-hat of 2.15 arcmin radius).
     n_keep_samples : int
         Samples written per pixel (5), drawn at random (seeded per pixel) from the chain's.
     p_reliable_min, p_reliable_max : float
@@ -60,8 +67,8 @@ class DecapsBuildConfig:
         None: the middle of the longitudes outside ``l_range_deg`` (122.5 deg for DECaPS).
     seed : int
         Base seed.
-    prior_model : SmoothDiskDustModel
-        Mean of the jump prior.
+    prior_model : FlaredSechDiskDustModel or SmoothDiskDustModel
+        Mean of the jump prior (default: bayestar's flared sech^2 disk with an inner hole).
     l_range_deg, b_range_deg : (float, float)
         Footprint: only pixels whose centres lie in this box are mapped (longitudes may
         wrap, e.g. (239, 366)); the default is the DECaPS footprint.
@@ -75,7 +82,7 @@ class DecapsBuildConfig:
     min_stars: int = 10
     fwhm_pixels: float = 2.5
     truncate_fwhm: float = 2.0
-    weight_mode: str = "image"
+    weight_mode: str = "loglike"
     n_keep_samples: int = 5
     p_reliable_min: float = 0.5
     p_reliable_max: float = 5.0
@@ -84,7 +91,8 @@ class DecapsBuildConfig:
     infill_median: int = 11
     infill_seam_deg: float | None = None
     seed: int = 0
-    prior_model: prior.SmoothDiskDustModel = field(default_factory=prior.SmoothDiskDustModel)
+    prior_model: prior.FlaredSechDiskDustModel = field(
+        default_factory=prior.FlaredSechDiskDustModel)
     l_range_deg: tuple = decaps_format.L_RANGE_DEG
     b_range_deg: tuple = decaps_format.B_RANGE_DEG
 
@@ -100,6 +108,9 @@ class DecapsBuildConfig:
             raise ValueError("nside_block must not exceed nside")
         if self.min_stars < 1 or self.n_keep_samples < 1:
             raise ValueError("min_stars and n_keep_samples must be >= 1")
+        if self.weight_mode not in ("loglike", "loglike_raw", "image"):
+            raise ValueError("weight_mode must be 'loglike', 'loglike_raw' or 'image', not "
+                             f"{self.weight_mode!r}")
         if self.n_keep_samples > self.sampler.n_samples:
             raise ValueError("n_keep_samples cannot exceed the sampler's n_samples")
 

@@ -99,7 +99,8 @@ def data(tmp_path_factory):
     samples[miss] = np.nan
     n_stars = np.where(miss, 3, 40).astype(np.int32)
     dm_min = np.where(miss, np.nan, 6.0 + 0.01 * (pix % 7)).astype(np.float32)
-    dm_max = np.where(miss, np.nan, 15.0).astype(np.float32)
+    # some fitted pixels without a reliable distance range (too few effective stars)
+    dm_max = np.where(miss | (pix % 11 == 3), np.nan, 15.0).astype(np.float32)
     converged = ~miss & (pix % 5 != 0)
     block_dir = tmp / "blocks"
     block_dir.mkdir()
@@ -153,7 +154,10 @@ def test_one_tile_equals_the_untiled_reference_and_reads_in_dustmaps(data, tmp_p
                        "n_missing": int(data["miss"].sum()),
                        "n_infilled": int(data["ref"]["infilled"].sum()),
                        "n_converged": int(data["ref"]["converged"].sum()), "n_tiles": 1,
+                       "n_no_reliable_range": int(np.count_nonzero(~data["miss"]
+                                                                   & (data["pix"] % 11 == 3))),
                        "path": out}
+    assert summary["n_no_reliable_range"] > 0
     assert data["ref"]["infilled"].sum() == data["miss"].sum()  # all can be infilled
     # the in-memory wrapper (pipeline.assemble_release) runs the same code; its dict may
     # be in any order
