@@ -27,7 +27,8 @@ from dustmaps_ext import cli
 from dustmaps_ext_build import cli as build_cli
 
 PARSERS = {"dustmaps-ext": cli.build_parser, "build-decaps": build_cli.decaps_parser,
-           "build-parametric": build_cli.parametric_parser}
+           "build-parametric": build_cli.parametric_parser,
+           "build-decaps-convert": build_cli.convert_parser}
 HEAVY = ("numpy", "scipy", "healpy", "numba", "dask", "distributed", "astropy", "h5py",
          "matplotlib", "dustmaps", "pandas", "pyarrow")
 DEPRECATED_ALIASES = {"--n-workers", "--no-resume"}
@@ -63,7 +64,8 @@ def test_every_option_and_subcommand_has_help(command):
             assert action.help and action.help.strip(), (
                 f"{command} {' '.join(words)} {action.option_strings or action.dest}: no help")
     # the only options without help are the older spellings of the builds
-    assert hidden == {"dustmaps-ext": set(), "build-parametric": DEPRECATED_ALIASES,
+    assert hidden == {"dustmaps-ext": set(), "build-decaps-convert": set(),
+                      "build-parametric": DEPRECATED_ALIASES,
                       "build-decaps": DEPRECATED_ALIASES | {"--nside-block"}}[command]
 
 
@@ -274,7 +276,8 @@ def test_expected_errors_are_one_line(tmp_path, argv, expected):
 _HELP_PROBE = textwrap.dedent("""
     import argparse, json, sys, time
     from dustmaps_ext.cli import build_parser, main
-    from dustmaps_ext_build.cli import (build_decaps_main, build_parametric_main,
+    from dustmaps_ext_build.cli import (build_decaps_convert_main, build_decaps_main,
+                                        build_parametric_main, convert_parser,
                                         decaps_parser, parametric_parser)
 
     def walk(parser, words=()):
@@ -288,7 +291,9 @@ _HELP_PROBE = textwrap.dedent("""
     report = []
     for name, entry, parser in [("dustmaps-ext", main, build_parser),
                                 ("build-decaps", build_decaps_main, decaps_parser),
-                                ("build-parametric", build_parametric_main, parametric_parser)]:
+                                ("build-parametric", build_parametric_main, parametric_parser),
+                                ("build-decaps-convert", build_decaps_convert_main,
+                                 convert_parser)]:
         for words in walk(parser()):
             for flag in ("--help", "--version") if not words else ("--help",):
                 start = time.perf_counter()
@@ -318,6 +323,7 @@ def test_help_and_version_import_nothing_heavy():
     assert f"dustmaps-ext {dustmaps_ext.__version__}" in proc.stdout
     assert f"build-decaps {dustmaps_ext.__version__}" in proc.stdout
     assert f"build-parametric {dustmaps_ext.__version__}" in proc.stdout
+    assert f"build-decaps-convert {dustmaps_ext.__version__}" in proc.stdout
 
 
 # -------------------------------------------------------------------- the build extra

@@ -72,7 +72,8 @@ def test_version_has_one_source():
 def test_console_scripts_resolve():
     scripts = dict(line.split("=") for line in
                    _setup_cfg()["options.entry_points"]["console_scripts"].strip().splitlines())
-    assert {k.strip() for k in scripts} == {"dustmaps-ext", "build-decaps", "build-parametric"}
+    assert {k.strip() for k in scripts} == {"dustmaps-ext", "build-decaps", "build-parametric",
+                                           "build-decaps-convert"}
     for target in scripts.values():
         module, func = target.strip().split(":")
         assert callable(getattr(importlib.import_module(module), func)), target
