@@ -189,7 +189,8 @@ def test_decaps_options_and_work_folder(tmp_path, monkeypatch, star_file, caplog
 
     def fake_build(shards, out, work, cfg, **kwargs):
         calls.append({"shards": shards, "work": work, "cfg": cfg, **kwargs})
-        return {"n_pixels": 1, "n_converged": 1, "n_infilled": 0, "n_missing": 0}
+        return {"n_pixels": 1, "n_converged": 1, "n_infilled": 0, "n_missing": 0,
+                "n_no_reliable_range": 0, "smoothed": True, "unphysical_cut": False}
 
     monkeypatch.setattr(pipeline, "build_decaps", fake_build)
     out = tmp_path / "map.h5"
