@@ -24,6 +24,7 @@ from ._core.modes import ALL_MODES
 from ._io.layouts import (MapFileError, MappedStore, PublishedRowStore, default_repacked_path,
                           inspect_decaps_file, load_in_memory)
 from ._voxel_map import VoxelDustMap
+from ._io.compact import CompactStore, load_compact_in_memory, repack_compact
 from ._io.fetchers import fetch_decaps as fetch
 from ._io.layouts import repack as _repack
 
@@ -76,12 +77,15 @@ def default_map_path(mean_only: bool = False) -> Path:
         "config['data_dir'] = '/path/to/data'")
 
 
-def repack(src, dst=None, *, progress: bool = True) -> Path:
-    """Convert a published DECaPS file into the fast pixel-major layout.
+#: Layouts :func:`repack` writes.
+REPACK_LAYOUTS = ("compact", "pixel-major")
 
-    Streams the source with bounded memory (one published chunk row, ~290 MB), shows a
-    progress bar, and resumes after an interruption; ``dst`` appears only when complete.
-    See :func:`dustmaps_ext._io.layouts.repack`.
+
+def repack(src, dst=None, *, progress: bool = True, layout: str = "compact") -> Path:
+    """Convert a published DECaPS file into a fast layout of the query classes.
+
+    Streams the source with bounded memory (one published chunk row, ~290 MB) and shows a
+    progress bar; ``dst`` appears only when complete.
 
     Parameters
     ----------
@@ -91,13 +95,24 @@ def repack(src, dst=None, *, progress: bool = True) -> Path:
         Output; default ``<src stem>_repacked.h5`` beside ``src``.
     progress : bool
         Show a tqdm progress bar.
+    layout : {'compact', 'pixel-major'}
+        ``'compact'`` (default): lossless, about a sixth of the uncompressed values and
+        smaller than the release (see ``docs/compact_layout.rst``); random queries decode
+        only the pixels they touch (:func:`dustmaps_ext._io.compact.repack_compact`).
+        ``'pixel-major'``: uncompressed float16, memory-mapped as is (74 GB for the
+        release); resumes after an interruption (:func:`dustmaps_ext._io.layouts.repack`).
 
     Returns
     -------
     Path
         The repacked file.
     """
-    return _repack(src, dst, progress=progress)
+    if layout not in REPACK_LAYOUTS:
+        raise ValueError(f"layout must be one of {REPACK_LAYOUTS}; got {layout!r}")
+    if layout == "pixel-major":
+        return _repack(src, dst, progress=progress)
+    dst = Path(dst) if dst is not None else default_repacked_path(src)
+    return repack_compact(src, dst, progress=progress)
 
 
 class _DECaPSBase(VoxelDustMap):
@@ -211,7 +226,8 @@ class DECaPSQuery(_DECaPSBase):
             n_samples = int(max_samples)
         logger.info("loading %s into RAM (%.2f GB)", self._info.path,
                     self._info.n_pix * (1 + n_samples) * self._info.n_dist * 2 / 1e9)
-        self._store = load_in_memory(self._info, n_samples=n_samples, progress=progress)
+        load = load_compact_in_memory if self._info.layout == "compact" else load_in_memory
+        self._store = load(self._info, n_samples=n_samples, progress=progress)
 
 
 class DECaPSQueryLite(_DECaPSBase):
@@ -240,6 +256,8 @@ class DECaPSQueryLite(_DECaPSBase):
         super().__init__(map_fname, mean_only)
         if self._info.layout == "pixel-major":
             self._store = MappedStore(self._info, chunk_coords=chunk_coords)
+        elif self._info.layout == "compact":
+            self._store = CompactStore(self._info, mean_only=mean_only, chunk_coords=chunk_coords)
         else:
             warnings.warn(
                 f"{self._info.path.name} is in the published layout, where every random pixel "

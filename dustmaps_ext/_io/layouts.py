@@ -64,7 +64,7 @@ class DecapsFileInfo:
     """What a DECaPS file holds, checked by :func:`inspect_decaps_file`."""
 
     path: Path
-    layout: str  # "published" or "pixel-major"
+    layout: str  # "published", "pixel-major" or "compact"
     nside: int
     dm_bin_edges: np.ndarray
     n_pix: int
@@ -117,7 +117,8 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
     if isinstance(layout, bytes):
         layout = layout.decode()
     pixel_major = layout == PIXEL_MAJOR_LAYOUT
-    value_sets = ("data",) if pixel_major else ("mean",)
+    compact = layout == "dustmaps_ext/decaps-compact"  # compact.COMPACT_LAYOUT
+    value_sets = ("data",) if pixel_major else ("records", "record_offsets") if compact else ("mean",)
     for name in value_sets:
         if not isinstance(f.get(name), h5py.Dataset):
             problems.append(f"dataset {name}")
@@ -145,6 +146,10 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
         n_samples = data.shape[1] - 1 if data.ndim == 3 else 0
         if not problems:
             _check_contiguous_extent(path, f, ["data"] + [f"pixel_info/{n}" for n in _PIXEL_DATASETS])
+    elif compact:
+        from .compact import check_compact
+
+        n_samples = check_compact(path, f, n_pix, n_dist, problems)
     else:
         mean = f["mean"]
         if mean.shape != (n_pix, 1, n_dist):
@@ -158,7 +163,8 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
                 n_samples = samples.shape[1]
     if problems:
         raise MapFileError(f"{path} is not a consistent DECaPS map file: " + "; ".join(problems))
-    return DecapsFileInfo(path=path, layout="pixel-major" if pixel_major else "published",
+    kind = "pixel-major" if pixel_major else "compact" if compact else "published"
+    return DecapsFileInfo(path=path, layout=kind,
                           nside=nside, dm_bin_edges=edges, n_pix=n_pix, n_samples=n_samples)
 
 
