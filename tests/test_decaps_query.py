@@ -32,8 +32,10 @@ def maps(tmp_path_factory):
     published = write_simulated_decaps(folder / "sim.h5", nside=64, chunk_pixels=700)
     mean_only = write_simulated_decaps(folder / "sim_mean.h5", nside=64, chunk_pixels=700,
                                        mean_only=True)
-    repacked = repack(published, folder / "sim_repacked.h5", progress=False)
-    return {"published": published, "repacked": repacked, "mean_only": mean_only}
+    repacked = repack(published, folder / "sim_repacked.h5", progress=False)  # compact
+    pixel_major = repack(published, folder / "sim_pixel_major.h5", progress=False, layout="pixel-major")
+    return {"published": published, "repacked": repacked, "mean_only": mean_only,
+            "pixel_major": pixel_major}
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +51,9 @@ def ours(maps):
     return {"full/published": DECaPSQuery(maps["published"], progress=False),
             "full/repacked": DECaPSQuery(maps["repacked"], progress=False),
             "lite/repacked": DECaPSQueryLite(maps["repacked"]),
-            "lite/published": lite_published}
+            "lite/published": lite_published,
+            "full/pixel-major": DECaPSQuery(maps["pixel_major"], progress=False),
+            "lite/pixel-major": DECaPSQueryLite(maps["pixel_major"])}
 
 
 def _coords(n, seed, with_distance=True):
@@ -90,7 +94,8 @@ def reference_answers(reference):
     return answer
 
 
-@pytest.mark.parametrize("which", ["full/published", "full/repacked", "lite/repacked", "lite/published"])
+@pytest.mark.parametrize("which", ["full/published", "full/repacked", "lite/repacked", "lite/published",
+                                   "full/pixel-major", "lite/pixel-major"])
 @pytest.mark.parametrize("with_distance", [True, False])
 @pytest.mark.parametrize("mode,pct", MODES)
 def test_every_deterministic_mode_equals_dustmaps(ours, reference_answers, which, with_distance,
