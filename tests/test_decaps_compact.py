@@ -92,7 +92,8 @@ def test_codec_round_trips_any_float16_profile():
     for values in (anything, monotone, cents, constant):
         records, offsets = compact._encode_block(values, 0)
         out = np.empty_like(values)
-        assert profile_codec.decode_range(records, offsets, 0, 3, 120, profile_codec.CENT_TABLE, out) == n
+        assert profile_codec.decode_range(records, offsets, 0, 3, 120, profile_codec.CENT_TABLE,
+                                          profile_codec.FLOAT_TABLE, out) == n
         assert np.array_equal(out, values)
     # cents profiles cost far less than raw ones (the compact layout's point)
     assert compact._encode_block(cents, 0)[0].size < 0.25 * cents.nbytes

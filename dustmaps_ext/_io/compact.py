@@ -160,7 +160,8 @@ class CompactStore:
         local[inside] = inverse
         if uniq.size:
             done = profile_codec.decode_rows(self._records, self._offsets, uniq, n_read,
-                                             self.info.n_dist, profile_codec.CENT_TABLE, block)
+                                             self.info.n_dist, profile_codec.CENT_TABLE,
+                                             profile_codec.FLOAT_TABLE, block)
             if done < 0:
                 _raise_decode_error(self.info.path, done)
         return block, local
@@ -187,7 +188,8 @@ def load_compact_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bo
     def decode(block):
         a, b = block
         done = profile_codec.decode_range(store._records, store._offsets, a, n_read, info.n_dist,
-                                          profile_codec.CENT_TABLE, data[a:b])
+                                          profile_codec.CENT_TABLE, profile_codec.FLOAT_TABLE,
+                                          data[a:b])
         return done
 
     workers = threads or min(8, os.cpu_count() or 1)
@@ -220,7 +222,7 @@ def _encode_block(values: np.ndarray, start_offset: int) -> tuple[np.ndarray, np
     out = np.empty(n * profile_codec.max_record_bytes(n_slots, n_dist), dtype=np.uint8)
     offsets = np.empty(n + 1, dtype=np.int64)
     used = profile_codec.encode_pixels(np.ascontiguousarray(values), cents, profile_codec.CENT_TABLE,
-                                       out, offsets, start_offset)
+                                       profile_codec.FLOAT_TABLE, out, offsets, start_offset)
     return out[:used], offsets
 
 
