@@ -86,9 +86,11 @@ class Recorder:
 
     def __init__(self):
         self.calls = []
+        self.options = []
 
-    def __call__(self, src, dst, *, progress):
+    def __call__(self, src, dst, *, progress, **options):
         self.calls.append((Path(src), Path(dst), progress))
+        self.options.append(options)
         Path(dst).write_bytes(b"converted " + hashlib.md5(Path(src).read_bytes()).digest())
         return Path(dst)
 
@@ -184,6 +186,7 @@ def test_decaps_repack_orchestration(server, decaps_release, dustmaps_data_dir, 
     path = fetchers.fetch_decaps(silence_warnings=True, base_url=server.url, progress=False)
     assert path == folder / "decaps_mean_and_samples_repacked.h5"
     assert repack.calls == [(folder / "decaps_mean_and_samples.h5", path, False)]
+    assert repack.options == [{"layout": "compact"}]  # the default layout
     assert path.read_bytes() == b"converted " + hashlib.md5(content).digest()
     assert "kept the published file" in caplog.text and "1.2 MB" in caplog.text
     # complete: no download, no repack, not even a metadata request (works offline)
@@ -205,7 +208,7 @@ def test_decaps_interrupted_repack_is_resumed_and_clobber_redoes_all(server, dec
                                                                      monkeypatch):
     content, store = decaps_release["decaps_mean.h5"]
 
-    def crash(src, dst, *, progress):
+    def crash(src, dst, *, progress, **options):
         Path(dst).write_bytes(b"half")
         raise KeyboardInterrupt
 
@@ -228,12 +231,15 @@ def test_decaps_space_check_counts_the_repacked_copy(server, decaps_release, dus
                                                      monkeypatch):
     real = dl.shutil.disk_usage
     monkeypatch.setattr(dl, "SPACE_MARGIN", 0)
-    # room for the 400 kB download, not for its repacked copy as well (1.54x the published
-    # bytes, the real release's ratio: 8 GB -> 12.3 GB)
+    # room for the 400 kB download, not for its compact copy as well (written through a
+    # side file: twice 0.47 x 1.54 x the published bytes, the real release's ratio of
+    # uncompressed to published: 8 GB -> 12.3 GB)
     monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: real(p)._replace(free=800_000))
     monkeypatch.setattr(fetchers, "_repack_hook", Recorder())
-    need = dl.format_bytes(400_000 + fetchers._repacked_bytes(True, 400_000))
-    assert fetchers._repacked_bytes(True) == 51_415_400 * 120 * 2  # the real map: 12.3 GB
+    need = dl.format_bytes(400_000 + 2 * fetchers._repacked_bytes(True, 400_000))
+    raw = 51_415_400 * 120 * 2  # the real map, uncompressed: 12.3 GB
+    assert fetchers._repacked_bytes(True, layout="pixel-major") == raw
+    assert fetchers._repacked_bytes(True) == int(raw * fetchers.COMPACT_FRACTION[True])
     with pytest.raises(dl.InsufficientSpaceError, match=f"repacked copy: it needs {need}"):
         fetchers.fetch_decaps(mean_only=True, silence_warnings=True, base_url=server.url,
                               progress=False)
@@ -492,3 +498,16 @@ def test_cli_fetch_wang2025_and_bayestar2019(server, wang_gz, dustmaps_data_dir,
     server.add_dataverse_file(fetchers.BAYESTAR2019_DOI, "bayestar2019.h5", b"b19")
     assert cli.main(["fetch", "bayestar2019", "--base-url", server.url, "--no-progress"]) == 0
     assert "bayestar2019.h5" in capsys.readouterr().out
+
+
+def test_data_dir_inside_the_environment_warns_naming_the_setting(monkeypatch, tmp_path):
+    from dustmaps.config import config
+
+    monkeypatch.delitem(config._options, "data_dir", raising=False)  # dustmaps' default
+    with pytest.warns(fetchers.DataDirWarning, match=r"config\['data_dir'\] = "):
+        original, _ = fetchers.decaps_paths()
+    assert "site-packages" in str(original)
+    monkeypatch.setitem(config._options, "data_dir", str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fetchers.decaps_paths()[0].parent == tmp_path / "decaps"

@@ -44,7 +44,9 @@ from .download import (
 
 __all__ = [
     "BAYESTAR2019_DOI",
+    "COMPACT_FRACTION",
     "DECAPS_DOI",
+    "DataDirWarning",
     "FetchConsentError",
     "InvalidDownloadError",
     "LARGE_DOWNLOAD_BYTES",
@@ -95,6 +97,10 @@ WANG2025_COLUMNS = (
 )
 
 
+class DataDirWarning(UserWarning):
+    """dustmaps' data directory lies inside the Python environment (its default)."""
+
+
 class FetchConsentError(RuntimeError):
     """A large download needs consent that was not (or could not be) given."""
 
@@ -106,11 +112,11 @@ class InvalidDownloadError(DownloadError):
 # --------------------------------------------------------------------------- hooks
 
 
-def _repack_hook(src: Path, dst: Path, *, progress: bool) -> Path:
-    """Convert a published-layout DECaPS file to the fast layout (lazy import)."""
+def _repack_hook(src: Path, dst: Path, *, progress: bool, layout: str = "compact") -> Path:
+    """Convert a published-layout DECaPS file to a fast layout (lazy import)."""
     from ..decaps import repack
 
-    return Path(repack(src, dst, progress=progress))
+    return Path(repack(src, dst, progress=progress, layout=layout))
 
 
 def _convert_hook(src: Path, dst: Path, *, progress: bool) -> Path:
@@ -126,7 +132,25 @@ def _convert_hook(src: Path, dst: Path, *, progress: bool) -> Path:
 def _data_dir() -> Path:
     from dustmaps.std_paths import data_dir
 
-    return Path(data_dir())
+    path = Path(data_dir())
+    _warn_if_inside_environment(path)
+    return path
+
+
+def _warn_if_inside_environment(path: Path) -> None:
+    """Warn when the data directory lies inside the Python environment (dustmaps' default)."""
+    import sysconfig
+
+    roots = {Path(sys.prefix), Path(sysconfig.get_paths()["purelib"]), Path(sysconfig.get_paths()["platlib"])}
+    resolved = path.resolve()
+    for root in roots:
+        if resolved == root.resolve() or root.resolve() in resolved.parents:
+            warnings.warn(
+                f"dustmaps' data directory {path} lies inside the Python environment ({root}): "
+                "the maps (DECaPS: 33.8 GB to download) would fill the disk that holds it and "
+                "be lost with it. Choose another with\n\n    from dustmaps.config import config\n"
+                "    config['data_dir'] = '/path/with/space'\n", DataDirWarning, stacklevel=3)
+            return
 
 
 def _retry():
@@ -194,24 +218,41 @@ def decaps_paths(mean_only: bool = False) -> tuple[Path, Path]:
     return original, directory / f"{original.stem}_repacked.h5"
 
 
-def _repacked_bytes(mean_only: bool, published_bytes: int | None = None) -> int:
-    """Size of the repacked copy: uncompressed float16 values of every pixel.
+#: Size of a compact file as a fraction of the raw float16 values (mean and samples; mean
+#: only), measured on the realistic simulated release (benchmarks/bench_decaps_layouts.py):
+#: an estimate for the real map, whose values may compress differently.
+COMPACT_FRACTION = {False: 0.20, True: 0.47}
 
-    For the real release that is 74.0 GB (12.3 GB mean-only). When the published file's
-    size is known (a mirror or a test server may serve a smaller map), the estimate scales
-    with it by the real release's ratio of repacked to published bytes.
+
+def _repacked_bytes(mean_only: bool, published_bytes: int | None = None,
+                    layout: str = "compact") -> int:
+    """Size of the repacked copy.
+
+    ``'pixel-major'``: uncompressed float16 values of every pixel, 74.0 GB for the real
+    release (12.3 GB mean-only). ``'compact'``: :data:`COMPACT_FRACTION` of that (an
+    estimate: about 14.8 GB, 5.8 GB mean-only). When the published file's size is known (a
+    mirror or a test server may serve a smaller map), the estimate scales with it by the
+    real release's ratio of repacked to published bytes.
     """
     values = DECAPS_NDIST * (1 if mean_only else 1 + DECAPS_NSAMPLES)
     real = DECAPS_NPIX * values * 2
+    if layout == "compact":
+        real = int(real * COMPACT_FRACTION[mean_only])
     if not published_bytes:
         return real
     real_published = DECAPS_MEAN_BYTES if mean_only else DECAPS_SAMPLES_BYTES
     return int(published_bytes * real / real_published)
 
 
+def _repack_peak_bytes(mean_only: bool, published_bytes: int | None, layout: str) -> int:
+    """Disk a repack needs at its peak: the compact writer briefly holds its output twice."""
+    size = _repacked_bytes(mean_only, published_bytes, layout)
+    return 2 * size if layout == "compact" else size
+
+
 def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobber: bool = False,
                  repack: bool = True, base_url: str | None = None, *, progress: bool = True,
-                 keep_original: bool = True) -> Path:
+                 keep_original: bool = True, layout: str = "compact") -> Path:
     """Download the DECaPS 3D dust map, verify it and prepare it for fast queries.
 
     The file is looked up by DOI (:data:`DECAPS_DOI`) through the Dataverse API, downloaded
@@ -230,16 +271,22 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
     clobber : bool
         Download (and repack) again even if the files are present.
     repack : bool
-        Convert the download to the fast layout (needs about 74 GB more for mean and samples,
-        12.3 GB for mean only). Skipped when a complete repacked file is present.
+        Convert the download to a fast layout (see ``layout``). Skipped when a complete
+        repacked file is present.
     base_url : str, optional
         Dataverse installation; default ``$DUSTMAPS_EXT_DATAVERSE_URL`` or
         https://dataverse.harvard.edu.
     progress : bool
         Show progress bars (stderr).
     keep_original : bool
-        Keep the published file after a successful repack (default). With False it is deleted
-        once the repacked file is complete.
+        Keep the published file after a successful repack (default: the only copy with the
+        release's MD5). With False it is deleted once the repacked file is complete, which
+        frees 33.8 GB (about 8 GB for mean only).
+    layout : {'compact', 'pixel-major'}
+        Layout of the repacked file. ``'compact'`` (default): lossless, an estimated 14.8 GB
+        for mean and samples (5.8 GB mean only; measured on a realistic simulation, the real
+        values may compress differently), needing twice that for a moment while it is
+        written. ``'pixel-major'``: uncompressed, 74.0 GB (12.3 GB mean only).
 
     Returns
     -------
@@ -265,7 +312,7 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
         info = find_file(DECAPS_DOI, original.name, base_url, retry=_retry())
         if clobber and repack:
             _drop_product(repacked)
-        repack_bytes = (max(0, _repacked_bytes(mean_only, info.size) - _size(repacked))
+        repack_bytes = (max(0, _repack_peak_bytes(mean_only, info.size, layout) - _size(repacked))
                         if repack else 0)
         if clobber or not original.exists():
             part = original.with_name(original.name + ".part")
@@ -277,7 +324,8 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
                         f"{info.base_url} into {directory}")
                 if repack:
                     what += (f", then repack it for fast queries (about "
-                             f"{format_bytes(_repacked_bytes(mean_only, info.size))} more)")
+                             f"{format_bytes(_repacked_bytes(mean_only, info.size, layout))} more, "
+                             f"an estimate)")
                 if not mean_only:
                     what += "; mean_only=True fetches the mean map alone (about 8 GB)"
                 _confirm(what + ".", silence_warnings)
@@ -289,10 +337,11 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
 
         # A repacked file without a completion record is an interrupted repack: repack()
         # resumes it. (A complete one returned early above; clobber=True removed it.)
-        check_free_space(directory, max(0, _repacked_bytes(mean_only, _size(original)) - _size(repacked)),
+        check_free_space(directory, max(0, _repack_peak_bytes(mean_only, _size(original), layout)
+                                        - _size(repacked)),
                          what=f"repacking {original.name}")
-        logger.info("repacking %s into %s", original, repacked)
-        result = _repack_hook(original, repacked, progress=progress)
+        logger.info("repacking %s into %s (%s layout)", original, repacked, layout)
+        result = _repack_hook(original, repacked, progress=progress, layout=layout)
         _write_record(result, source=original.name, hash_name=info.hash_name,
                       checksum=info.checksum)
         _dispose_original(original, result, keep_original)
