@@ -34,7 +34,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from bench_decaps import _H5Peer, _machine, make_coordinates, write_16px_copy  # noqa: E402
+from bench_decaps import _H5Peer, _machine, make_coordinates, write_16px_copy
 
 RESULTS = REPO / "benchmarks" / "results" / "bench_decaps_layouts.md"
 SEED = 2025
@@ -74,7 +74,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    log = lambda msg: print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)  # noqa: E731
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)
+
     load_start = os.getloadavg()
 
     import astropy.units as u
@@ -127,7 +130,8 @@ def main(argv=None) -> None:
                     continue
                 peer.query(sky[1], mode=mode)  # warm up
                 log(f"{name} {mode} {n}")
-                q[(name, mode, n)] = _best(lambda: peer.query(coords, mode=mode), 3 if n < 10 ** 6 else 1)
+                q[(name, mode, n)] = _best(lambda p=peer, c=coords, md=mode: p.query(c, mode=md),
+                                           3 if n < 10 ** 6 else 1)
     same = all(np.array_equal(peers["lite compact"].query(sky[10_000], mode=m),
                               peers["lite pixel-major"].query(sky[10_000], mode=m), equal_nan=True)
                for m in ("mean", "samples"))
@@ -142,8 +146,8 @@ def main(argv=None) -> None:
             for mode in ("mean", "samples"):
                 for n, coords in sky.items():
                     full.query(sky[1], mode=mode)
-                    q[(f"full {name}", mode, n)] = _best(lambda: full.query(coords, mode=mode),
-                                                         3 if n < 10 ** 6 else 1)
+                    q[(f"full {name}", mode, n)] = _best(
+                        lambda p=full, c=coords, md=mode: p.query(c, mode=md), 3 if n < 10 ** 6 else 1)
         del full
 
     # ----------------------------------------------------------------- report

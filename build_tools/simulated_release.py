@@ -11,7 +11,7 @@ tests of the compact layout use this simulation rather than the smooth log-norma
 How the values are drawn, per pixel (truth from :mod:`dustmaps_ext_build.galaxy`):
 
 * the expected increment of a bin, in units of 0.01 mag, is ``100 x`` the true reddening
-  increment times a per-pixel scale (log-normal, ``pixel_scatter``);
+  increment times ``reddening_scale`` (and, optionally, a per-pixel log-normal scale);
 * each of the ``n_samples`` published samples has Poisson increments of that expectation,
   accumulated to an integer profile ``k`` and stored as ``float16(k / 100)``;
 * the mean is the average of 100 samples: the published ones plus ``100 - n_samples`` more,
@@ -35,7 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .galaxy import SimulatedGalaxy, default_galaxy
-from .simulated_decaps import footprint_pixels, simulate_flags
+from .simulated_decaps import plan_blocks, simulate_flags
 from .writers.decaps import DM_BIN_EDGES, PUBLISHED_CHUNK_PIXELS, create_decaps_release
 
 __all__ = ["SAMPLES_PER_MEAN", "sampler_like_values", "write_realistic_decaps"]
@@ -163,19 +163,14 @@ def write_realistic_decaps(path, *, nside: int, galaxy: SimulatedGalaxy | None =
     if not 0.0 <= infilled_fraction <= 1.0:
         raise ValueError(f"infilled_fraction must lie in [0, 1]; got {infilled_fraction}")
     galaxy = galaxy or default_galaxy()
-    pixels = footprint_pixels(nside, max_pixels)
+    pixels, blocks, flag_rng = plan_blocks(nside, max_pixels, chunk_pixels, seed)
     n_pix = pixels.size
-    step = max(1, min(chunk_pixels, n_pix))
-    blocks = [(a, min(a + step, n_pix)) for a in range(0, n_pix, step)]
-    flag_seed, value_seed = np.random.SeedSequence(seed).spawn(2)
-    flag_rng = np.random.default_rng(flag_seed)
     flags = simulate_flags(n_pix, flag_rng)
     flags["infilled"] = flag_rng.random(n_pix) < infilled_fraction
     d_kpc = 10.0 ** (0.2 * DM_BIN_EDGES.astype(np.float64) - 2.0)
     with create_decaps_release(path, nside=nside, healpix_index=pixels, n_samples=n_samples,
                                chunk_pixels=chunk_pixels, overwrite=overwrite, **flags) as f:
-        for (a, b), ss in tqdm(list(zip(blocks, value_seed.spawn(len(blocks)))),
-                               desc="Realistic DECaPS map", disable=not progress):
+        for (a, b), ss in tqdm(blocks, desc="Realistic DECaPS map", disable=not progress):
             mean = np.empty((b - a, 1, DM_BIN_EDGES.size), dtype=np.float16)
             samples = np.empty((b - a, n_samples, DM_BIN_EDGES.size), dtype=np.float16)
             rng = np.random.default_rng(ss)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import astropy.units as u
+import dustmaps.decaps as dm_decaps
 import h5py
 import numpy as np
 import pytest
-from astropy.coordinates import SkyCoord
+from dustmaps_ext_build.simulated_release import (
+    sampler_like_values,
+    write_realistic_decaps,
+)
 
-import dustmaps.decaps as dm_decaps
 from dustmaps_ext._core import profile_codec
 from dustmaps_ext._io import compact
 from dustmaps_ext._io.layouts import inspect_decaps_file
 from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, MapFileError, repack
-from dustmaps_ext_build.simulated_release import sampler_like_values, write_realistic_decaps
 from tests.reference import quiet
+from tests.test_decaps_query import _coords
 
 MODES = [("mean", None), ("median", None), ("samples", None), ("percentile", 30.0),
          ("percentile", [5, 50, 84.1])]
@@ -32,16 +34,6 @@ def release(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(release):
     return quiet(dm_decaps.DECaPSQuery, str(release["published"]))
-
-
-def _coords(n, seed, with_distance=True):
-    rng = np.random.default_rng(seed)
-    l = rng.uniform(230.0, 370.0, n) % 360.0
-    b = rng.uniform(-12.0, 12.0, n)
-    if not with_distance:
-        return SkyCoord(l * u.deg, b * u.deg, frame="galactic")
-    d = 10.0 ** rng.uniform(-2.5, 2.2, n)
-    return SkyCoord(l * u.deg, b * u.deg, distance=d * u.kpc, frame="galactic")
 
 
 def _same(a, b):
@@ -92,8 +84,8 @@ def test_codec_round_trips_any_float16_profile():
     for values in (anything, monotone, cents, constant):
         records, offsets = compact._encode_block(values, 0)
         out = np.empty_like(values)
-        assert profile_codec.decode_range(records, offsets, 0, 3, 120, profile_codec.CENT_TABLE,
-                                          profile_codec.FLOAT_TABLE, out) == n
+        assert profile_codec.decode_rows(records, offsets, np.arange(n), 3, 120,
+                                         profile_codec.CENT_TABLE, profile_codec.FLOAT_TABLE, out) == n
         assert np.array_equal(out, values)
     # cents profiles cost far less than raw ones (the compact layout's point)
     assert compact._encode_block(cents, 0)[0].size < 0.25 * cents.nbytes

@@ -34,8 +34,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["CENT_TABLE", "FLOAT_TABLE", "MODE_CENTS_CONTEXT", "MODE_BITS", "MODE_RAW",
-           "MODE_CENTS", "encode_pixels", "decode_rows", "decode_range", "max_record_bytes"]
+__all__ = ["CENT_TABLE", "FLOAT_TABLE", "MODE_BITS", "MODE_CENTS", "MODE_CENTS_CONTEXT", "MODE_RAW",
+           "decode_rows", "encode_pixels", "max_record_bytes"]
 
 MODE_CENTS_CONTEXT, MODE_BITS, MODE_RAW, MODE_CENTS = 0, 1, 2, 3
 _MAX_K = 15
@@ -332,19 +332,3 @@ def decode_rows(stream, offsets, rows, n_slots_read, n_dist, table, floats, out)
         if err < 0:
             return err
     return rows.size
-
-
-@numba.njit(cache=True, nogil=True)
-def decode_range(stream, offsets, first, n_slots_read, n_dist, table, floats, out):
-    """Decode records ``first .. first + len(out)`` into ``out`` (uint16); see decode_rows."""
-    lengths = np.zeros(n_dist, dtype=np.int64)
-    for j in range(out.shape[0]):
-        r = first + j
-        a = offsets[r]
-        b = offsets[r + 1]
-        if a < 0 or b < a or b > stream.size:
-            return _ERR_OVERRUN
-        err = _decode_record(stream, a, b, n_slots_read, n_dist, table, floats, out[j], lengths)
-        if err < 0:
-            return err
-    return out.shape[0]

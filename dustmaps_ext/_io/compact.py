@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import h5py
 import numpy as np
@@ -36,12 +36,29 @@ from tqdm.auto import tqdm
 
 from .._core import profile_codec
 from .._core.pixels import PixelIndex
-from .layouts import (_PIXEL_DATASETS, _PIXEL_DTYPES, DecapsFileInfo, InMemoryStore, MapFileError,
-                      PixelArrays, _check_contiguous_extent, _open_h5, _published_block_rows,
-                      _pwrite_all, inspect_decaps_file)
+from .layouts import (
+    _PIXEL_DATASETS,
+    _PIXEL_DTYPES,
+    DecapsFileInfo,
+    InMemoryStore,
+    MapFileError,
+    PixelArrays,
+    _check_contiguous_extent,
+    _open_h5,
+    _published_block_rows,
+    _pwrite_all,
+    inspect_decaps_file,
+)
 
-__all__ = ["COMPACT_LAYOUT", "CODEC", "CompactStore", "check_compact", "load_compact_in_memory",
-           "repack_compact", "write_compact"]
+__all__ = [
+    "CODEC",
+    "COMPACT_LAYOUT",
+    "CompactStore",
+    "check_compact",
+    "load_compact_in_memory",
+    "repack_compact",
+    "write_compact",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -187,10 +204,9 @@ def load_compact_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bo
 
     def decode(block):
         a, b = block
-        done = profile_codec.decode_range(store._records, store._offsets, a, n_read, info.n_dist,
-                                          profile_codec.CENT_TABLE, profile_codec.FLOAT_TABLE,
-                                          data[a:b])
-        return done
+        return profile_codec.decode_rows(store._records, store._offsets, np.arange(a, b), n_read,
+                                         info.n_dist, profile_codec.CENT_TABLE,
+                                         profile_codec.FLOAT_TABLE, data[a:b])
 
     workers = threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool, \
