@@ -7,8 +7,10 @@ Two query classes, both :class:`dustmaps.map_base.DustMap` subclasses with the v
 * :class:`DECaPSQueryLite` memory-maps a repacked file; resident memory stays small
   whatever the map's size.
 
-Both read the published layout and the pixel-major layout written by :func:`repack`; the
-latter is what makes them fast (no decompression, one place per pixel). The map covers
+Both read the published layout and the two layouts :func:`repack` writes: the compact one
+(default; lossless, decoded per pixel, see ``docs/compact_layout.rst``) and the
+uncompressed pixel-major one (read as is). Either makes them fast: one place per pixel
+instead of hundreds of published chunks. The map covers
 239 < l or l < 6 deg, |b| < 10 deg; elsewhere the answers are NaN and the flags False.
 """
 
@@ -205,8 +207,8 @@ class DECaPSQuery(_DECaPSBase):
     -----
     Memory use is the size of the loaded arrays: ``n_pix x (1 + n_samples) x 120 x 2``
     bytes plus 18 bytes per pixel of pixel information (about 74 GB with all samples of the
-    real map, 12 GB for the mean). Loading the repacked layout is a plain read; loading the
-    published one decompresses it.
+    real map, 12 GB for the mean). Loading the pixel-major layout is a plain read, the
+    compact one is decoded on all cores, the published one is decompressed.
     """
 
     def __init__(self, map_fname=None, max_samples: int | None = None, mean_only: bool = False,
@@ -236,8 +238,9 @@ class DECaPSQueryLite(_DECaPSBase):
     Parameters
     ----------
     map_fname : str or Path, optional
-        A DECaPS file. The pixel-major layout written by :func:`repack` is memory-mapped;
-        a published-layout file also works, reading only the pixels asked for, but slowly
+        A DECaPS file. The layouts written by :func:`repack` are memory-mapped: a compact
+        file decodes only the pixels asked for, a pixel-major one is read as is. A
+        published-layout file also works, reading only the pixels asked for, but slowly
         (a :class:`LayoutPerformanceWarning` says so). Default as in :class:`DECaPSQuery`.
     mean_only : bool
         Answer only ``mode='mean'`` (required for a mean-only file).
