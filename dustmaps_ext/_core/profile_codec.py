@@ -20,7 +20,8 @@ a 2-bit mode and a 4-bit parameter ``m`` -- followed by its ``n_dist`` values:
 
 A number ``x >= 0`` in Exp-Golomb order ``k``: with ``q = (x >> k) + 1`` of ``n`` bits,
 ``n - 1`` zero bits, then ``q`` in ``n`` bits, then the low ``k`` bits of ``x``. The encoder
-picks, per slot, the mode and parameter that give the fewest bits; every float16 profile has
+picks, per slot, the mode and parameter that give the fewest bits among those it tries
+(modes 0 or 3 when the values are cents, mode 1 otherwise); every float16 profile has
 a valid mode (raw), and the non-negative non-decreasing ones (the DECaPS values, infilled
 pixels included) have mode 1 at least.
 
@@ -60,7 +61,15 @@ def max_record_bytes(n_slots: int, n_dist: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def _bit_length(x):
-    n = 0
+    """Bit length of 0 <= x (three byte lookups, then a loop beyond 2**24)."""
+    if x < 256:
+        return 8 - _LEADING_ZEROS[x]
+    if x < 65536:
+        return 16 - _LEADING_ZEROS[x >> 8]
+    if x < 16777216:
+        return 24 - _LEADING_ZEROS[x >> 16]
+    n = 24
+    x >>= 24
     while x:
         n += 1
         x >>= 1
@@ -115,13 +124,11 @@ def _bit_length16(x):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cost_previous(steps, m):
-    cost = 0
-    last = 0
-    for i in range(steps.size):
-        cost += _eg_cost(steps[i], _context_k(_bit_length(last), m))
-        last = steps[i]
-    return cost
+def _previous_lengths(steps, out):
+    """P_i of mode 1: bit length of the previous step (0 for the first)."""
+    out[0] = 0
+    for i in range(1, steps.size):
+        out[i] = _bit_length(steps[i - 1])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -140,15 +147,13 @@ def _best_fixed(steps):
 
 
 @numba.njit(cache=True, nogil=True)
-def encode_pixels(values, cents, table, floats, out, offsets, start_offset):
+def encode_pixels(values, table, floats, out, offsets, start_offset):
     """Encode pixels into ``out``; record p starts at ``offsets[p]`` (``offsets[n]`` = end).
 
     Parameters
     ----------
     values : uint16 array (n, n_slots, n_dist)
         float16 bit patterns.
-    cents : int32 array (n, n_slots, n_dist)
-        ``rint(value * 100)`` (any integers: the cents modes are used only where they reproduce).
     table, floats : numpy.ndarray
         :data:`CENT_TABLE` and :data:`FLOAT_TABLE`.
     out : uint8 array
@@ -165,6 +170,7 @@ def encode_pixels(values, cents, table, floats, out, offsets, start_offset):
     steps_c = np.empty(n_dist, dtype=np.int64)
     steps_b = np.empty(n_dist, dtype=np.int64)
     lengths = np.zeros(n_dist, dtype=np.int64)
+    previous = np.zeros(n_dist, dtype=np.int64)
     pos = 0
     for p in range(n):
         offsets[p] = start_offset + pos
@@ -172,11 +178,15 @@ def encode_pixels(values, cents, table, floats, out, offsets, start_offset):
         nacc = 0
         _context_lengths(values[p, 0], floats, lengths)
         for s in range(n_slots):
-            ok_c = True
+            ok_c = True  # every value is CENT_TABLE[c] for non-decreasing c?
             prev = 0
             for i in range(n_dist):
-                c = cents[p, s, i]
-                if c < prev or c > 65535 or table[c] != values[p, s, i]:
+                f = floats[values[p, s, i]]
+                if not (f >= 0.0 and f < 655.0):
+                    ok_c = False
+                    break
+                c = np.int64(np.rint(np.float64(f) * 100.0))
+                if c < prev or table[c] != values[p, s, i]:
                     ok_c = False
                     break
                 steps_c[i] = c - prev
@@ -194,17 +204,20 @@ def encode_pixels(values, cents, table, floats, out, offsets, start_offset):
             m = 0
             best = 16 * n_dist
             if ok_c:
-                kc, cost = _best_fixed(steps_c)
-                if cost < best:
-                    mode, m, best = MODE_CENTS, kc, cost
-                if s > 0:
-                    for mc in range(4, 13):
+                if s > 0:  # samples: the order predicted by the mean's steps
+                    for mc in range(6, 12):
                         cost = _cost_context(steps_c, lengths, mc)
                         if cost < best:
                             mode, m, best = MODE_CENTS_CONTEXT, mc, cost
-            if ok_b:
-                for mb in range(4, 13):
-                    cost = _cost_previous(steps_b, mb)
+                else:
+                    kc, cost = _best_fixed(steps_c)
+                    if cost < best:
+                        mode, m, best = MODE_CENTS, kc, cost
+            # bit-pattern steps of a cents profile are 10-20 times its cent steps: not tried
+            if ok_b and mode == MODE_RAW:
+                _previous_lengths(steps_b, previous)
+                for mb in range(5, 12):
+                    cost = _cost_context(steps_b, previous, mb)
                     if cost < best:
                         mode, m, best = MODE_BITS, mb, cost
             acc = (acc << 6) | (mode << 4) | m

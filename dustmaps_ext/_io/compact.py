@@ -231,13 +231,9 @@ def load_compact_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bo
 def _encode_block(values: np.ndarray, start_offset: int) -> tuple[np.ndarray, np.ndarray]:
     """Records of a block of pixels (uint16 values) and their offsets (n + 1)."""
     n, n_slots, n_dist = values.shape
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf patterns: never cents
-        cents = np.rint(values.view(np.float16).astype(np.float32) * np.float32(100.0))
-    cents = np.nan_to_num(cents, nan=-1.0, posinf=-1.0, neginf=-1.0)
-    cents = np.clip(cents, -1, 65536).astype(np.int32)
     out = np.empty(n * profile_codec.max_record_bytes(n_slots, n_dist), dtype=np.uint8)
     offsets = np.empty(n + 1, dtype=np.int64)
-    used = profile_codec.encode_pixels(np.ascontiguousarray(values), cents, profile_codec.CENT_TABLE,
+    used = profile_codec.encode_pixels(np.ascontiguousarray(values), profile_codec.CENT_TABLE,
                                        profile_codec.FLOAT_TABLE, out, offsets, start_offset)
     return out[:used], offsets
 
