@@ -51,7 +51,7 @@ def _register_fetch(sub: argparse._SubParsersAction) -> None:
                    help="delete the published file once the repacked file is complete")
     d.add_argument("--layout", choices=("compact", "pixel-major"), default="compact",
                    help="layout of the repacked file: compact (default; lossless, an estimated "
-                        "14.8 GB) or pixel-major (uncompressed, 74.0 GB)")
+                        "14.9 GB) or pixel-major (uncompressed, 74.0 GB)")
     d.add_argument("--yes", action="store_true", help="consent to the large download without asking")
     d.add_argument("--base-url", default=None,
                    help="Dataverse installation (default: $DUSTMAPS_EXT_DATAVERSE_URL or "

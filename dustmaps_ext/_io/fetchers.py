@@ -221,7 +221,7 @@ def decaps_paths(mean_only: bool = False) -> tuple[Path, Path]:
 #: Size of a compact file as a fraction of the raw float16 values (mean and samples; mean
 #: only), measured on the realistic simulated release (benchmarks/bench_decaps_layouts.py):
 #: an estimate for the real map, whose values may compress differently.
-COMPACT_FRACTION = {False: 0.20, True: 0.47}
+COMPACT_FRACTION = {False: 0.201, True: 0.47}
 
 
 def _repacked_bytes(mean_only: bool, published_bytes: int | None = None,
@@ -230,7 +230,7 @@ def _repacked_bytes(mean_only: bool, published_bytes: int | None = None,
 
     ``'pixel-major'``: uncompressed float16 values of every pixel, 74.0 GB for the real
     release (12.3 GB mean-only). ``'compact'``: :data:`COMPACT_FRACTION` of that (an
-    estimate: about 14.8 GB, 5.8 GB mean-only). When the published file's size is known (a
+    estimate: about 14.9 GB, 5.8 GB mean-only). When the published file's size is known (a
     mirror or a test server may serve a smaller map), the estimate scales with it by the
     real release's ratio of repacked to published bytes.
     """
@@ -283,7 +283,7 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
         release's MD5). With False it is deleted once the repacked file is complete, which
         frees 33.8 GB (about 8 GB for mean only).
     layout : {'compact', 'pixel-major'}
-        Layout of the repacked file. ``'compact'`` (default): lossless, an estimated 14.8 GB
+        Layout of the repacked file. ``'compact'`` (default): lossless, an estimated 14.9 GB
         for mean and samples (5.8 GB mean only; measured on a realistic simulation, the real
         values may compress differently), needing twice that for a moment while it is
         written. ``'pixel-major'``: uncompressed, 74.0 GB (12.3 GB mean only).
