@@ -151,14 +151,13 @@ def write_realistic_decaps(path, *, nside: int, galaxy: SimulatedGalaxy | None =
         Keep only the first footprint pixels in nested order.
     infilled_fraction : float
         Fraction of pixels flagged infilled, with continuous values (the release: ~1%).
-    chunk_pixels : int
-        Pixels per HDF5 chunk (the release: 200,842).
-    overwrite, progress : bool
-        Replace an existing file; show a progress bar.
+    chunk_pixels, overwrite, progress
+        As in :func:`~dustmaps_ext_build.simulated_decaps.write_simulated_decaps`.
 
     Returns
     -------
     Path
+        ``path``.
     """
     if not 0.0 <= infilled_fraction <= 1.0:
         raise ValueError(f"infilled_fraction must lie in [0, 1]; got {infilled_fraction}")

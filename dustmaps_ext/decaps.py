@@ -129,7 +129,7 @@ class DECaPSQuery(_DECaPSBase):
     Memory use is the size of the loaded arrays: ``n_pix x (1 + n_samples) x 120 x 2``
     bytes plus 18 bytes per pixel of pixel information (about 74 GB with all samples of the
     real map, 12 GB for the mean). Loading the pixel-major layout is a plain read, the
-    compact one is decoded on all cores, the published one is decompressed.
+    compact one is decoded on the package's threads, the published one is decompressed.
     """
 
     def __init__(self, map_fname=None, max_samples: int | None = None, mean_only: bool = False,
