@@ -22,8 +22,14 @@ from dustmaps_ext.healpix import in_lon_lat_box
 from .galaxy import SimulatedGalaxy, default_galaxy
 from .writers.decaps import DM_BIN_EDGES, PUBLISHED_CHUNK_PIXELS, create_decaps_release
 
-__all__ = ["in_decaps_footprint", "footprint_pixels", "simulate_flags", "simulate_values",
-           "write_simulated_decaps"]
+__all__ = [
+    "footprint_pixels",
+    "in_decaps_footprint",
+    "plan_blocks",
+    "simulate_flags",
+    "simulate_values",
+    "write_simulated_decaps",
+]
 
 
 #: True inside the DECaPS footprint: 239 < l or l < 6 deg, and |b| < 10 deg (the format's rule).
@@ -87,6 +93,27 @@ def simulate_values(galaxy: SimulatedGalaxy, nside: int, pixels: np.ndarray, rng
     return {"truth": truth, "samples": samples, "mean": mean}
 
 
+def plan_blocks(nside: int, max_pixels: int | None, chunk_pixels: int, seed: int):
+    """Pixels of a simulated file, its chunk rows with their value seeds, and the flags' rng.
+
+    Returns
+    -------
+    pixels : numpy.ndarray
+        Sorted NESTED footprint pixels.
+    blocks : list of ((int, int), numpy.random.SeedSequence)
+        Row ranges of the chunk rows and the seed of each one's values (so a file does not
+        depend on how much is drawn at once).
+    flag_rng : numpy.random.Generator
+        Randomness of the per-pixel flags.
+    """
+    pixels = footprint_pixels(nside, max_pixels)
+    n_pix = pixels.size
+    step = max(1, min(chunk_pixels, n_pix))
+    ranges = [(a, min(a + step, n_pix)) for a in range(0, n_pix, step)]
+    flag_seed, value_seed = np.random.SeedSequence(seed).spawn(2)
+    return pixels, list(zip(ranges, value_seed.spawn(len(ranges)))), np.random.default_rng(flag_seed)
+
+
 def write_simulated_decaps(path, *, nside: int, galaxy: SimulatedGalaxy | None = None,
                            seed: int = 2025, n_samples: int = 5, max_pixels: int | None = None,
                            mean_only: bool = False, chunk_pixels: int = PUBLISHED_CHUNK_PIXELS,
@@ -119,17 +146,12 @@ def write_simulated_decaps(path, *, nside: int, galaxy: SimulatedGalaxy | None =
     Path
     """
     galaxy = galaxy or default_galaxy()
-    pixels = footprint_pixels(nside, max_pixels)
-    n_pix = pixels.size
-    step = max(1, min(chunk_pixels, n_pix))
-    blocks = [(a, min(a + step, n_pix)) for a in range(0, n_pix, step)]
-    flag_seed, value_seed = np.random.SeedSequence(seed).spawn(2)
-    flags = simulate_flags(n_pix, np.random.default_rng(flag_seed))
+    pixels, blocks, flag_rng = plan_blocks(nside, max_pixels, chunk_pixels, seed)
+    flags = simulate_flags(pixels.size, flag_rng)
     with create_decaps_release(path, nside=nside, healpix_index=pixels,
                                n_samples=0 if mean_only else n_samples, chunk_pixels=chunk_pixels,
                                overwrite=overwrite, **flags) as f:
-        for (a, b), ss in tqdm(list(zip(blocks, value_seed.spawn(len(blocks)))),
-                               desc="Simulated DECaPS map", disable=not progress):
+        for (a, b), ss in tqdm(blocks, desc="Simulated DECaPS map", disable=not progress):
             block = simulate_values(galaxy, nside, pixels[a:b], np.random.default_rng(ss),
                                     n_samples=n_samples)
             f["mean"][a:b] = block["mean"]

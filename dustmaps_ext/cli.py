@@ -223,6 +223,10 @@ def _register_fetch(sub: argparse._SubParsersAction) -> None:
                    help="keep the published layout; do not convert it for fast queries")
     d.add_argument("--delete-original", dest="keep_original", action="store_false",
                    help="delete the published file once the repacked file is complete")
+    # the layouts of dustmaps_ext._io.decaps.REPACK_LAYOUTS, literal so that --help imports no numpy
+    d.add_argument("--layout", choices=("compact", "pixel-major"), default="compact",
+                   help="layout of the repacked file: compact (default; lossless, an estimated "
+                        "14.9 GB) or pixel-major (uncompressed, 74.0 GB)")
     d.add_argument("--yes", action="store_true", help="consent to the large download without asking")
     d.add_argument("--base-url", default=None,
                    help="Dataverse installation (default: $DUSTMAPS_EXT_DATAVERSE_URL or "
@@ -251,7 +255,7 @@ def _run_fetch(args: argparse.Namespace) -> int:
         path = fetch_decaps(mean_only=args.mean_only, silence_warnings=args.yes,
                             clobber=args.clobber, repack=args.repack,
                             base_url=args.base_url, progress=args.progress,
-                            keep_original=args.keep_original)
+                            keep_original=args.keep_original, layout=args.layout)
         print(f"DECaPS map ready: {path}")
         original, _ = decaps.decaps_paths(args.mean_only)
         if args.repack and original.exists():

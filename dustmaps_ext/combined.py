@@ -151,7 +151,7 @@ def _open_decaps(decaps, progress: bool):
     if decaps is None:
         decaps = default_map_path()
     if isinstance(decaps, (str, Path)):
-        if inspect_decaps_file(decaps).layout == "pixel-major":
+        if inspect_decaps_file(decaps).layout in ("pixel-major", "compact"):  # the repacked layouts
             return DECaPSQueryLite(decaps)
         return DECaPSQuery(decaps, progress=progress)
     if _is_decaps_query(decaps):

@@ -7,8 +7,10 @@ Two query classes, both :class:`dustmaps.map_base.DustMap` subclasses with the v
 * :class:`DECaPSQueryLite` memory-maps a repacked file; resident memory stays small
   whatever the map's size.
 
-Both read the published layout and the pixel-major layout written by :func:`repack`; the
-latter is what makes them fast (no decompression, one place per pixel). The map covers
+Both read the published layout and the two layouts :func:`repack` writes: the compact one
+(default; lossless, decoded per pixel, see ``docs/compact_layout.rst``) and the
+uncompressed pixel-major one (read as is). Either makes them fast: one place per pixel
+instead of hundreds of published chunks. The map covers
 239 < l or l < 6 deg, |b| < 10 deg; elsewhere the answers are NaN and the flags False.
 """
 
@@ -22,20 +24,21 @@ from ._core.modes import ALL_MODES
 from ._io.decaps import (
     MEAN_AND_SAMPLES,
     MEAN_ONLY,
+    REPACK_LAYOUTS,
     MappedStore,
     PublishedRowStore,
     default_map_path,
     inspect_decaps_file,
     load_in_memory,
-    repack,
 )
+from ._io.decaps_compact import CompactStore, load_compact_in_memory, repack
 from ._pickle import ReopenByPath
 from ._io.fetchers import fetch_decaps as fetch
 from ._voxel_map import VoxelDustMap, check_max_samples
 from .errors import LayoutPerformanceWarning, MapFileError
 
 __all__ = ["DECaPSQuery", "DECaPSQueryLite", "fetch", "repack", "default_map_path", "MapFileError",
-           "LayoutPerformanceWarning", "MEAN_AND_SAMPLES", "MEAN_ONLY"]
+           "LayoutPerformanceWarning", "MEAN_AND_SAMPLES", "MEAN_ONLY", "REPACK_LAYOUTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +128,8 @@ class DECaPSQuery(_DECaPSBase):
     -----
     Memory use is the size of the loaded arrays: ``n_pix x (1 + n_samples) x 120 x 2``
     bytes plus 18 bytes per pixel of pixel information (about 74 GB with all samples of the
-    real map, 12 GB for the mean). Loading the repacked layout is a plain read; loading the
-    published one decompresses it.
+    real map, 12 GB for the mean). Loading the pixel-major layout is a plain read, the
+    compact one is decoded on the package's threads, the published one is decompressed.
     """
 
     def __init__(self, map_fname=None, max_samples: int | None = None, mean_only: bool = False,
@@ -136,7 +139,8 @@ class DECaPSQuery(_DECaPSBase):
                                                           self._info.path)
         logger.info("loading %s into RAM (%.2f GB)", self._info.path,
                     self._info.n_pix * (1 + n_samples) * self._info.n_dist * 2 / 1e9)
-        self._store = load_in_memory(self._info, n_samples=n_samples, progress=progress)
+        load = load_compact_in_memory if self._info.layout == "compact" else load_in_memory
+        self._store = load(self._info, n_samples=n_samples, progress=progress)
         self._remember_init(map_fname=self._info.path, max_samples=max_samples,
                             mean_only=self._mean_only, progress=progress)
 
@@ -147,8 +151,9 @@ class DECaPSQueryLite(_DECaPSBase):
     Parameters
     ----------
     map_fname : str or Path, optional
-        A DECaPS file. The pixel-major layout written by :func:`repack` is memory-mapped;
-        a published-layout file also works, reading only the pixels asked for, but slowly
+        A DECaPS file. The layouts written by :func:`repack` are memory-mapped: a compact
+        file decodes only the pixels asked for, a pixel-major one is read as is. A
+        published-layout file also works, reading only the pixels asked for, but slowly
         (a :class:`LayoutPerformanceWarning` says so). Default as in :class:`DECaPSQuery`.
     mean_only : bool
         Answer only ``mode='mean'`` (required for a mean-only file).
@@ -167,6 +172,8 @@ class DECaPSQueryLite(_DECaPSBase):
         super().__init__(map_fname, mean_only)
         if self._info.layout == "pixel-major":
             self._store = MappedStore(self._info, chunk_coords=chunk_coords)
+        elif self._info.layout == "compact":
+            self._store = CompactStore(self._info, mean_only=mean_only, chunk_coords=chunk_coords)
         else:
             warnings.warn(
                 f"{self._info.path.name} is in the published layout, where every random pixel "

@@ -36,6 +36,7 @@ __all__ = [
     "InvalidDownloadError",
     "FetchConsentError",
     "LayoutPerformanceWarning",
+    "DataDirWarning",
 ]
 
 
@@ -73,3 +74,8 @@ class FetchConsentError(RuntimeError):
 
 class LayoutPerformanceWarning(UserWarning):
     """A query class reads a layout that is slow for it (the published one, for the Lite class)."""
+
+
+class DataDirWarning(UserWarning):
+    """dustmaps' data directory lies inside the Python environment (its default), where the
+    maps would fill the disk that holds the environment and be lost with it."""

@@ -3,7 +3,10 @@
 * ``formats.decaps`` -- the DECaPS release (Zucker et al. 2025): DOI, file names and
   sizes, nside, distance-modulus edges, chunking, per-pixel datasets and dtypes, the
   footprint (:func:`~dustmaps_ext._io.decaps.in_footprint`), default paths, the file check,
-  the readers and :func:`~dustmaps_ext._io.decaps.repack`;
+  the readers and :func:`~dustmaps_ext._io.decaps.repack_pixel_major`;
+* ``formats.decaps_compact`` -- the compact DECaPS layout's writer
+  (:func:`~dustmaps_ext._io.decaps_compact.write_compact`), store and loader (its facts are
+  in ``formats.decaps``);
 * ``formats.bayestar19`` -- Bayestar19 (Green et al. 2019): DOI, file name, default path,
   the ``pixel_info`` record type, the file check and the reader;
 * ``formats.wang2025`` -- the table of Wang et al. (2025): URLs, file names, nside,
@@ -19,6 +22,6 @@ Example
 (8192, [4.0, 18.875], 12582912)
 """
 
-from ._io import bayestar19, decaps, wang2025
+from ._io import bayestar19, decaps, decaps_compact, wang2025
 
-__all__ = ["decaps", "bayestar19", "wang2025"]
+__all__ = ["decaps", "decaps_compact", "bayestar19", "wang2025"]

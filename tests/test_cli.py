@@ -418,7 +418,9 @@ def test_tqdm_disable_silences_every_bar(monkeypatch, capsys, tmp_path):
 
     def bars():
         DECaPSQuery(demo_map_path(), progress=True)
-        repack(demo_map_path(), tmp_path / f"r{len(list(tmp_path.iterdir()))}.h5", progress=True)
+        for layout in ("pixel-major", "compact"):
+            repack(demo_map_path(), tmp_path / f"r{len(list(tmp_path.iterdir()))}.h5", progress=True,
+                   layout=layout)
         for _ in tqdm(range(3), disable=False):
             pass
         return capsys.readouterr().err
@@ -426,6 +428,7 @@ def test_tqdm_disable_silences_every_bar(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     shown = bars()
     assert "Loading DECaPS map" in shown and "Repacking DECaPS" in shown and "3/3" in shown
+    assert "Writing compact DECaPS" in shown
     monkeypatch.setenv("TQDM_DISABLE", "0")  # tqdm's "false" spellings keep the bars
     assert "Loading DECaPS map" in bars()
     for value in ("1", "true", "yes"):

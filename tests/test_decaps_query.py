@@ -15,6 +15,7 @@ import dustmaps.decaps as dm_decaps
 from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
 from dustmaps_ext._core.voxel import query_voxels
 from helpers.reference import quiet
+from helpers.sky import decaps_coords as _coords
 from dustmaps_ext.decaps import (DECaPSQuery, DECaPSQueryLite, LayoutPerformanceWarning,
                                  MapFileError, default_map_path, repack)
 
@@ -32,8 +33,10 @@ def maps(tmp_path_factory):
     published = write_simulated_decaps(folder / "sim.h5", nside=64, chunk_pixels=700)
     mean_only = write_simulated_decaps(folder / "sim_mean.h5", nside=64, chunk_pixels=700,
                                        mean_only=True)
-    repacked = repack(published, folder / "sim_repacked.h5", progress=False)
-    return {"published": published, "repacked": repacked, "mean_only": mean_only}
+    repacked = repack(published, folder / "sim_repacked.h5", progress=False)  # compact
+    pixel_major = repack(published, folder / "sim_pixel_major.h5", progress=False, layout="pixel-major")
+    return {"published": published, "repacked": repacked, "mean_only": mean_only,
+            "pixel_major": pixel_major}
 
 
 @pytest.fixture(scope="session")
@@ -49,17 +52,9 @@ def ours(maps):
     return {"full/published": DECaPSQuery(maps["published"], progress=False),
             "full/repacked": DECaPSQuery(maps["repacked"], progress=False),
             "lite/repacked": DECaPSQueryLite(maps["repacked"]),
-            "lite/published": lite_published}
-
-
-def _coords(n, seed, with_distance=True):
-    rng = np.random.default_rng(seed)
-    l = rng.uniform(230.0, 370.0, n) % 360.0  # in and out of the footprint
-    b = rng.uniform(-12.0, 12.0, n)
-    if not with_distance:
-        return SkyCoord(l * u.deg, b * u.deg, frame="galactic")
-    d = 10.0 ** rng.uniform(-2.5, 2.2, n)  # below the first edge to beyond the last
-    return SkyCoord(l * u.deg, b * u.deg, distance=d * u.kpc, frame="galactic")
+            "lite/published": lite_published,
+            "full/pixel-major": DECaPSQuery(maps["pixel_major"], progress=False),
+            "lite/pixel-major": DECaPSQueryLite(maps["pixel_major"])}
 
 
 def assert_identical(mine, ref):
@@ -90,7 +85,8 @@ def reference_answers(reference):
     return answer
 
 
-@pytest.mark.parametrize("which", ["full/published", "full/repacked", "lite/repacked", "lite/published"])
+@pytest.mark.parametrize("which", ["full/published", "full/repacked", "lite/repacked", "lite/published",
+                                   "full/pixel-major", "lite/pixel-major"])
 @pytest.mark.parametrize("with_distance", [True, False])
 @pytest.mark.parametrize("mode,pct", MODES)
 def test_every_deterministic_mode_equals_dustmaps(ours, reference_answers, which, with_distance,

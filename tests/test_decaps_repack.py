@@ -25,7 +25,7 @@ def _contents(path):
 
 
 def test_repacked_values_equal_the_published_ones(published, tmp_path):
-    dst = repack(published, tmp_path / "out.h5", progress=False)
+    dst = repack(published, tmp_path / "out.h5", progress=False, layout="pixel-major")
     got = _contents(dst)
     with h5py.File(published) as f:
         assert np.array_equal(got["data"][:, 0, :], f["mean"][:, 0, :])
@@ -40,9 +40,9 @@ def test_repacked_values_equal_the_published_ones(published, tmp_path):
 
 
 def test_interrupted_repack_resumes_to_the_same_file(published, tmp_path, monkeypatch):
-    clean = _contents(repack(published, tmp_path / "clean.h5", progress=False))
+    clean = _contents(repack(published, tmp_path / "clean.h5", progress=False, layout="pixel-major"))
     dst = tmp_path / "resumed.h5"
-    real_write = layouts._pwrite_all
+    real_write = layouts.pwrite_all
     calls = {"n": 0}
 
     def dying_write(fd, buf, offset):
@@ -51,22 +51,22 @@ def test_interrupted_repack_resumes_to_the_same_file(published, tmp_path, monkey
             raise KeyboardInterrupt("killed")
         real_write(fd, buf, offset)
 
-    monkeypatch.setattr(layouts, "_pwrite_all", dying_write)
+    monkeypatch.setattr(layouts, "pwrite_all", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        repack(published, dst, progress=False)
+        repack(published, dst, progress=False, layout="pixel-major")
     assert not dst.exists()  # never a file that looks complete
     assert (tmp_path / "resumed.h5.partial").exists()
     with pytest.raises(MapFileError, match="unfinished repack"):
         DECaPSQueryLite(tmp_path / "resumed.h5.partial")
-    monkeypatch.setattr(layouts, "_pwrite_all", real_write)
+    monkeypatch.setattr(layouts, "pwrite_all", real_write)
     written = {"n": 0}
 
     def counting_write(fd, buf, offset):
         written["n"] += 1
         real_write(fd, buf, offset)
 
-    monkeypatch.setattr(layouts, "_pwrite_all", counting_write)
-    repack(published, dst, progress=False)
+    monkeypatch.setattr(layouts, "pwrite_all", counting_write)
+    repack(published, dst, progress=False, layout="pixel-major")
     n_blocks = -(-layouts.inspect_decaps_file(published).n_pix // 500)
     assert written["n"] == n_blocks - 2  # the two finished blocks were not redone
     resumed = _contents(dst)
@@ -84,18 +84,18 @@ def test_changed_source_restarts_from_scratch(published, tmp_path, monkeypatch):
     def die(fd, buf, offset):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(layouts, "_pwrite_all", die)
+    monkeypatch.setattr(layouts, "pwrite_all", die)
     with pytest.raises(KeyboardInterrupt):
-        repack(src, dst, progress=False)
+        repack(src, dst, progress=False, layout="pixel-major")
     monkeypatch.undo()
     write_simulated_decaps(src, nside=64, chunk_pixels=500, seed=99, overwrite=True)
-    repack(src, dst, progress=False)
+    repack(src, dst, progress=False, layout="pixel-major")
     with h5py.File(src) as f, h5py.File(dst) as g:
         assert np.array_equal(g["data"][:, 1:, :], f["samples"][()])
 
 
 def test_repack_refuses_a_repacked_file(published, tmp_path):
-    dst = repack(published, tmp_path / "a.h5", progress=False)
+    dst = repack(published, tmp_path / "a.h5", progress=False, layout="pixel-major")
     with pytest.raises(ValueError, match="already in the pixel-major layout"):
         repack(dst, tmp_path / "b.h5", progress=False)
 

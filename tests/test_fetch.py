@@ -23,7 +23,7 @@ from dustmaps_ext._io import bayestar19 as bayestar_home
 from dustmaps_ext._io import decaps as decaps_home
 from dustmaps_ext._io import fetchers
 from dustmaps_ext._io import wang2025 as wang_home
-from dustmaps_ext.errors import DataverseError
+from dustmaps_ext.errors import DataDirWarning, DataverseError
 from helpers.fake_dataverse import FakeServer
 
 with warnings.catch_warnings():
@@ -89,9 +89,11 @@ class Recorder:
 
     def __init__(self):
         self.calls = []
+        self.options = []
 
-    def __call__(self, src, dst, *, progress):
+    def __call__(self, src, dst, *, progress, **options):
         self.calls.append((Path(src), Path(dst), progress))
+        self.options.append(options)
         Path(dst).write_bytes(b"converted " + hashlib.md5(Path(src).read_bytes()).digest())
         return Path(dst)
 
@@ -188,6 +190,7 @@ def test_decaps_repack_orchestration(server, decaps_release, dustmaps_data_dir, 
     path = fetchers.fetch_decaps(silence_warnings=True, base_url=server.url, progress=False)
     assert path == folder / "decaps_mean_and_samples_repacked.h5"
     assert repack.calls == [(folder / "decaps_mean_and_samples.h5", path, False)]
+    assert repack.options == [{"layout": "compact"}]  # the default layout
     assert path.read_bytes() == b"converted " + hashlib.md5(content).digest()
     assert "kept the published file" in caplog.text and "1.2 MB" in caplog.text
     # complete: no download, no repack, not even a metadata request (works offline)
@@ -209,7 +212,7 @@ def test_decaps_interrupted_repack_is_resumed_and_clobber_redoes_all(server, dec
                                                                      monkeypatch):
     content, store = decaps_release["decaps_mean.h5"]
 
-    def crash(src, dst, *, progress):
+    def crash(src, dst, *, progress, **options):
         Path(dst).write_bytes(b"half")
         raise KeyboardInterrupt
 
@@ -232,12 +235,16 @@ def test_decaps_space_check_counts_the_repacked_copy(server, decaps_release, dus
                                                      monkeypatch):
     real = dl.shutil.disk_usage
     monkeypatch.setattr(dl, "SPACE_MARGIN", 0)
-    # room for the 400 kB download, not for its repacked copy as well (1.54x the published
-    # bytes, the real release's ratio: 8 GB -> 12.3 GB)
+    # room for the 400 kB download, not for its compact copy as well (written through a
+    # side file: twice 0.47 x 1.54 x the published bytes, the real release's ratio of
+    # uncompressed to published: 8 GB -> 12.3 GB)
     monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: real(p)._replace(free=800_000))
     monkeypatch.setattr(fetchers, "_repack_hook", Recorder())
-    need = dl.format_bytes(400_000 + decaps_home.repacked_bytes(True, 400_000))
-    assert decaps_home.repacked_bytes(True) == 51_415_400 * 120 * 2  # the real map: 12.3 GB
+    need = dl.format_bytes(400_000 + decaps_home.repack_peak_bytes(True, 400_000))
+    assert decaps_home.repack_peak_bytes(True, 400_000) == 2 * decaps_home.repacked_bytes(True, 400_000)
+    raw = 51_415_400 * 120 * 2  # the real map, uncompressed: 12.3 GB
+    assert decaps_home.repacked_bytes(True, layout="pixel-major") == raw
+    assert decaps_home.repacked_bytes(True) == int(raw * decaps_home.COMPACT_FRACTION[True])
     with pytest.raises(dl.InsufficientSpaceError, match=f"repacked copy: it needs {need}"):
         fetchers.fetch_decaps(mean_only=True, silence_warnings=True, base_url=server.url,
                               progress=False)
@@ -473,7 +480,8 @@ def test_wang2025_real_conversion(server, wang_gz, dustmaps_data_dir, monkeypatc
 
 
 def test_cli_fetch_decaps(server, decaps_release, dustmaps_data_dir, monkeypatch, capsys, stdin):
-    monkeypatch.setattr(fetchers, "_repack_hook", Recorder())
+    repack = Recorder()
+    monkeypatch.setattr(fetchers, "_repack_hook", repack)
     monkeypatch.setattr(fetchers, "LARGE_DOWNLOAD_BYTES", 1000)
     stdin(tty=False)
     argv = ["fetch", "decaps", "--mean-only", "--no-progress", "--base-url", server.url]
@@ -482,6 +490,15 @@ def test_cli_fetch_decaps(server, decaps_release, dustmaps_data_dir, monkeypatch
     assert cli.main(argv + ["--yes"]) == 0
     out = capsys.readouterr().out
     assert "decaps_mean_repacked.h5" in out and "was kept" in out
+    assert repack.options == [{"layout": "compact"}]
+    # the command line offers exactly the layouts repack() writes
+    assert cli.main(argv + ["--yes", "--clobber", "--layout", "pixel-major"]) == 0
+    assert repack.options[-1] == {"layout": "pixel-major"}
+    with pytest.raises(SystemExit):
+        cli.main(argv + ["--yes", "--layout", "zip"])
+    err = capsys.readouterr().err
+    assert "(choose from 'compact', 'pixel-major')" in err
+    assert decaps_home.REPACK_LAYOUTS == ("compact", "pixel-major")
     assert cli.main(argv + ["--yes", "--no-repack"]) == 0
     assert str(dustmaps_data_dir / "decaps" / "decaps_mean.h5") in capsys.readouterr().out
 
@@ -495,3 +512,16 @@ def test_cli_fetch_wang2025_and_bayestar2019(server, wang_gz, dustmaps_data_dir,
     server.add_dataverse_file(bayestar_home.DOI, "bayestar2019.h5", b"b19")
     assert cli.main(["fetch", "bayestar2019", "--base-url", server.url, "--no-progress"]) == 0
     assert "bayestar2019.h5" in capsys.readouterr().out
+
+
+def test_data_dir_inside_the_environment_warns_naming_the_setting(monkeypatch, tmp_path):
+    from dustmaps.config import config
+
+    monkeypatch.delitem(config._options, "data_dir", raising=False)  # dustmaps' default
+    with pytest.warns(DataDirWarning, match=r"config\['data_dir'\] = "):
+        original, _ = fetchers.decaps_paths()
+    assert "site-packages" in str(original)
+    monkeypatch.setitem(config._options, "data_dir", str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fetchers.decaps_paths()[0].parent == tmp_path / "decaps"

@@ -15,7 +15,7 @@ Published layout (the Zucker et al. 2025 release)
     holding 200,842 pixels of ONE (sample, distance) pair, deflate + shuffle. A random
     pixel touches 6 x 120 chunks, so random access is slow; streaming it whole is fine.
 
-Pixel-major layout (written by :func:`repack`)
+Pixel-major layout (written by :func:`repack_pixel_major`)
     One HDF5 file whose datasets are contiguous and unfiltered, so they can be memory-mapped:
 
     * ``data`` (n_pix, 1 + n_samples, n_dist) float16: slot 0 is the mean, slots 1.. are
@@ -25,6 +25,14 @@ Pixel-major layout (written by :func:`repack`)
       uint8) plus ``coarse_start`` (int64; see :class:`~dustmaps_ext._core.pixels.PixelIndex`);
     * root attributes ``layout`` (= :data:`PIXEL_MAJOR_LAYOUT`), ``layout_version`` and
       ``complete`` (written last: a file without it is an interrupted repack).
+
+Compact layout (the default of :func:`dustmaps_ext.decaps.repack`)
+    Lossless and a few times smaller than the release: ``records`` (uint8) holds each
+    pixel's values coded by :mod:`dustmaps_ext._core.profile_codec` and ``record_offsets``
+    (int64, n_pix + 1) where each starts; root attributes ``layout`` (=
+    :data:`COMPACT_LAYOUT`), ``layout_version`` (:data:`COMPACT_VERSION`), ``codec`` (=
+    :data:`COMPACT_CODEC`), ``n_slots`` and ``complete``. This module checks it
+    (:func:`inspect_decaps_file`); :mod:`dustmaps_ext._io.decaps_compact` writes and reads it.
 
 Stores
     A store exposes a map to the query core (:class:`~dustmaps_ext._core.voxel.VoxelStore`)
@@ -50,6 +58,7 @@ import h5py
 import numpy as np
 from ..progress import tqdm
 
+from .._core import profile_codec
 from .._core.pixels import PixelIndex, in_lon_lat_box
 from .._core.voxel import VoxelStore
 from ..errors import MapFileError
@@ -61,6 +70,7 @@ from .files import (
     missing_map_error,
     open_hdf5,
     release_pages,
+    warn_if_inside_environment,
     write_json_atomic,
 )
 from .stores import InMemoryStore, PixelArrays
@@ -69,9 +79,11 @@ __all__ = ["DOI", "MEAN_AND_SAMPLES", "MEAN_ONLY", "NSIDE", "NPIX", "N_SAMPLES",
            "DM_MIN", "DM_STEP", "DM_BIN_EDGES", "PUBLISHED_CHUNK_PIXELS", "PIXEL_DATASETS",
            "PIXEL_DTYPES", "VALUE_DTYPE", "L_RANGE_DEG", "B_RANGE_DEG", "in_footprint",
            "decaps_dir", "decaps_paths", "default_repacked_path", "default_map_path",
-           "repacked_bytes", "MapFileError", "PIXEL_MAJOR_LAYOUT", "DecapsFileInfo",
+           "repacked_bytes", "repack_peak_bytes", "COMPACT_FRACTION", "MapFileError", "PIXEL_MAJOR_LAYOUT", "COMPACT_LAYOUT",
+           "COMPACT_VERSION", "COMPACT_CODEC", "COMPACT_DATASETS", "REPACK_LAYOUTS", "DecapsFileInfo",
            "inspect_decaps_file", "InMemoryStore", "MappedStore", "PublishedRowStore",
-           "load_in_memory", "repack"]
+           "load_in_memory", "repack_pixel_major", "map_datasets", "read_pixel_arrays",
+           "published_blocks", "write_pixel_info", "create_contiguous", "pwrite_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +120,17 @@ VALUE_DTYPE = np.dtype(np.float16)
 L_RANGE_DEG = (239.0, 366.0)
 B_RANGE_DEG = (-10.0, 10.0)
 
+#: ``layout`` attribute of the pixel-major layout, and its version.
 PIXEL_MAJOR_LAYOUT = "dustmaps_ext/decaps-pixel-major"
 LAYOUT_VERSION = 1
+#: ``layout`` attribute of the compact layout, its version and the ``codec`` attribute.
+COMPACT_LAYOUT = "dustmaps_ext/decaps-compact"
+COMPACT_VERSION = 1
+COMPACT_CODEC = profile_codec.CODEC_NAME
+#: Datasets holding the values of a compact file.
+COMPACT_DATASETS = ("records", "record_offsets")
+#: Layouts :func:`dustmaps_ext.decaps.repack` writes (the first is the default).
+REPACK_LAYOUTS = ("compact", "pixel-major")
 
 
 def in_footprint(l_deg, b_deg) -> np.ndarray:
@@ -131,7 +152,10 @@ def default_repacked_path(src) -> Path:
 
 
 def decaps_paths(mean_only: bool = False) -> tuple[Path, Path]:
-    """(published file, repacked file) of the DECaPS map under the current data directory."""
+    """(published file, repacked file) of the DECaPS map under the current data directory:
+    where ``fetch()`` writes. Warns (:class:`~dustmaps_ext.errors.DataDirWarning`) when
+    that directory lies inside the Python environment (dustmaps' default)."""
+    warn_if_inside_environment(decaps_dir().parent)
     original = decaps_dir() / (MEAN_ONLY if mean_only else MEAN_AND_SAMPLES)
     return original, default_repacked_path(original)
 
@@ -163,18 +187,40 @@ def default_map_path(mean_only: bool = False) -> Path:
         "dustmaps-ext fetch decaps" + (" --mean-only" if mean_only else ""))
 
 
-def repacked_bytes(mean_only: bool, published_bytes: int | None = None) -> int:
-    """Size of the repacked copy: uncompressed float16 values of every pixel.
+#: Size of a compact file as a fraction of the raw float16 values, by ``mean_only`` (mean
+#: and samples: False; the mean alone: True), measured on the realistic simulated release
+#: (``benchmarks/bench_decaps_layouts.py``): an estimate for the real map, whose values may
+#: compress differently.
+COMPACT_FRACTION = {False: 0.201, True: 0.47}
 
-    For the real release that is 74.0 GB (12.3 GB mean-only). When the published file's
-    size is known (a mirror or a test server may serve a smaller map), the estimate scales
-    with it by the real release's ratio of repacked to published bytes.
+
+def repacked_bytes(mean_only: bool, published_bytes: int | None = None,
+                   layout: str = "compact") -> int:
+    """Size of the repacked copy in ``layout`` (one of :data:`REPACK_LAYOUTS`).
+
+    ``'pixel-major'``: the uncompressed float16 values of every pixel, 74.0 GB for the real
+    release (12.3 GB mean-only). ``'compact'``: :data:`COMPACT_FRACTION` of that (an
+    estimate: about 14.9 GB, 5.8 GB mean-only). When the published file's size is known (a
+    mirror or a test server may serve a smaller map), the estimate scales with it by the
+    real release's ratio of repacked to published bytes.
     """
+    if layout not in REPACK_LAYOUTS:
+        raise ValueError(f"layout must be one of {REPACK_LAYOUTS}; got {layout!r}")
     values = N_DIST * (1 if mean_only else 1 + N_SAMPLES)
     real = NPIX * values * VALUE_DTYPE.itemsize
+    if layout == "compact":
+        real = int(real * COMPACT_FRACTION[mean_only])
     if not published_bytes:
         return real
     return int(published_bytes * real / PUBLISHED_BYTES[MEAN_ONLY if mean_only else MEAN_AND_SAMPLES])
+
+
+def repack_peak_bytes(mean_only: bool, published_bytes: int | None = None,
+                      layout: str = "compact") -> int:
+    """Disk a repack needs at its peak: the compact writer holds its output twice (the
+    encoded side files, then the file they are copied into)."""
+    size = repacked_bytes(mean_only, published_bytes, layout)
+    return 2 * size if layout == "compact" else size
 
 
 @dataclass(frozen=True)
@@ -182,7 +228,7 @@ class DecapsFileInfo:
     """What a DECaPS file holds, checked by :func:`inspect_decaps_file`."""
 
     path: Path
-    layout: str  # "published" or "pixel-major"
+    layout: str  # "published", "pixel-major" or "compact"
     nside: int
     dm_bin_edges: np.ndarray
     n_pix: int
@@ -225,7 +271,8 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
     if isinstance(layout, bytes):
         layout = layout.decode()
     pixel_major = layout == PIXEL_MAJOR_LAYOUT
-    value_sets = ("data",) if pixel_major else ("mean",)
+    compact = layout == COMPACT_LAYOUT
+    value_sets = ("data",) if pixel_major else COMPACT_DATASETS if compact else ("mean",)
     for name in value_sets:
         if not isinstance(f.get(name), h5py.Dataset):
             problems.append(f"dataset {name}")
@@ -253,6 +300,8 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
         n_samples = data.shape[1] - 1 if data.ndim == 3 else 0
         if not problems:
             _check_contiguous_extent(path, f, ["data"] + [f"pixel_info/{n}" for n in PIXEL_DATASETS])
+    elif compact:
+        n_samples = _check_compact(path, f, n_pix, n_dist, problems)
     else:
         mean = f["mean"]
         if mean.shape != (n_pix, 1, n_dist):
@@ -266,8 +315,52 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
                 n_samples = samples.shape[1]
     if problems:
         raise MapFileError(f"{path} is not a consistent DECaPS map file: " + "; ".join(problems))
-    return DecapsFileInfo(path=path, layout="pixel-major" if pixel_major else "published",
+    kind = "pixel-major" if pixel_major else "compact" if compact else "published"
+    return DecapsFileInfo(path=path, layout=kind,
                           nside=nside, dm_bin_edges=edges, n_pix=n_pix, n_samples=n_samples)
+
+
+def _check_compact(path: Path, f: h5py.File, n_pix: int, n_dist: int, problems: list) -> int:
+    """Check the compact-layout parts of an open file; return its number of samples.
+
+    Appends what is wrong to ``problems``; raises :class:`MapFileError` for an unfinished file.
+    """
+    if f.attrs.get("layout_version", -1) != COMPACT_VERSION:
+        problems.append(f"layout_version {f.attrs.get('layout_version')} (expected {COMPACT_VERSION})")
+    codec = f.attrs.get("codec", "")
+    codec = codec.decode() if isinstance(codec, bytes) else codec
+    if codec != COMPACT_CODEC:
+        problems.append(f"codec {codec!r} (expected {COMPACT_CODEC!r})")
+    if not f.attrs.get("complete", False):
+        raise MapFileError(f"{path} is an unfinished compact file (it lacks the 'complete' mark); "
+                           "run dustmaps_ext.decaps.repack() again to write it")
+    n_slots = int(f.attrs.get("n_slots", 0))
+    if n_slots < 1:
+        problems.append(f"n_slots {n_slots} (expected >= 1)")
+    records, offsets = (f[name] for name in COMPACT_DATASETS)
+    if offsets.dtype != np.int64 or offsets.shape != (n_pix + 1,):
+        problems.append(f"record_offsets is {offsets.dtype} {offsets.shape}, expected int64 ({n_pix + 1},)")
+    if records.dtype != np.uint8 or records.ndim != 1:
+        problems.append(f"records is {records.dtype} {records.shape}, expected 1D uint8")
+    for name in PIXEL_DATASETS:
+        want = PIXEL_DTYPES[name]
+        if f["pixel_info"][name].dtype != want:
+            problems.append(f"pixel_info/{name} is {f['pixel_info'][name].dtype}, expected {want}")
+    cs = f["pixel_info"].get("coarse_start")
+    if not isinstance(cs, h5py.Dataset) or "coarse_nside" not in cs.attrs:
+        problems.append("dataset pixel_info/coarse_start with attribute coarse_nside")
+    if problems:
+        return max(0, n_slots - 1)
+    _check_contiguous_extent(path, f, [*COMPACT_DATASETS, "pixel_info/coarse_start"]
+                             + [f"pixel_info/{n}" for n in PIXEL_DATASETS])
+    ends = offsets[[0, n_pix]] if n_pix else offsets[[0]]
+    if int(ends[0]) != 0 or int(ends[-1]) != records.shape[0]:
+        problems.append(f"record_offsets run from {int(ends[0])} to {int(ends[-1])}, expected 0 to "
+                        f"{records.shape[0]} (the size of records)")
+    bound = int(n_pix) * profile_codec.max_record_bytes(n_slots, n_dist)
+    if records.shape[0] > bound:
+        problems.append(f"records holds {records.shape[0]} bytes, more than {bound} possible")
+    return n_slots - 1
 
 
 def _check_contiguous_extent(path: Path, f: h5py.File, names) -> None:
@@ -283,6 +376,48 @@ def _check_contiguous_extent(path: Path, f: h5py.File, names) -> None:
 
 
 # --------------------------------------------------------------------------- stores
+def map_datasets(info: DecapsFileInfo, names) -> tuple:
+    """Memory-map a repacked file (pixel-major or compact): ``(mapping, views, pixels)``.
+
+    ``views`` maps each of ``names`` (contiguous datasets) to an array viewing the mapping;
+    ``pixels`` is a :class:`~dustmaps_ext._io.stores.PixelArrays` of views of the per-pixel
+    datasets, with the coarse pixel index (small) read into RAM.
+    """
+    names = list(names)
+    pixel_names = [f"pixel_info/{n}" for n in PIXEL_DATASETS]
+    with h5py.File(info.path, "r") as f:
+        where = {name: (f[name].id.get_offset(), f[name].dtype, f[name].shape)
+                 for name in names + pixel_names}
+        coarse = f["pixel_info/coarse_start"]
+        coarse_start, coarse_nside = coarse[()], int(coarse.attrs["coarse_nside"])
+    mapping = map_read_only(info.path)
+    views = {}
+    for name, (offset, dtype, shape) in where.items():
+        count = int(np.prod(shape))
+        views[name] = (np.frombuffer(mapping, dtype=dtype, count=count, offset=offset).reshape(shape)
+                       if count else np.empty(shape, dtype))
+    index = PixelIndex(views["pixel_info/healpix_index"], info.nside,
+                       coarse_start=coarse_start, coarse_nside=coarse_nside)
+    pixels = PixelArrays(index, views["pixel_info/DM_reliable_min"],
+                         views["pixel_info/DM_reliable_max"],
+                         views["pixel_info/converged"], views["pixel_info/infilled"])
+    return mapping, {name: views[name] for name in names}, pixels
+
+
+def read_pixel_arrays(f: h5py.File, info: DecapsFileInfo) -> PixelArrays:
+    """The per-pixel arrays of an open DECaPS file, read into RAM (with the coarse pixel
+    index of a repacked file)."""
+    grp = f["pixel_info"]
+    pix = {name: grp[name][()] for name in PIXEL_DATASETS}
+    if "coarse_start" in grp:
+        index = PixelIndex(pix["healpix_index"], info.nside, coarse_start=grp["coarse_start"][()],
+                           coarse_nside=int(grp["coarse_start"].attrs["coarse_nside"]))
+    else:
+        index = PixelIndex(pix["healpix_index"], info.nside)
+    return PixelArrays(index, pix["DM_reliable_min"], pix["DM_reliable_max"],
+                       pix["converged"], pix["infilled"])
+
+
 class MappedStore(VoxelStore):
     """A pixel-major file, memory-mapped; touched pages are released after each chunk.
 
@@ -302,25 +437,9 @@ class MappedStore(VoxelStore):
             raise ValueError("MappedStore needs a pixel-major file; call repack() first")
         self.info = info
         self.chunk_coords = int(chunk_coords)
-        with h5py.File(info.path, "r") as f:
-            offsets = {name: (f[name].id.get_offset(), f[name].dtype, f[name].shape)
-                       for name in ["data"] + [f"pixel_info/{n}" for n in PIXEL_DATASETS]
-                       + ["pixel_info/coarse_start"]}
-            coarse_nside = int(f["pixel_info/coarse_start"].attrs["coarse_nside"])
-        self._mmap = map_read_only(info.path)
-        views = {}
-        for name, (offset, dtype, shape) in offsets.items():
-            count = int(np.prod(shape))
-            views[name] = np.frombuffer(self._mmap, dtype=dtype, count=count,
-                                        offset=offset).reshape(shape)
+        self._mmap, views, self.pixels = map_datasets(info, ["data"])
         self.data = views["data"].view(np.uint16)
         self.n_samples = self.data.shape[1] - 1
-        coarse_start = np.array(views["pixel_info/coarse_start"])  # small: keep in RAM
-        index = PixelIndex(views["pixel_info/healpix_index"], info.nside,
-                           coarse_start=coarse_start, coarse_nside=coarse_nside)
-        self.pixels = PixelArrays(index, views["pixel_info/DM_reliable_min"],
-                                  views["pixel_info/DM_reliable_max"],
-                                  views["pixel_info/converged"], views["pixel_info/infilled"])
 
     def data_for(self, rows: np.ndarray, want_samples: bool):
         return self.data, rows
@@ -395,9 +514,7 @@ def load_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bool = Tru
     data = np.empty((info.n_pix, n_slots, info.n_dist), dtype=np.float16)
     with open_hdf5(info.path, "DECaPS map") as f:
         try:
-            grp = f["pixel_info"]
-            pix = {name: grp[name][()] for name in PIXEL_DATASETS}
-            coarse = None
+            pixels = read_pixel_arrays(f, info)
             if info.layout == "pixel-major":
                 src = f["data"]
                 step = max(1, (64 << 20) // max(1, src.shape[1] * src.shape[2] * 2))
@@ -408,8 +525,6 @@ def load_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bool = Tru
                         src.read_direct(data, np.s_[a:b], np.s_[a:b])
                     else:
                         data[a:b] = src[a:b, :n_slots, :]
-                if "coarse_start" in grp:
-                    coarse = (grp["coarse_start"][()], int(grp["coarse_start"].attrs["coarse_nside"]))
             else:
                 mean, samples = f["mean"], f.get("samples")
                 step = _published_block_rows(mean, info.n_pix)
@@ -420,12 +535,6 @@ def load_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bool = Tru
                         samples.read_direct(data, np.s_[a:b, :n_samples, :], np.s_[a:b, 1:, :])
         except OSError as exc:
             raise MapFileError(f"{info.path} could not be read completely (truncated or corrupt): {exc}") from exc
-    if coarse is not None:
-        index = PixelIndex(pix["healpix_index"], info.nside, coarse_start=coarse[0], coarse_nside=coarse[1])
-    else:
-        index = PixelIndex(pix["healpix_index"], info.nside)
-    pixels = PixelArrays(index, pix["DM_reliable_min"], pix["DM_reliable_max"],
-                         pix["converged"], pix["infilled"])
     return InMemoryStore(info, data.view(np.uint16), pixels)
 
 
@@ -433,6 +542,82 @@ def _published_block_rows(dset: h5py.Dataset, n_pix: int) -> int:
     """Rows per read: whole published chunks, so each chunk is decompressed exactly once."""
     chunk_rows = dset.chunks[0] if dset.chunks else 65536
     return max(1, min(n_pix, chunk_rows))
+
+
+def published_blocks(f: h5py.File, info: DecapsFileInfo, *, start_row: int = 0):
+    """Stream the values of an open published file in whole published chunk rows.
+
+    Yields ``(a, b, values)``: pixels ``a:b`` as a float16 array (b - a, 1 + n_samples,
+    n_dist), slot 0 the mean; the array is reused by the next block. Starts at the chunk
+    row holding ``start_row``. Memory: one chunk row (about 290 MB for the release).
+
+    Raises
+    ------
+    MapFileError
+        If the file cannot be read completely.
+    """
+    mean, samples = f["mean"], f.get("samples")
+    step = _published_block_rows(mean, info.n_pix)
+    buf = np.empty((step, 1 + info.n_samples, info.n_dist), dtype=VALUE_DTYPE)
+    for a in range((start_row // step) * step, info.n_pix, step):
+        b = min(a + step, info.n_pix)
+        view = buf[:b - a]
+        try:
+            mean.read_direct(view, np.s_[a:b, :, :], np.s_[:, 0:1, :])
+            if samples is not None:
+                samples.read_direct(view, np.s_[a:b, :, :], np.s_[:, 1:, :])
+        except OSError as exc:
+            raise MapFileError(f"{info.path} could not be read completely (truncated or "
+                               f"corrupt): {exc}") from exc
+        yield a, b, view
+
+
+def write_pixel_info(out: h5py.File, columns, *, nside: int, n_pix: int, coarse_nside: int,
+                     attrs, source: str) -> None:
+    """Write the ``pixel_info`` group of a repacked file (pixel-major or compact).
+
+    ``columns`` maps each of :data:`PIXEL_DATASETS` to an array or dataset of length
+    ``n_pix``, read in slices; ``attrs`` are the group's attributes (the release's). Checks
+    that ``healpix_index`` is strictly increasing and within ``nside``, and adds the coarse
+    pixel index ``coarse_start`` (see :class:`~dustmaps_ext._core.pixels.PixelIndex`).
+    """
+    shift = 2 * int(np.log2(nside // coarse_nside))
+    counts = np.zeros(12 * coarse_nside ** 2, dtype=np.int64)
+    step = 1 << 22
+    grp = out.create_group("pixel_info")
+    for key, value in attrs.items():
+        grp.attrs[key] = value
+    last = -1  # the last pixel index seen, to check the order across blocks
+    for name in PIXEL_DATASETS:
+        dset = grp.create_dataset(name, shape=(n_pix,), dtype=PIXEL_DTYPES[name])
+        for a in range(0, n_pix, step):
+            b = min(a + step, n_pix)
+            block = np.asarray(columns[name][a:b])
+            if block.shape != (b - a,):
+                raise ValueError(f"pixel column {name} must have length {n_pix}")
+            dset[a:b] = block.astype(PIXEL_DTYPES[name])
+            if name == "healpix_index":
+                keys = block.astype(np.int64)
+                if keys.size and (int(keys[0]) <= last or np.any(np.diff(keys) <= 0)):
+                    raise MapFileError(f"{source}: pixel_info/healpix_index is not sorted")
+                if keys.size and (keys[0] < 0 or keys[-1] >= 12 * nside ** 2):
+                    raise ValueError(f"{source}: healpix_index holds pixels beyond nside={nside}")
+                last = int(keys[-1]) if keys.size else last
+                counts += np.bincount(keys >> shift, minlength=counts.size)
+    coarse = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    cs = grp.create_dataset("coarse_start", data=coarse)
+    cs.attrs["coarse_nside"] = np.int64(coarse_nside)
+
+
+def create_contiguous(out: h5py.File, name: str, h5type, shape: tuple) -> h5py.Dataset:
+    """Allocate a contiguous, unfiltered, unfilled dataset whose bytes are written later
+    straight into the file (at ``out[name].id.get_offset()``)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    h5py.h5d.create(out.id, name.encode(), h5type, h5py.h5s.create_simple(tuple(shape)), dcpl=dcpl)
+    return out[name]
 
 
 # --------------------------------------------------------------------------- repack
@@ -443,7 +628,7 @@ def _fingerprint(src: Path, info: DecapsFileInfo) -> dict:
             "layout_version": LAYOUT_VERSION}
 
 
-def repack(src, dst=None, *, progress: bool = True, coarse_nside: int = 256) -> Path:
+def repack_pixel_major(src, dst=None, *, progress: bool = True, coarse_nside: int = 256) -> Path:
     """Convert a published-layout DECaPS file into the pixel-major layout.
 
     The conversion streams the source one published chunk row at a time (about 290 MB of
@@ -472,7 +657,7 @@ def repack(src, dst=None, *, progress: bool = True, coarse_nside: int = 256) -> 
     dst = Path(dst) if dst is not None else default_repacked_path(src)
     info = inspect_decaps_file(src)
     if info.layout != "published":
-        raise ValueError(f"{src} is already in the pixel-major layout")
+        raise ValueError(f"{src} is already in the {info.layout} layout")
     coarse_nside = min(int(coarse_nside), info.nside)
     partial = dst.with_name(dst.name + ".partial")
     state_path = dst.with_name(dst.name + ".partial.json")
@@ -495,22 +680,15 @@ def repack(src, dst=None, *, progress: bool = True, coarse_nside: int = 256) -> 
         data_offset = out["data"].id.get_offset()
     row_bytes = n_slots * info.n_dist * 2
     with h5py.File(src, "r") as f:
-        mean, samples = f["mean"], f.get("samples")
-        step = _published_block_rows(mean, info.n_pix)
+        step = _published_block_rows(f["mean"], info.n_pix)
         start = (rows_done // step) * step
-        blocks = [(a, min(a + step, info.n_pix)) for a in range(start, info.n_pix, step)]
-        buf = np.empty((step, n_slots, info.n_dist), dtype=np.float16)
         fd = os.open(partial, os.O_WRONLY)
         try:
             bar = tqdm(total=info.n_pix, initial=start, desc="Repacking DECaPS", unit="pix",
                        unit_scale=True, disable=not progress)
             with bar:
-                for a, b in blocks:
-                    view = buf[:b - a]
-                    mean.read_direct(view, np.s_[a:b, :, :], np.s_[:, 0:1, :])
-                    if samples is not None:
-                        samples.read_direct(view, np.s_[a:b, :, :], np.s_[:, 1:, :])
-                    _pwrite_all(fd, memoryview(view).cast("B"), data_offset + a * row_bytes)
+                for a, b, view in published_blocks(f, info, start_row=start):
+                    pwrite_all(fd, memoryview(view).cast("B"), data_offset + a * row_bytes)
                     os.fsync(fd)
                     _write_state(state_path, fingerprint, b)
                     bar.update(b - a)
@@ -526,7 +704,8 @@ def repack(src, dst=None, *, progress: bool = True, coarse_nside: int = 256) -> 
     return dst
 
 
-def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
+def pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
+    """Write all of ``buf`` at ``offset`` of the open file ``fd`` (pwrite may write less)."""
     while len(buf):
         n = os.pwrite(fd, buf, offset)
         buf = buf[n:]
@@ -540,39 +719,12 @@ def _write_state(path: Path, fingerprint: dict, rows_done: int) -> None:
 def _create_pixel_major(src: Path, partial: Path, info: DecapsFileInfo, coarse_nside: int) -> None:
     """Write the metadata and per-pixel datasets; allocate ``data`` (values come later)."""
     n_slots = 1 + info.n_samples
-    shift = 2 * int(np.log2(info.nside // coarse_nside))
-    counts = np.zeros(12 * coarse_nside ** 2, dtype=np.int64)
-    step = 1 << 22
     with h5py.File(src, "r") as f, h5py.File(partial, "w") as out:
         out.attrs["layout"] = PIXEL_MAJOR_LAYOUT
         out.attrs["layout_version"] = LAYOUT_VERSION
         out.attrs["source"] = str(src.name)
         grp_in = f["pixel_info"]
-        grp = out.create_group("pixel_info")
-        for key, value in grp_in.attrs.items():
-            grp.attrs[key] = value
-        grp.attrs["n_samples"] = np.int64(info.n_samples)
-        last = -1  # the last pixel index seen, to check the order across blocks
-        for name in PIXEL_DATASETS:
-            dset = grp.create_dataset(name, shape=(info.n_pix,), dtype=PIXEL_DTYPES[name])
-            for a in range(0, info.n_pix, step):
-                b = min(a + step, info.n_pix)
-                block = grp_in[name][a:b]
-                dset[a:b] = block.astype(PIXEL_DTYPES[name])
-                if name == "healpix_index":
-                    if int(block[0]) <= last:
-                        raise MapFileError(f"{src}: pixel_info/healpix_index is not sorted")
-                    if np.any(np.diff(block.astype(np.int64)) <= 0):
-                        raise MapFileError(f"{src}: pixel_info/healpix_index is not sorted")
-                    last = int(block[-1])
-                    counts += np.bincount(block.astype(np.int64) >> shift, minlength=counts.size)
-        coarse = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        cs = grp.create_dataset("coarse_start", data=coarse)
-        cs.attrs["coarse_nside"] = np.int64(coarse_nside)
-        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        dcpl.set_layout(h5py.h5d.CONTIGUOUS)
-        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-        space = h5py.h5s.create_simple((info.n_pix, n_slots, info.n_dist))
-        h5py.h5d.create(out.id, b"data", h5py.h5t.IEEE_F16LE, space, dcpl=dcpl)
+        write_pixel_info(out, grp_in, nside=info.nside, n_pix=info.n_pix, coarse_nside=coarse_nside,
+                         attrs={**grp_in.attrs, "n_samples": np.int64(info.n_samples)}, source=str(src))
+        create_contiguous(out, "data", h5py.h5t.IEEE_F16LE, (info.n_pix, n_slots, info.n_dist))
         out["data"].attrs["slots"] = "mean," + ",".join(f"sample{k}" for k in range(info.n_samples))

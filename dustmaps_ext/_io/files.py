@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["map_data_dir", "missing_map_error", "open_hdf5", "atomic_output", "write_text_atomic", "write_json_atomic", "fsync_file",
+__all__ = ["map_data_dir", "warn_if_inside_environment", "missing_map_error", "open_hdf5", "atomic_output", "write_text_atomic", "write_json_atomic", "fsync_file",
            "fsync_dir", "map_read_only", "release_pages", "advise_access"]
 
 
@@ -29,6 +29,29 @@ def map_data_dir(name: str) -> Path:
     from dustmaps.std_paths import data_dir
 
     return Path(data_dir()) / name
+
+
+def warn_if_inside_environment(path: str | os.PathLike) -> None:
+    """Warn (:class:`~dustmaps_ext.errors.DataDirWarning`) when ``path`` lies inside the
+    Python environment, as dustmaps' default data directory does; the message names the
+    setting to change. ``fetch()`` calls it before it writes a map."""
+    import sysconfig
+    import sys
+    import warnings
+
+    from ..errors import DataDirWarning
+
+    paths = sysconfig.get_paths()
+    roots = {Path(sys.prefix), Path(paths["purelib"]), Path(paths["platlib"])}
+    resolved = Path(path).resolve()
+    for root in roots:
+        if resolved == root.resolve() or root.resolve() in resolved.parents:
+            warnings.warn(
+                f"dustmaps' data directory {path} lies inside the Python environment ({root}): "
+                "the maps (DECaPS: 33.8 GB to download) would fill the disk that holds it and "
+                "be lost with it. Choose another with\n\n    from dustmaps.config import config\n"
+                "    config['data_dir'] = '/path/with/space'\n", DataDirWarning, stacklevel=3)
+            return
 
 
 def missing_map_error(what: str, where: str, module: str, fetch_call: str,

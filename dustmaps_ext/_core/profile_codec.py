@@ -1,0 +1,353 @@
+"""Lossless coding of monotone float16 distance profiles (the compact DECaPS layout's kernels).
+
+One pixel's record is a byte-aligned bit string (most significant bit first) holding its
+slots one after another: slot 0 (the mean), then the samples. Each slot is a 6-bit header --
+a 2-bit mode and a 4-bit parameter ``m`` -- followed by its ``n_dist`` values:
+
+* mode 0, **cents, context order**: the values are ``CENT_TABLE[c]`` (the float16 nearest to
+  ``c / 100``) for non-decreasing integers ``c``; coded are ``c[0]`` and the steps
+  ``c[i] - c[i-1]``, value ``i`` in Exp-Golomb order ``k_i = clip(L_i + m - 8, 0, 15)``,
+  where ``L_i`` is the bit length of ``floor(100 (mean[i] - mean[i-1]))`` (0 for ``i = 0``
+  or a step that is not finite and positive), computed from the already decoded slot 0
+  as float32. The samples follow the mean, so the mean's step predicts their steps' size;
+  only slots after slot 0 use this mode;
+* mode 1, **bits, previous-step order**: the float16 bit patterns ``u`` (unsigned 16-bit
+  integers) are non-decreasing; coded are ``u[0]`` and the steps ``u[i] - u[i-1]``, value
+  ``i`` in order ``k_i = clip(P_i + m - 8, 0, 15)`` where ``P_i`` is the bit length of the
+  previous step (0 for ``i = 0``): a smooth profile's steps change slowly;
+* mode 2, **raw**: the 16-bit patterns themselves, 16 bits each (``m`` is 0);
+* mode 3, **cents, fixed order**: as mode 0, in order ``k = m``.
+
+A number ``x >= 0`` in Exp-Golomb order ``k``: with ``q = (x >> k) + 1`` of ``n`` bits,
+``n - 1`` zero bits, then ``q`` in ``n`` bits, then the low ``k`` bits of ``x``. The encoder
+picks, per slot, the mode and parameter that give the fewest bits among those it tries
+(modes 0 or 3 when the values are cents, mode 1 otherwise); every float16 profile has
+a valid mode (raw), and the non-negative non-decreasing ones (the DECaPS values, infilled
+pixels included) have mode 1 at least.
+
+The decoders check every read against the record's end and every decoded value against the
+16-bit range, and report a corrupt record by a negative return value instead of reading
+out of bounds: the caller raises the error.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["CODEC_NAME", "DECODE_ERRORS", "CENT_TABLE", "FLOAT_TABLE", "MODE_BITS", "MODE_CENTS", "MODE_CENTS_CONTEXT", "MODE_RAW",
+           "decode_rows", "encode_pixels", "max_record_bytes"]
+
+#: Name (and version) of this coding, recorded in the files that use it.
+CODEC_NAME = "monotone-exp-golomb-1"
+
+MODE_CENTS_CONTEXT, MODE_BITS, MODE_RAW, MODE_CENTS = 0, 1, 2, 3
+_MAX_K = 15
+_MAX_ZEROS = 16  # x < 2**16: at most 16 leading zeros (keeps every read within the 49+ bits held)
+_CONTEXT_BIAS = 8
+
+#: Bit patterns of the float16 nearest to c / 100, for c = 0 .. 65535.
+CENT_TABLE = (np.arange(65536, dtype=np.float64) / 100.0).astype(np.float16).view(np.uint16)
+#: float32 value of every float16 bit pattern.
+FLOAT_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+# leading zero bits of a byte (8 for 0)
+_LEADING_ZEROS = np.array([8 - int(b).bit_length() for b in range(256)], dtype=np.int64)
+
+# error codes of the decoders (negative)
+_ERR_OVERRUN, _ERR_CODE, _ERR_RANGE, _ERR_MODE = -1, -2, -3, -4
+#: What each negative return value of :func:`decode_rows` means.
+DECODE_ERRORS = {_ERR_OVERRUN: "a record runs past its end", _ERR_CODE: "a record holds an invalid code",
+                 _ERR_RANGE: "a decoded value is out of range", _ERR_MODE: "a record has an unknown mode"}
+
+
+def max_record_bytes(n_slots: int, n_dist: int) -> int:
+    """Upper bound of one pixel's record: every slot raw."""
+    return -(-(n_slots * (6 + 16 * n_dist)) // 8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _bit_length(x):
+    """Bit length of 0 <= x (three byte lookups, then a loop beyond 2**24)."""
+    if x < 256:
+        return 8 - _LEADING_ZEROS[x]
+    if x < 65536:
+        return 16 - _LEADING_ZEROS[x >> 8]
+    if x < 16777216:
+        return 24 - _LEADING_ZEROS[x >> 16]
+    n = 24
+    x >>= 24
+    while x:
+        n += 1
+        x >>= 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _context_lengths(mean_bits, floats, out):
+    """L_i of mode 0 from slot 0's bit patterns."""
+    out[0] = 0
+    for i in range(1, mean_bits.size):
+        step = (floats[mean_bits[i]] - floats[mean_bits[i - 1]]) * np.float32(100.0)
+        if step >= 1.0 and step < 1e9:
+            out[i] = _bit_length(np.int64(step))
+        else:
+            out[i] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _eg_cost(x, k):
+    return 2 * _bit_length((x >> k) + 1) - 1 + k
+
+
+@numba.njit(cache=True, nogil=True)
+def _cost_fixed(steps, k):
+    cost = 0
+    for i in range(steps.size):
+        cost += _eg_cost(steps[i], k)
+    return cost
+
+
+@numba.njit(cache=True, nogil=True)
+def _context_k(length, m):
+    return min(_MAX_K, max(0, length + m - _CONTEXT_BIAS))
+
+
+@numba.njit(cache=True, nogil=True)
+def _cost_context(steps, lengths, m):
+    cost = 0
+    for i in range(steps.size):
+        cost += _eg_cost(steps[i], _context_k(lengths[i], m))
+    return cost
+
+
+@numba.njit(cache=True, nogil=True)
+def _bit_length16(x):
+    """Bit length of 0 <= x < 2**16 by table."""
+    hi = x >> 8
+    if hi:
+        return 16 - _LEADING_ZEROS[hi]
+    return 8 - _LEADING_ZEROS[x]
+
+
+@numba.njit(cache=True, nogil=True)
+def _previous_lengths(steps, out):
+    """P_i of mode 1: bit length of the previous step (0 for the first)."""
+    out[0] = 0
+    for i in range(1, steps.size):
+        out[i] = _bit_length(steps[i - 1])
+
+
+@numba.njit(cache=True, nogil=True)
+def _best_fixed(steps):
+    """Best fixed order, searched near log2 of the mean step."""
+    total = 0
+    for i in range(steps.size):
+        total += steps[i]
+    centre = _bit_length(total // steps.size)
+    best_k, best = 0, 1 << 60
+    for k in range(max(0, centre - 3), min(_MAX_K, centre + 1) + 1):
+        cost = _cost_fixed(steps, k)
+        if cost < best:
+            best, best_k = cost, k
+    return best_k, best
+
+
+@numba.njit(cache=True, nogil=True)
+def encode_pixels(values, table, floats, out, offsets, start_offset):
+    """Encode pixels into ``out``; record p starts at ``offsets[p]`` (``offsets[n]`` = end).
+
+    Parameters
+    ----------
+    values : uint16 array (n, n_slots, n_dist)
+        float16 bit patterns.
+    table, floats : numpy.ndarray
+        :data:`CENT_TABLE` and :data:`FLOAT_TABLE`.
+    out : uint8 array
+        At least ``n * max_record_bytes`` long; filled from 0.
+    offsets : int64 array (n + 1,)
+        Written: ``start_offset`` plus the byte position of each record.
+
+    Returns
+    -------
+    int
+        Bytes written.
+    """
+    n, n_slots, n_dist = values.shape
+    steps_c = np.empty(n_dist, dtype=np.int64)
+    steps_b = np.empty(n_dist, dtype=np.int64)
+    lengths = np.zeros(n_dist, dtype=np.int64)
+    previous = np.zeros(n_dist, dtype=np.int64)
+    pos = 0
+    for p in range(n):
+        offsets[p] = start_offset + pos
+        acc = 0
+        nacc = 0
+        _context_lengths(values[p, 0], floats, lengths)
+        for s in range(n_slots):
+            ok_c = True  # every value is CENT_TABLE[c] for non-decreasing c?
+            prev = 0
+            for i in range(n_dist):
+                f = floats[values[p, s, i]]
+                if not (f >= 0.0 and f < 655.0):
+                    ok_c = False
+                    break
+                c = np.int64(np.rint(np.float64(f) * 100.0))
+                if c < prev or table[c] != values[p, s, i]:
+                    ok_c = False
+                    break
+                steps_c[i] = c - prev
+                prev = c
+            ok_b = True
+            prev = 0
+            for i in range(n_dist):
+                u = np.int64(values[p, s, i])
+                if u < prev:
+                    ok_b = False
+                    break
+                steps_b[i] = u - prev
+                prev = u
+            mode = MODE_RAW
+            m = 0
+            best = 16 * n_dist
+            if ok_c:
+                if s > 0:  # samples: the order predicted by the mean's steps
+                    for mc in range(6, 12):
+                        cost = _cost_context(steps_c, lengths, mc)
+                        if cost < best:
+                            mode, m, best = MODE_CENTS_CONTEXT, mc, cost
+                else:
+                    kc, cost = _best_fixed(steps_c)
+                    if cost < best:
+                        mode, m, best = MODE_CENTS, kc, cost
+            # bit-pattern steps of a cents profile are 10-20 times its cent steps: not tried
+            if ok_b and mode == MODE_RAW:
+                _previous_lengths(steps_b, previous)
+                for mb in range(5, 12):
+                    cost = _cost_context(steps_b, previous, mb)
+                    if cost < best:
+                        mode, m, best = MODE_BITS, mb, cost
+            acc = (acc << 6) | (mode << 4) | m
+            nacc += 6
+            steps = steps_b if mode == MODE_BITS else steps_c
+            last = 0
+            for i in range(n_dist):
+                if mode == MODE_RAW:
+                    acc = (acc << 16) | np.int64(values[p, s, i])
+                    nacc += 16
+                else:
+                    if mode == MODE_CENTS_CONTEXT:
+                        k = _context_k(lengths[i], m)
+                    elif mode == MODE_BITS:
+                        k = _context_k(_bit_length(last), m)
+                    else:
+                        k = m
+                    x = steps[i]
+                    last = x
+                    q = (x >> k) + 1
+                    nb = _bit_length(q)
+                    acc = (acc << (2 * nb - 1)) | q
+                    nacc += 2 * nb - 1
+                    while nacc >= 8:
+                        out[pos] = (acc >> (nacc - 8)) & 255
+                        pos += 1
+                        nacc -= 8
+                    acc &= (1 << nacc) - 1
+                    if k:
+                        acc = (acc << k) | (x & ((1 << k) - 1))
+                        nacc += k
+                while nacc >= 8:
+                    out[pos] = (acc >> (nacc - 8)) & 255
+                    pos += 1
+                    nacc -= 8
+                acc &= (1 << nacc) - 1
+        if nacc:  # pad the record to a whole byte
+            out[pos] = (acc << (8 - nacc)) & 255
+            pos += 1
+    offsets[n] = start_offset + pos
+    return pos
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode_record(stream, start, end, n_slots_read, n_dist, table, floats, dest, lengths):
+    """Decode the first ``n_slots_read`` slots of the record [start, end) into dest (slots, dist).
+
+    Returns 0, or a negative error code.
+    """
+    acc = 0  # bits above the lowest nacc are stale (never masked: shifts wrap)
+    nacc = 0
+    bp = start
+    for s in range(n_slots_read):
+        if s == 1:
+            _context_lengths(dest[0], floats, lengths)
+        if nacc < 6:
+            byte = stream[bp] if bp < end else 0
+            acc = (acc << 8) | byte
+            bp += 1
+            nacc += 8
+        header = (acc >> (nacc - 6)) & 63
+        nacc -= 6
+        mode = header >> 4
+        m = header & 15
+        if mode == MODE_CENTS_CONTEXT and s == 0:
+            return _ERR_MODE
+        prev = 0
+        last = 0
+        for i in range(n_dist):
+            while nacc <= 48:  # refill; past the record's end zeros come in
+                byte = stream[bp] if bp < end else 0
+                acc = (acc << 8) | byte
+                bp += 1
+                nacc += 8
+            if mode == MODE_RAW:
+                dest[s, i] = (acc >> (nacc - 16)) & 0xFFFF
+                nacc -= 16
+                continue
+            if mode == MODE_CENTS_CONTEXT:
+                k = min(_MAX_K, max(0, lengths[i] + m - _CONTEXT_BIAS))
+            elif mode == MODE_BITS:
+                k = min(_MAX_K, max(0, _bit_length16(last) + m - _CONTEXT_BIAS))
+            else:
+                k = m
+            z = _LEADING_ZEROS[(acc >> (nacc - 8)) & 255]
+            if z == 8:
+                z = 8 + _LEADING_ZEROS[(acc >> (nacc - 16)) & 255]
+                if z == 16:
+                    z = 16 + _LEADING_ZEROS[(acc >> (nacc - 24)) & 255]
+                    if z > _MAX_ZEROS:
+                        return _ERR_CODE
+            width = 2 * z + 1 + k
+            code = (acc >> (nacc - width)) & ((1 << width) - 1)
+            nacc -= width
+            cur = prev + code - (1 << k)  # code = q << k | low, q = (x >> k) + 1
+            if cur > 65535:
+                return _ERR_RANGE
+            last = cur - prev
+            prev = cur
+            dest[s, i] = cur if mode == MODE_BITS else table[cur]
+    used_bytes = bp - start - (nacc // 8)
+    if used_bytes > end - start:
+        return _ERR_OVERRUN
+    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def decode_rows(stream, offsets, rows, n_slots_read, n_dist, table, floats, out):
+    """Decode the records of ``rows`` into ``out[j, :n_slots_read]`` (uint16).
+
+    Returns the number of rows decoded, or a negative error code (the first bad row's
+    error; ``out`` is then incomplete).
+    """
+    n_rec = offsets.size - 1
+    lengths = np.zeros(n_dist, dtype=np.int64)
+    for j in range(rows.size):
+        r = rows[j]
+        if r < 0 or r >= n_rec:
+            return _ERR_RANGE
+        a = offsets[r]
+        b = offsets[r + 1]
+        if a < 0 or b < a or b > stream.size:
+            return _ERR_OVERRUN
+        err = _decode_record(stream, a, b, n_slots_read, n_dist, table, floats, out[j], lengths)
+        if err < 0:
+            return err
+    return rows.size

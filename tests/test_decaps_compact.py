@@ -1,0 +1,210 @@
+"""The realistic simulated release and the compact layout, against dustmaps 1.0.14 on the same file."""
+
+from __future__ import annotations
+
+import dustmaps.decaps as dm_decaps
+import h5py
+import numpy as np
+import pytest
+from dustmaps_ext_build.simulated_release import (
+    sampler_like_values,
+    write_realistic_decaps,
+)
+
+from dustmaps_ext._core import profile_codec
+from dustmaps_ext._io import decaps_compact as compact
+from dustmaps_ext._io.decaps import inspect_decaps_file
+from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, MapFileError, repack
+from helpers.reference import quiet
+from helpers.sky import decaps_coords as _coords
+
+MODES = [("mean", None), ("median", None), ("samples", None), ("percentile", 30.0),
+         ("percentile", [5, 50, 84.1])]
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compact")
+    published = write_realistic_decaps(folder / "real.h5", nside=64, chunk_pixels=700,
+                                       infilled_fraction=0.05)
+    packed = repack(published, folder / "real_compact.h5", progress=False)
+    return {"published": published, "compact": packed}
+
+
+@pytest.fixture(scope="module")
+def reference(release):
+    return quiet(dm_decaps.DECaPSQuery, str(release["published"]))
+
+
+def _same(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+
+
+# --------------------------------------------------------------------- the simulated release
+def test_realistic_values_are_like_the_samplers():
+    rng = np.random.default_rng(3)
+    truth = np.cumsum(rng.exponential(0.02, (400, 120)), axis=1)
+    infilled = np.zeros(400, bool)
+    infilled[:4] = True
+    v = sampler_like_values(truth, rng, infilled=infilled)
+    samples = v["samples"][~infilled].astype(np.float64)
+    cents = np.rint(samples * 100)
+    # exact multiples of 0.01 mag (float16 of k / 100), non-decreasing, many equal neighbours
+    assert np.array_equal((cents / 100).astype(np.float16), v["samples"][~infilled])
+    steps = np.diff(cents, axis=2)
+    assert steps.min() >= 0 and 0.2 < np.mean(steps == 0) < 0.95
+    # the mean is not a multiple of 0.01 mag, follows the samples, and infilled pixels are continuous
+    mean = v["mean"][~infilled, 0].astype(np.float64)
+    assert np.mean(np.rint(mean * 100) != mean * 100) > 0.3
+    assert np.all(np.diff(mean, axis=1) >= 0)
+    assert np.abs(mean[:, -1] - samples[:, :, -1].mean(axis=1)).mean() < 0.1 * mean[:, -1].mean()
+    inf = v["samples"][infilled].astype(np.float64)
+    assert np.mean(np.rint(inf * 100) != inf * 100) > 0.5
+
+
+def test_dustmaps_reads_the_realistic_release(release, reference):
+    coords = _coords(400, seed=5)
+    with h5py.File(release["published"]) as f:
+        assert f["mean"].chunks == (700, 1, 1) and f["mean"].compression == "gzip"
+        infilled = f["pixel_info/infilled"][()]
+        assert 0.01 < infilled.mean() < 0.1
+    values = quiet(reference.query, coords, mode="mean")
+    assert np.any(np.isfinite(values)) and np.any(values > 0)
+
+
+# --------------------------------------------------------------------- the codec
+def test_codec_round_trips_any_float16_profile():
+    rng = np.random.default_rng(1)
+    n = 300
+    anything = rng.integers(0, 65536, (n, 3, 120)).astype(np.uint16)  # NaN, inf, negative too
+    monotone = np.sort(rng.integers(0, 31744, (n, 3, 120)), axis=2).astype(np.uint16)
+    cents = profile_codec.CENT_TABLE[np.cumsum(rng.poisson(0.7, (n, 3, 120)), axis=2)]
+    constant = np.full((n, 3, 120), 0x3C00, np.uint16)
+    for values in (anything, monotone, cents, constant):
+        records, offsets = compact._encode_block(values)
+        out = np.empty_like(values)
+        assert profile_codec.decode_rows(records, offsets, np.arange(n), 3, 120,
+                                         profile_codec.CENT_TABLE, profile_codec.FLOAT_TABLE, out) == n
+        assert np.array_equal(out, values)
+    # cents profiles cost far less than raw ones (the compact layout's point)
+    assert compact._encode_block(cents)[0].size < 0.25 * cents.nbytes
+
+
+# --------------------------------------------------------------------- compact queries = dustmaps
+@pytest.mark.parametrize("cls", [DECaPSQuery, DECaPSQueryLite])
+@pytest.mark.parametrize("with_distance", [True, False])
+@pytest.mark.parametrize("mode,pct", MODES)
+def test_every_mode_on_compact_equals_dustmaps_on_published(release, reference, cls, with_distance,
+                                                            mode, pct):
+    q = cls(release["compact"], **({"progress": False} if cls is DECaPSQuery else {}))
+    coords = _coords(1200 if with_distance else 200, seed=2, with_distance=with_distance)
+    ref, ref_flags = quiet(reference.query, coords, mode=mode, pct=pct, return_flags=True)
+    mine, flags = q.query(coords, mode=mode, pct=pct, return_flags=True)
+    assert _same(mine, ref)
+    for name in ref_flags.dtype.names:
+        assert np.array_equal(flags[name].astype(ref_flags[name].dtype), ref_flags[name], equal_nan=True)
+    assert np.any(np.isfinite(mine)) and np.any(np.isnan(mine))
+
+
+def test_random_modes_on_compact_draw_the_published_samples(release, reference):
+    coords = _coords(500, seed=4)
+    samples = quiet(reference.query, coords, mode="samples")
+    got = DECaPSQueryLite(release["compact"]).query(coords, mode="random_sample", rng=7)
+    inside = np.isfinite(got)
+    assert inside.any()
+    assert np.all(np.any(samples[inside] == got[inside, None], axis=1))
+
+
+def test_compact_is_smaller_than_the_published_file(release):
+    info = inspect_decaps_file(release["compact"])
+    assert info.layout == "compact" and info.n_samples == 5
+    with h5py.File(release["compact"]) as f, h5py.File(release["published"]) as g:
+        compact_bytes = f["records"].size + f["record_offsets"].nbytes
+        published_bytes = g["mean"].id.get_storage_size() + g["samples"].id.get_storage_size()
+    assert compact_bytes < 0.6 * published_bytes
+
+
+# --------------------------------------------------------------------- a subset (what a cutout writes)
+def test_a_subset_written_by_write_compact_answers_as_the_full_map(release, reference, tmp_path):
+    with h5py.File(release["published"]) as f:
+        keep = np.flatnonzero(np.arange(f["mean"].shape[0]) % 3 == 0)
+        columns = {name: f["pixel_info"][name][()][keep] for name in
+                   ("healpix_index", "DM_reliable_min", "DM_reliable_max", "converged", "infilled")}
+        values = np.concatenate([f["mean"][()], f["samples"][()]], axis=1)[keep]
+        nside = int(f["pixel_info"].attrs["nside"])
+        edges = f["pixel_info"].attrs["DM_bin_edges"]
+    cut = compact.write_compact(tmp_path / "cut.h5", nside=nside, dm_bin_edges=edges, n_samples=5,
+                                pixel_columns=columns, value_blocks=[values[:100], values[100:]])
+    q = DECaPSQueryLite(cut)
+    coords = _coords(2000, seed=6)
+    rows_full = q._store.pixels.index.rows(coords.l.deg, coords.b.deg)
+    present = rows_full >= 0
+    assert present.any()
+    mine = q.query(coords, mode="samples")
+    ref = quiet(reference.query, coords, mode="samples")
+    assert np.array_equal(mine[present], ref[present], equal_nan=True)
+    assert np.all(np.isnan(mine[~present]))
+
+
+# --------------------------------------------------------------------- bad files
+def _copy(src, dst):
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def test_corrupt_records_raise_map_file_error_naming_the_file(release, tmp_path):
+    bad = _copy(release["compact"], tmp_path / "bad.h5")
+    with h5py.File(bad) as f:
+        start = f["records"].id.get_offset()
+        size = f["records"].size
+    raw = bytearray(bad.read_bytes())
+    raw[start:start + size] = b"\x00" * size  # all zero bits: no valid code
+    bad.write_bytes(bytes(raw))
+    q = DECaPSQueryLite(bad)
+    with pytest.raises(MapFileError, match="bad.h5 is corrupt"):
+        q.query(_coords(200, seed=1), mode="samples")
+    with pytest.raises(MapFileError, match="bad.h5 is corrupt"):
+        DECaPSQuery(bad, progress=False)
+
+
+def test_inconsistent_offsets_dtype_and_unfinished_files_are_refused(release, tmp_path):
+    off = _copy(release["compact"], tmp_path / "offsets.h5")
+    with h5py.File(off, "r+") as f:
+        f["record_offsets"][-1] = f["records"].size + 10
+    with pytest.raises(MapFileError, match="offsets.h5.*record_offsets run from 0"):
+        DECaPSQueryLite(off)
+    unfinished = _copy(release["compact"], tmp_path / "unfinished.h5")
+    with h5py.File(unfinished, "r+") as f:
+        del f.attrs["complete"]
+    with pytest.raises(MapFileError, match="unfinished.h5 is an unfinished compact file"):
+        DECaPSQuery(unfinished, progress=False)
+    codec = _copy(release["compact"], tmp_path / "codec.h5")
+    with h5py.File(codec, "r+") as f:
+        f.attrs["codec"] = "something-else"
+    with pytest.raises(MapFileError, match="codec.h5.*codec 'something-else'"):
+        DECaPSQueryLite(codec)
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(release["compact"].read_bytes()[:-3000])
+    with pytest.raises(MapFileError, match="truncated"):
+        DECaPSQueryLite(truncated)
+
+
+@pytest.mark.parametrize("where", ["_encode_block", "pwrite_all"])  # encoding; copying into the file
+def test_interrupted_compact_repack_leaves_no_file(release, tmp_path, monkeypatch, where):
+    dst = tmp_path / "out.h5"
+
+    def die(*args):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(compact, where, die)
+    with pytest.raises(KeyboardInterrupt):
+        repack(release["published"], dst, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_repack_layouts_and_bad_layout_name(release, tmp_path):
+    with pytest.raises(ValueError, match="layout must be one of"):
+        repack(release["published"], tmp_path / "x.h5", layout="zip")
+    with pytest.raises(ValueError, match="already in the compact layout"):
+        repack(release["compact"], tmp_path / "y.h5")
