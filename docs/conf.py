@@ -74,7 +74,7 @@ _STANDARD_LIBRARY = ("os", "pathlib", "shutil", "logging", "typing", "collection
                      "zipfile", "gzip", "subprocess", "multiprocessing", "sys", "time", "warnings")
 _THIRD_PARTY = ("numpy", "np", "numba", "scipy", "astropy", "dustmaps", "dustmaps3d", "h5py",
                 "healpy", "dask", "distributed", "pandas", "pyarrow", "matplotlib", "tqdm",
-                "threadpoolctl")
+                "threadpoolctl", "lsdb", "hats", "nested_pandas", "dust_extinction")
 nitpick_ignore_regex = [
     (r"py:.*", rf"({'|'.join(_STANDARD_LIBRARY)})(\..*)?"),
     (r"py:.*", rf"({'|'.join(_THIRD_PARTY)})(\..*)?"),

@@ -57,7 +57,7 @@ __all__ = [
 #: Mean R_V of the DECaPS stellar inference (Zucker et al. 2025, §4.1.1 and §5).
 DEFAULT_R_V = 3.32
 
-#: Zucker et al. (2025), Table 2: band -> (R, R'), normalised to A_V = 1 mag at R_V = 3.32.
+#: Band -> (R, R') of Zucker et al. (2025), Table 2, normalised to A_V = 1 mag at R_V = 3.32.
 DECAPS_TABLE2: Mapping[str, tuple[float, float]] = MappingProxyType({
     "decam_g": (1.3285, -0.0169),
     "decam_r": (0.7000, 0.0631),
@@ -76,7 +76,7 @@ DECAPS_TABLE2: Mapping[str, tuple[float, float]] = MappingProxyType({
 #: The 13 band names of :data:`DECAPS_TABLE2`, in the paper's order.
 DECAPS_BANDS = tuple(DECAPS_TABLE2)
 
-#: Green et al. (2019), Table 1: extinction per unit of Bayestar19 reddening.
+#: Band -> extinction per unit of Bayestar19 reddening, from Green et al. (2019), Table 1.
 BAYESTAR19_COEFFICIENTS: Mapping[str, float] = MappingProxyType({
     "ps1_g": 3.518,
     "ps1_r": 2.617,
