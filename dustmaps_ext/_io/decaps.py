@@ -43,6 +43,8 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +52,11 @@ import h5py
 import numpy as np
 from ..progress import tqdm
 
-from .._core.pixels import PixelIndex, in_lon_lat_box
+from .._core.params import check_bool, check_int
+from .._core.pixels import PixelIndex, check_nside, in_lon_lat_box
 from .._core.voxel import VoxelStore
 from ..errors import MapFileError
+from .download import file_lock
 from .files import (
     fsync_dir,
     fsync_file,
@@ -109,6 +113,8 @@ B_RANGE_DEG = (-10.0, 10.0)
 
 PIXEL_MAJOR_LAYOUT = "dustmaps_ext/decaps-pixel-major"
 LAYOUT_VERSION = 1
+#: The values of a pixel-major file as :class:`MappedStore` maps them.
+_MAPPED_VALUE_DTYPE = np.dtype("<f2")
 
 
 def in_footprint(l_deg, b_deg) -> np.ndarray:
@@ -234,12 +240,23 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
     if problems:
         raise MapFileError(f"{path} is not a complete DECaPS map file; missing: " + ", ".join(problems))
 
-    nside = int(info.attrs["nside"])
+    try:
+        nside = check_nside(info.attrs["nside"], "pixel_info.nside")
+    except (TypeError, ValueError) as exc:
+        raise MapFileError(f"{path} is not a consistent DECaPS map file: {exc}") from None
     edges = np.asarray(info.attrs["DM_bin_edges"], dtype=np.float32)
-    n_pix = int(info["healpix_index"].shape[0])
+    n_pix = int(info["healpix_index"].shape[0]) if info["healpix_index"].ndim else 0
+    if n_pix == 0:
+        raise MapFileError(f"{path} holds no pixels (pixel_info/healpix_index is empty or a scalar)")
     for name in PIXEL_DATASETS:
         if info[name].shape != (n_pix,):
             problems.append(f"pixel_info/{name} has shape {info[name].shape}, expected ({n_pix},)")
+        if info[name].dtype.kind not in _DTYPE_KINDS[name][0]:
+            problems.append(f"pixel_info/{name} has dtype {info[name].dtype}, expected "
+                            f"{_DTYPE_KINDS[name][1]}")
+    for name in value_sets + (("samples",) if "samples" in f else ()):
+        if isinstance(f[name], h5py.Dataset) and f[name].dtype.kind != "f":
+            problems.append(f"{name} has dtype {f[name].dtype}, expected floating point")
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
         problems.append("pixel_info.DM_bin_edges must be an increasing 1D array")
     n_dist = edges.size
@@ -253,6 +270,7 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
         if data.ndim != 3 or data.shape[0] != n_pix or data.shape[2] != n_dist or data.shape[1] < 1:
             problems.append(f"data has shape {data.shape}, expected ({n_pix}, 1 + n_samples, {n_dist})")
         n_samples = data.shape[1] - 1 if data.ndim == 3 else 0
+        problems += _coarse_index_problems(info, nside)
         if not problems:
             _check_contiguous_extent(path, f, ["data"] + [f"pixel_info/{n}" for n in PIXEL_DATASETS])
     else:
@@ -270,6 +288,102 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
         raise MapFileError(f"{path} is not a consistent DECaPS map file: " + "; ".join(problems))
     return DecapsFileInfo(path=path, layout="pixel-major" if pixel_major else "published",
                           nside=nside, dm_bin_edges=edges, n_pix=n_pix, n_samples=n_samples)
+
+
+#: dtype kinds allowed for each per-pixel dataset, and how to say it.
+_DTYPE_KINDS = {"healpix_index": ("ui", "an integer type"),
+                "DM_reliable_min": ("f", "a floating-point type"),
+                "DM_reliable_max": ("f", "a floating-point type"),
+                "converged": ("uib", "an integer or boolean type"),
+                "infilled": ("uib", "an integer or boolean type")}
+
+
+def _coarse_index_problems(info: h5py.Group, nside: int) -> list[str]:
+    """What is wrong with the shape of a pixel-major file's ``coarse_start`` (values: see
+    :func:`checked_pixel_index`)."""
+    cs = info.get("coarse_start")
+    if not isinstance(cs, h5py.Dataset):
+        return ["dataset pixel_info/coarse_start is missing (an incomplete repack: run repack() again)"]
+    if "coarse_nside" not in cs.attrs:
+        return ["attribute pixel_info/coarse_start.coarse_nside is missing"]
+    try:
+        coarse_nside = check_nside(cs.attrs["coarse_nside"], "pixel_info/coarse_start.coarse_nside")
+    except (TypeError, ValueError) as exc:
+        return [str(exc)]
+    if coarse_nside > nside:
+        return [f"pixel_info/coarse_start.coarse_nside {coarse_nside} exceeds the map's nside {nside}"]
+    expected = (12 * coarse_nside ** 2 + 1,)
+    if cs.shape != expected or cs.dtype.kind not in "ui":
+        return [f"pixel_info/coarse_start has shape {cs.shape} and dtype {cs.dtype}; expected "
+                f"shape {expected} (coarse_nside {coarse_nside}) and an integer type"]
+    return []
+
+
+#: Rows of ``healpix_index`` checked at a time (32 MiB of int64).
+_INDEX_BLOCK_ROWS = 1 << 22
+
+
+def _check_index_block(path, block: np.ndarray, first_row: int, previous: int, nside: int) -> np.ndarray:
+    """Check rows ``first_row ..`` of ``healpix_index``: pixels at ``nside``, strictly increasing
+    (after ``previous``, the pixel of the row before them; -1 for none). Returns them as int64."""
+    values = np.asarray(block).astype(np.int64)  # uint64 beyond 2**63 turn negative: caught below
+    n_total = 12 * nside * nside
+    bad = (values < 0) | (values >= n_total)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise MapFileError(f"{path}: pixel_info/healpix_index[{first_row + i}] = {block[i]} is not a "
+                           f"HEALPix pixel at nside {nside} (0 to {n_total - 1}); the file is corrupt")
+    steps = np.diff(values, prepend=np.int64(previous))
+    bad = steps <= 0
+    if bad.any():
+        i = int(np.argmax(bad))
+        before = previous if i == 0 else int(values[i - 1])
+        raise MapFileError(
+            f"{path}: pixel_info/healpix_index is not sorted: row {first_row + i} holds pixel "
+            f"{values[i]} after pixel {before}. A DECaPS file lists each pixel once, in increasing "
+            "order; a lookup in this one would answer NaN for pixels it holds, so it is refused "
+            "(the file is corrupt or was not written as a DECaPS map)")
+    return values
+
+
+def checked_pixel_index(path, healpix_index, nside: int, coarse_start=None,
+                        coarse_nside: int | None = None) -> PixelIndex:
+    """The :class:`PixelIndex` of a DECaPS file, after checking its pixel table.
+
+    One vectorised pass over ``healpix_index`` (which may be a memory map; it is read in
+    blocks): every entry a pixel at ``nside``, strictly increasing; and, when the file
+    stores a coarse index, ``coarse_start`` equal to the one these pixels give (a wrong one
+    would make lookups read outside the table).
+
+    Raises
+    ------
+    MapFileError
+        Naming ``path`` and the first wrong entry.
+    """
+    n_rows = int(healpix_index.shape[0])
+    counts = shift = None
+    if coarse_start is not None:
+        shift = 2 * (int(nside).bit_length() - int(coarse_nside).bit_length())
+        counts = np.zeros(12 * int(coarse_nside) ** 2, dtype=np.int64)
+    previous = -1
+    for first in range(0, n_rows, _INDEX_BLOCK_ROWS):
+        values = _check_index_block(path, healpix_index[first:first + _INDEX_BLOCK_ROWS], first,
+                                    previous, nside)
+        previous = int(values[-1])
+        if counts is not None:
+            counts += np.bincount(values >> shift, minlength=counts.size)
+    if counts is not None:
+        coarse_start = np.asarray(coarse_start)
+        expected = np.concatenate([[0], np.cumsum(counts)])
+        wrong = coarse_start.astype(np.int64) != expected
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            raise MapFileError(
+                f"{path}: pixel_info/coarse_start does not match pixel_info/healpix_index (entry "
+                f"{i} is {coarse_start[i]}, the pixels give {expected[i]}); the file is corrupt: "
+                "repack the published file again")
+        return PixelIndex(healpix_index, nside, coarse_start=expected, coarse_nside=coarse_nside)
+    return PixelIndex(healpix_index, nside)
 
 
 def _check_contiguous_extent(path: Path, f: h5py.File, names) -> None:
@@ -303,11 +417,16 @@ class MappedStore(VoxelStore):
         if info.layout != "pixel-major":
             raise ValueError("MappedStore needs a pixel-major file; call repack() first")
         self.info = info
-        self.chunk_coords = int(chunk_coords)
-        with h5py.File(info.path, "r") as f:
+        self.chunk_coords = check_int(chunk_coords, "chunk_coords", 1)
+        with open_hdf5(info.path, "DECaPS map") as f:
+            if f["data"].dtype != _MAPPED_VALUE_DTYPE:
+                raise MapFileError(
+                    f"{info.path}: data is stored as {f['data'].dtype.str} (expected little-endian "
+                    "float16, as repack() writes it); it cannot be memory-mapped: open it with "
+                    "DECaPSQuery, or repack the published file again")
             offsets = {name: (f[name].id.get_offset(), f[name].dtype, f[name].shape)
-                       for name in ["data"] + [f"pixel_info/{n}" for n in PIXEL_DATASETS]
-                       + ["pixel_info/coarse_start"]}
+                       for name in ["data"] + [f"pixel_info/{n}" for n in PIXEL_DATASETS]}
+            coarse_start = f["pixel_info/coarse_start"][()]  # small: keep in RAM
             coarse_nside = int(f["pixel_info/coarse_start"].attrs["coarse_nside"])
         self._mmap = map_read_only(info.path)
         views = {}
@@ -317,9 +436,9 @@ class MappedStore(VoxelStore):
                                         offset=offset).reshape(shape)
         self.data = views["data"].view(np.uint16)
         self.n_samples = self.data.shape[1] - 1
-        coarse_start = np.array(views["pixel_info/coarse_start"])  # small: keep in RAM
-        index = PixelIndex(views["pixel_info/healpix_index"], info.nside,
-                           coarse_start=coarse_start, coarse_nside=coarse_nside)
+        index = checked_pixel_index(info.path, views["pixel_info/healpix_index"], info.nside,
+                                    coarse_start, coarse_nside)
+        release_pages(self._mmap)  # the check read the whole pixel table
         self.pixels = PixelArrays(index, views["pixel_info/DM_reliable_min"],
                                   views["pixel_info/DM_reliable_max"],
                                   views["pixel_info/converged"], views["pixel_info/infilled"])
@@ -343,7 +462,7 @@ class PublishedRowStore(VoxelStore):
         self._lock = threading.Lock()  # h5py serialises anyway; keep reads whole
         self.n_samples = 0 if mean_only else info.n_samples
         grp = self._h5["pixel_info"]
-        index = PixelIndex(grp["healpix_index"][()], info.nside)
+        index = checked_pixel_index(info.path, _read(info.path, grp["healpix_index"], ()), info.nside)
         self.pixels = _LazyPixelArrays(index, grp, self._lock)
 
     def data_for(self, rows: np.ndarray, want_samples: bool):
@@ -352,11 +471,12 @@ class PublishedRowStore(VoxelStore):
         local = np.full(rows.shape, -1, dtype=np.int64)
         local[rows >= 0] = inverse
         if uniq.size:
-            with self._lock:
+            with self._lock:  # values of another float type are converted to float16 on reading
                 if want_samples:
-                    block[:, 1:, :] = self._h5["samples"][uniq, :self.n_samples, :].view(np.uint16)
+                    block[:, 1:, :] = _read(self.info.path, self._h5["samples"],
+                                            (uniq, slice(0, self.n_samples))).view(np.uint16)
                 else:
-                    block[:, :1, :] = self._h5["mean"][uniq, :, :].view(np.uint16)
+                    block[:, :1, :] = _read(self.info.path, self._h5["mean"], (uniq,)).view(np.uint16)
         return block, local
 
     def release(self) -> None:
@@ -379,12 +499,32 @@ class _LazyPixelArrays(PixelArrays):
                "dm_max": np.full(rows.shape, np.nan, np.float32)}
         if uniq.size:
             with self._lock:
-                vals = {k: self._grp[k][uniq] for k in PIXEL_DATASETS[1:]}
+                vals = {k: _read(self._grp.file.filename, self._grp[k], (uniq,)) for k in PIXEL_DATASETS[1:]}
             out["converged"][inside] = vals["converged"][inverse] != 0
             out["infilled"][inside] = vals["infilled"][inverse] != 0
             out["dm_min"][inside] = vals["DM_reliable_min"][inverse]
             out["dm_max"][inside] = vals["DM_reliable_max"][inverse]
         return out
+
+
+@contextmanager
+def _reading(path, what: str) -> Iterator[None]:
+    """Turn a failed HDF5 read inside the block (a corrupt or truncated chunk) into a
+    :class:`MapFileError` naming the file and ``what`` was read."""
+    try:
+        yield
+    except OSError as exc:
+        raise MapFileError(f"{path}: {what} could not be read (a corrupt or truncated chunk: the "
+                           f"file is damaged; download it again): {exc}") from exc
+
+
+def _read(path, dset: h5py.Dataset, selection: tuple) -> np.ndarray:
+    """``dset[selection]``, with the values of ``mean``/``samples``/``data`` as float16
+    whatever their stored float type (see :func:`_reading` for errors)."""
+    with _reading(path, f"dataset {dset.name}"):
+        if dset.name in ("/mean", "/samples", "/data"):
+            return dset.astype(VALUE_DTYPE)[selection]
+        return dset[selection]
 
 
 def load_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bool = True) -> InMemoryStore:
@@ -395,37 +535,30 @@ def load_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bool = Tru
     """
     n_slots = 1 + n_samples
     data = np.empty((info.n_pix, n_slots, info.n_dist), dtype=np.float16)
-    with open_hdf5(info.path, "DECaPS map") as f:
-        try:
-            grp = f["pixel_info"]
-            pix = {name: grp[name][()] for name in PIXEL_DATASETS}
-            coarse = None
-            if info.layout == "pixel-major":
-                src = f["data"]
-                step = max(1, (64 << 20) // max(1, src.shape[1] * src.shape[2] * 2))
-                blocks = [(a, min(a + step, info.n_pix)) for a in range(0, info.n_pix, step)]
-                whole = n_slots == src.shape[1]
-                for a, b in tqdm(blocks, desc="Loading DECaPS map", unit="block", disable=not progress):
-                    if whole:
-                        src.read_direct(data, np.s_[a:b], np.s_[a:b])
-                    else:
-                        data[a:b] = src[a:b, :n_slots, :]
-                if "coarse_start" in grp:
-                    coarse = (grp["coarse_start"][()], int(grp["coarse_start"].attrs["coarse_nside"]))
-            else:
-                mean, samples = f["mean"], f.get("samples")
-                step = _published_block_rows(mean, info.n_pix)
-                blocks = [(a, min(a + step, info.n_pix)) for a in range(0, info.n_pix, step)]
-                for a, b in tqdm(blocks, desc="Loading DECaPS map", unit="block", disable=not progress):
-                    mean.read_direct(data, np.s_[a:b, :, :], np.s_[a:b, 0:1, :])
-                    if n_samples:
-                        samples.read_direct(data, np.s_[a:b, :n_samples, :], np.s_[a:b, 1:, :])
-        except OSError as exc:
-            raise MapFileError(f"{info.path} could not be read completely (truncated or corrupt): {exc}") from exc
-    if coarse is not None:
-        index = PixelIndex(pix["healpix_index"], info.nside, coarse_start=coarse[0], coarse_nside=coarse[1])
-    else:
-        index = PixelIndex(pix["healpix_index"], info.nside)
+    with open_hdf5(info.path, "DECaPS map") as f, _reading(info.path, "the map"):
+        grp = f["pixel_info"]
+        pix = {name: grp[name][()] for name in PIXEL_DATASETS}
+        coarse = None
+        if info.layout == "pixel-major":
+            src = f["data"]
+            step = max(1, (64 << 20) // max(1, src.shape[1] * src.shape[2] * 2))
+            blocks = [(a, min(a + step, info.n_pix)) for a in range(0, info.n_pix, step)]
+            whole = n_slots == src.shape[1]
+            for a, b in tqdm(blocks, desc="Loading DECaPS map", unit="block", disable=not progress):
+                if whole:
+                    src.read_direct(data, np.s_[a:b], np.s_[a:b])
+                else:
+                    data[a:b] = src[a:b, :n_slots, :]
+            coarse = (grp["coarse_start"][()], int(grp["coarse_start"].attrs["coarse_nside"]))
+        else:
+            mean, samples = f["mean"], f.get("samples")
+            step = _published_block_rows(mean, info.n_pix)
+            blocks = [(a, min(a + step, info.n_pix)) for a in range(0, info.n_pix, step)]
+            for a, b in tqdm(blocks, desc="Loading DECaPS map", unit="block", disable=not progress):
+                mean.read_direct(data, np.s_[a:b, :, :], np.s_[a:b, 0:1, :])
+                if n_samples:
+                    samples.read_direct(data, np.s_[a:b, :n_samples, :], np.s_[a:b, 1:, :])
+    index = checked_pixel_index(info.path, pix["healpix_index"], info.nside, *(coarse or ()))
     pixels = PixelArrays(index, pix["DM_reliable_min"], pix["DM_reliable_max"],
                          pix["converged"], pix["infilled"])
     return InMemoryStore(info, data.view(np.uint16), pixels)
@@ -472,10 +605,20 @@ def repack(src, dst=None, *, progress: bool = True, coarse_nside: int = 256) -> 
     """
     src = Path(src)
     dst = Path(dst) if dst is not None else default_repacked_path(src)
+    progress = check_bool(progress, "progress")
+    coarse_nside = check_nside(coarse_nside, "coarse_nside")
     info = inspect_decaps_file(src)
     if info.layout != "published":
         raise ValueError(f"{src} is already in the pixel-major layout")
-    coarse_nside = min(int(coarse_nside), info.nside)
+    coarse_nside = min(coarse_nside, info.nside)
+    with file_lock(dst, action="repacked"):
+        _repack_locked(src, dst, info, progress, coarse_nside)
+    logger.info("repacked %s -> %s", src, dst)
+    return dst
+
+
+def _repack_locked(src: Path, dst: Path, info: DecapsFileInfo, progress: bool, coarse_nside: int) -> None:
+    """The work of :func:`repack`, under its lock."""
     partial = dst.with_name(dst.name + ".partial")
     state_path = dst.with_name(dst.name + ".partial.json")
     fingerprint = _fingerprint(src, info)
@@ -509,9 +652,10 @@ def repack(src, dst=None, *, progress: bool = True, coarse_nside: int = 256) -> 
             with bar:
                 for a, b in blocks:
                     view = buf[:b - a]
-                    mean.read_direct(view, np.s_[a:b, :, :], np.s_[:, 0:1, :])
-                    if samples is not None:
-                        samples.read_direct(view, np.s_[a:b, :, :], np.s_[:, 1:, :])
+                    with _reading(src, f"pixels {a} to {b - 1}"):
+                        mean.read_direct(view, np.s_[a:b, :, :], np.s_[:, 0:1, :])
+                        if samples is not None:
+                            samples.read_direct(view, np.s_[a:b, :, :], np.s_[:, 1:, :])
                     _pwrite_all(fd, memoryview(view).cast("B"), data_offset + a * row_bytes)
                     os.fsync(fd)
                     _write_state(state_path, fingerprint, b)
@@ -524,8 +668,6 @@ def repack(src, dst=None, *, progress: bool = True, coarse_nside: int = 256) -> 
     os.replace(partial, dst)
     fsync_dir(dst.parent)
     state_path.unlink(missing_ok=True)
-    logger.info("repacked %s -> %s", src, dst)
-    return dst
 
 
 def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
@@ -544,7 +686,7 @@ def _create_pixel_major(src: Path, partial: Path, info: DecapsFileInfo, coarse_n
     n_slots = 1 + info.n_samples
     shift = 2 * int(np.log2(info.nside // coarse_nside))
     counts = np.zeros(12 * coarse_nside ** 2, dtype=np.int64)
-    step = 1 << 22
+    step = _INDEX_BLOCK_ROWS
     with h5py.File(src, "r") as f, h5py.File(partial, "w") as out:
         out.attrs["layout"] = PIXEL_MAJOR_LAYOUT
         out.attrs["layout_version"] = LAYOUT_VERSION
@@ -554,20 +696,17 @@ def _create_pixel_major(src: Path, partial: Path, info: DecapsFileInfo, coarse_n
         for key, value in grp_in.attrs.items():
             grp.attrs[key] = value
         grp.attrs["n_samples"] = np.int64(info.n_samples)
-        last = -1  # the last pixel index seen, to check the order across blocks
+        previous = -1  # the last pixel seen, to check the order across blocks
         for name in PIXEL_DATASETS:
             dset = grp.create_dataset(name, shape=(info.n_pix,), dtype=PIXEL_DTYPES[name])
             for a in range(0, info.n_pix, step):
                 b = min(a + step, info.n_pix)
-                block = grp_in[name][a:b]
+                block = _read(src, grp_in[name], (slice(a, b),))
                 dset[a:b] = block.astype(PIXEL_DTYPES[name])
                 if name == "healpix_index":
-                    if int(block[0]) <= last:
-                        raise MapFileError(f"{src}: pixel_info/healpix_index is not sorted")
-                    if np.any(np.diff(block.astype(np.int64)) <= 0):
-                        raise MapFileError(f"{src}: pixel_info/healpix_index is not sorted")
-                    last = int(block[-1])
-                    counts += np.bincount(block.astype(np.int64) >> shift, minlength=counts.size)
+                    values = _check_index_block(src, block, a, previous, info.nside)
+                    previous = int(values[-1])
+                    counts += np.bincount(values >> shift, minlength=counts.size)
         coarse = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         cs = grp.create_dataset("coarse_start", data=coarse)
         cs.attrs["coarse_nside"] = np.int64(coarse_nside)
