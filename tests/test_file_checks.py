@@ -22,6 +22,7 @@ from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
 from dustmaps_ext_build.writers.bayestar import write_simulated_bayestar19
 from dustmaps_ext_build.writers.decaps import write_decaps_release
 from dustmaps_ext._coords import galactic_arrays
+from dustmaps_ext._core.pixels import first_unsorted_row
 from dustmaps_ext._io import decaps as decaps_format
 from dustmaps_ext.combined import BayestarDECaPSQuery
 from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, LayoutPerformanceWarning, repack
@@ -387,3 +388,30 @@ def test_two_repacks_of_one_file_at_once(published, tmp_path, monkeypatch):
         assert np.array_equal(a["data"][()], b["data"][()])
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["clean.h5", "rep.h5"]  # no lock, no .partial, no .partial.json
+
+
+# ----------------------------------------------------------------- the compiled table check
+def _first_bad_row_numpy(values, nside, previous):
+    v = values.astype(np.int64)
+    bad = (v < 0) | (v >= 12 * nside ** 2) | (np.diff(v, prepend=np.int64(previous)) <= 0)
+    return int(np.argmax(bad)) if bad.any() else -1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_first_unsorted_row_matches_numpy(seed):
+    rng = np.random.default_rng(seed)
+    nside, coarse = 64, 4
+    values = np.sort(rng.choice(12 * nside ** 2, 3000, replace=False)).astype(np.uint64)
+    if seed % 3 == 1:  # a duplicate, an earlier pixel or one beyond the sphere
+        i = int(rng.integers(1, values.size))
+        values[i] = [values[i - 1], values[max(0, i - 5)], 12 * nside ** 2][seed % 2 + i % 2]
+    elif seed % 3 == 2:
+        values[int(rng.integers(0, values.size))] = np.uint64(2 ** 63 + 5)  # negative as int64
+    previous = -1 if seed < 3 else int(values[0]) - 1
+    counts = np.zeros(12 * coarse ** 2, np.int64)
+    bad = first_unsorted_row(values, nside, previous, counts)
+    assert bad == _first_bad_row_numpy(values, nside, previous)
+    good = values[: bad if bad >= 0 else values.size].astype(np.int64)
+    shift = 2 * int(np.log2(nside // coarse))
+    assert np.array_equal(counts, np.bincount(good >> shift, minlength=counts.size))
+    assert first_unsorted_row(values.astype(">u8"), nside, previous) == bad  # any byte order

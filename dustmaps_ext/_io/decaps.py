@@ -53,7 +53,7 @@ import numpy as np
 from ..progress import tqdm
 
 from .._core.params import check_bool, check_int
-from .._core.pixels import PixelIndex, check_nside, in_lon_lat_box
+from .._core.pixels import PixelIndex, check_nside, first_unsorted_row, in_lon_lat_box
 from .._core.voxel import VoxelStore
 from ..errors import MapFileError
 from .download import file_lock
@@ -319,71 +319,60 @@ def _coarse_index_problems(info: h5py.Group, nside: int) -> list[str]:
     return []
 
 
-#: Rows of ``healpix_index`` checked at a time (32 MiB of int64).
+#: Rows of each per-pixel dataset that repack() copies at a time (32 MiB of uint64).
 _INDEX_BLOCK_ROWS = 1 << 22
 
 
-def _check_index_block(path, block: np.ndarray, first_row: int, previous: int, nside: int) -> np.ndarray:
-    """Check rows ``first_row ..`` of ``healpix_index``: pixels at ``nside``, strictly increasing
-    (after ``previous``, the pixel of the row before them; -1 for none). Returns them as int64."""
-    values = np.asarray(block).astype(np.int64)  # uint64 beyond 2**63 turn negative: caught below
+
+def _check_index_block(path, block: np.ndarray, first_row: int, previous: int, nside: int,
+                       coarse_counts: np.ndarray | None = None) -> int:
+    """Check rows ``first_row ..`` of ``healpix_index`` (:func:`first_unsorted_row`): pixels
+    at ``nside``, strictly increasing after ``previous`` (the pixel of the row before them; -1
+    for none). Adds the rows of each coarse pixel to ``coarse_counts``. Returns the last pixel."""
+    bad = first_unsorted_row(block, nside, previous, coarse_counts)
+    if bad < 0:
+        return int(block[-1]) if len(block) else previous
+    value = int(block[bad])
     n_total = 12 * nside * nside
-    bad = (values < 0) | (values >= n_total)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise MapFileError(f"{path}: pixel_info/healpix_index[{first_row + i}] = {block[i]} is not a "
+    if not 0 <= value < n_total:
+        raise MapFileError(f"{path}: pixel_info/healpix_index[{first_row + bad}] = {value} is not a "
                            f"HEALPix pixel at nside {nside} (0 to {n_total - 1}); the file is corrupt")
-    steps = np.diff(values, prepend=np.int64(previous))
-    bad = steps <= 0
-    if bad.any():
-        i = int(np.argmax(bad))
-        before = previous if i == 0 else int(values[i - 1])
-        raise MapFileError(
-            f"{path}: pixel_info/healpix_index is not sorted: row {first_row + i} holds pixel "
-            f"{values[i]} after pixel {before}. A DECaPS file lists each pixel once, in increasing "
-            "order; a lookup in this one would answer NaN for pixels it holds, so it is refused "
-            "(the file is corrupt or was not written as a DECaPS map)")
-    return values
+    before = previous if bad == 0 else int(block[bad - 1])
+    raise MapFileError(
+        f"{path}: pixel_info/healpix_index is not sorted: row {first_row + bad} holds pixel "
+        f"{value} after pixel {before}. A DECaPS file lists each pixel once, in increasing "
+        "order; a lookup in this one would answer NaN for pixels it holds, so it is refused "
+        "(the file is corrupt or was not written as a DECaPS map)")
 
 
 def checked_pixel_index(path, healpix_index, nside: int, coarse_start=None,
                         coarse_nside: int | None = None) -> PixelIndex:
     """The :class:`PixelIndex` of a DECaPS file, after checking its pixel table.
 
-    One vectorised pass over ``healpix_index`` (which may be a memory map; it is read in
-    blocks): every entry a pixel at ``nside``, strictly increasing; and, when the file
-    stores a coarse index, ``coarse_start`` equal to the one these pixels give (a wrong one
-    would make lookups read outside the table).
+    One compiled pass over ``healpix_index`` (which may be a memory map): every entry a
+    pixel at ``nside``, strictly increasing; and, when the file stores a coarse index,
+    ``coarse_start`` equal to the one these pixels give (a wrong one would make lookups
+    read outside the table).
 
     Raises
     ------
     MapFileError
         Naming ``path`` and the first wrong entry.
     """
-    n_rows = int(healpix_index.shape[0])
-    counts = shift = None
-    if coarse_start is not None:
-        shift = 2 * (int(nside).bit_length() - int(coarse_nside).bit_length())
-        counts = np.zeros(12 * int(coarse_nside) ** 2, dtype=np.int64)
-    previous = -1
-    for first in range(0, n_rows, _INDEX_BLOCK_ROWS):
-        values = _check_index_block(path, healpix_index[first:first + _INDEX_BLOCK_ROWS], first,
-                                    previous, nside)
-        previous = int(values[-1])
-        if counts is not None:
-            counts += np.bincount(values >> shift, minlength=counts.size)
-    if counts is not None:
-        coarse_start = np.asarray(coarse_start)
-        expected = np.concatenate([[0], np.cumsum(counts)])
-        wrong = coarse_start.astype(np.int64) != expected
-        if wrong.any():
-            i = int(np.argmax(wrong))
-            raise MapFileError(
-                f"{path}: pixel_info/coarse_start does not match pixel_info/healpix_index (entry "
-                f"{i} is {coarse_start[i]}, the pixels give {expected[i]}); the file is corrupt: "
-                "repack the published file again")
-        return PixelIndex(healpix_index, nside, coarse_start=expected, coarse_nside=coarse_nside)
-    return PixelIndex(healpix_index, nside)
+    counts = None if coarse_start is None else np.zeros(12 * int(coarse_nside) ** 2, np.int64)
+    _check_index_block(path, healpix_index, 0, -1, nside, counts)
+    if counts is None:
+        return PixelIndex(healpix_index, nside)
+    coarse_start = np.asarray(coarse_start)
+    expected = np.concatenate([[0], np.cumsum(counts)])
+    wrong = coarse_start.astype(np.int64) != expected
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise MapFileError(
+            f"{path}: pixel_info/coarse_start does not match pixel_info/healpix_index (entry "
+            f"{i} is {coarse_start[i]}, the pixels give {expected[i]}); the file is corrupt: "
+            "repack the published file again")
+    return PixelIndex(healpix_index, nside, coarse_start=expected, coarse_nside=coarse_nside)
 
 
 def _check_contiguous_extent(path: Path, f: h5py.File, names) -> None:
@@ -684,7 +673,6 @@ def _write_state(path: Path, fingerprint: dict, rows_done: int) -> None:
 def _create_pixel_major(src: Path, partial: Path, info: DecapsFileInfo, coarse_nside: int) -> None:
     """Write the metadata and per-pixel datasets; allocate ``data`` (values come later)."""
     n_slots = 1 + info.n_samples
-    shift = 2 * int(np.log2(info.nside // coarse_nside))
     counts = np.zeros(12 * coarse_nside ** 2, dtype=np.int64)
     step = _INDEX_BLOCK_ROWS
     with h5py.File(src, "r") as f, h5py.File(partial, "w") as out:
@@ -704,9 +692,7 @@ def _create_pixel_major(src: Path, partial: Path, info: DecapsFileInfo, coarse_n
                 block = _read(src, grp_in[name], (slice(a, b),))
                 dset[a:b] = block.astype(PIXEL_DTYPES[name])
                 if name == "healpix_index":
-                    values = _check_index_block(src, block, a, previous, info.nside)
-                    previous = int(values[-1])
-                    counts += np.bincount(values >> shift, minlength=counts.size)
+                    previous = _check_index_block(src, block, a, previous, info.nside, counts)
         coarse = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         cs = grp.create_dataset("coarse_start", data=coarse)
         cs.attrs["coarse_nside"] = np.int64(coarse_nside)
