@@ -14,6 +14,14 @@ which worker ran which block, or when.
 
 Block files are written byte-for-byte reproducibly (fixed zip timestamps), so a resumed
 build yields the same files, and the same final product, as an uninterrupted one.
+
+Each block file carries a stamp (the zip archive's comment) with its block id and the job's
+fingerprint. Before a resumed run trusts the files already there, :func:`check_block_files`
+checks every one: the stamp (a file renamed from another block, or left by another job, is
+refused), every array's header against its stored size (a truncated file is refused) and
+every member's CRC-32 checksum (a damaged file is refused). This reads the finished files
+once. A wrong file stops the run with an error that names it; deleting it makes the next
+run compute that one piece again and keep the others.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import numpy as np
 from dustmaps_ext.files import atomic_output, write_json_atomic
 
 __all__ = ["run_blocks", "load_blocks", "save_block", "block_path", "block_seed", "job_fingerprint",
+           "check_block_files", "block_file_problem",
            "dashboard_address", "DASHBOARD_ADDRESS_KEY", "DEFAULT_DASHBOARD_ADDRESS"]
 
 logger = logging.getLogger(__name__)
@@ -42,6 +51,8 @@ MANIFEST_NAME = "manifest.json"
 _MANIFEST_FORMAT = 1
 _LOCAL_SCHEDULERS = ("synchronous", "threads", "processes")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+#: Start of the stamp a block file carries as its zip comment (JSON follows).
+_STAMP_PREFIX = b"dustmaps_ext_build block "
 
 
 def block_path(out_dir: str | os.PathLike, block_id: int) -> Path:
@@ -83,7 +94,13 @@ def job_fingerprint(process_block: Callable) -> str:
     return digest.hexdigest()
 
 
-def save_block(out_dir: str | os.PathLike, block_id: int, result: dict) -> Path:
+def _stamp(block_id: int, fingerprint: str | None) -> bytes:
+    return _STAMP_PREFIX + json.dumps({"block_id": int(block_id), "fingerprint": fingerprint},
+                                      sort_keys=True).encode()
+
+
+def save_block(out_dir: str | os.PathLike, block_id: int, result: dict, *,
+               fingerprint: str | None = None) -> Path:
     """Write ``result`` atomically and reproducibly as the block's .npz file.
 
     Parameters
@@ -94,6 +111,9 @@ def save_block(out_dir: str | os.PathLike, block_id: int, result: dict) -> Path:
         The block (names the file, :func:`block_path`).
     result : dict of str to array
         Non-empty; keys must be identifiers, arrays must not hold Python objects.
+    fingerprint : str, optional
+        The job's fingerprint, stamped into the file with ``block_id`` (see
+        :func:`block_file_problem`).
 
     Returns
     -------
@@ -118,11 +138,90 @@ def save_block(out_dir: str | os.PathLike, block_id: int, result: dict) -> Path:
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, buf.getvalue())
+            zf.comment = _stamp(block_id, fingerprint)
     return final
 
 
-def _run_and_save(process_block: Callable, block_id: int, out_dir: str) -> str:
-    return str(save_block(out_dir, block_id, process_block(block_id)))
+def _npy_member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, header bytes) of an .npy member, read from its header only."""
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        return shape, dtype, fh.tell()
+
+
+def block_file_problem(path: str | os.PathLike, block_id: int,
+                       fingerprint: str | None = None) -> str | None:
+    """What is wrong with a finished block file, or None if it is a sound result of the job.
+
+    Checks the stamp written by :func:`save_block` (``block_id``, and ``fingerprint`` when
+    given), that every array's stored size is what its header announces, and every
+    member's CRC-32 checksum (this reads the whole file).
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            comment = zf.comment
+            if not comment.startswith(_STAMP_PREFIX):
+                return "it carries no block stamp (not written by this runner, or damaged)"
+            try:
+                stamp = json.loads(comment[len(_STAMP_PREFIX):])
+            except ValueError:
+                return "its block stamp is damaged"
+            if stamp.get("block_id") != int(block_id):
+                return f"it holds the result of block {stamp.get('block_id')}, not of block {block_id}"
+            if fingerprint is not None and stamp.get("fingerprint") != fingerprint:
+                return (f"it was written by another job (fingerprint {stamp.get('fingerprint')!r}, "
+                        f"this job {fingerprint!r})")
+            members = zf.infolist()
+            if not members:
+                return "it holds no arrays"
+            for info in members:
+                if not info.filename.endswith(".npy"):
+                    return f"it holds an unexpected member {info.filename!r}"
+                shape, dtype, header = _npy_member_header(zf, info)
+                expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if info.file_size != expected:
+                    return (f"array {info.filename[:-4]!r} has {info.file_size} bytes, its header "
+                            f"announces {expected} ({shape} {dtype})")
+            damaged = zf.testzip()
+            if damaged is not None:
+                return f"array {damaged[:-4]!r} fails its CRC-32 checksum (damaged)"
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        return f"it is not a readable block file (truncated or corrupt: {exc})"
+    return None
+
+
+def check_block_files(out_dir: str | os.PathLike, block_ids: Sequence[int],
+                      fingerprint: str | None = None, task_name: str = "block") -> None:
+    """Check the block files of ``block_ids`` that exist in ``out_dir`` (see
+    :func:`block_file_problem`); missing ones are not an error (they are still to run).
+
+    Raises
+    ------
+    ValueError
+        Naming every wrong file and what is wrong with it, and saying that deleting it
+        makes the next run compute only that piece again.
+    """
+    bad = []
+    for b in block_ids:
+        path = block_path(out_dir, b)
+        if path.exists():
+            problem = block_file_problem(path, b, fingerprint)
+            if problem is not None:
+                bad.append(f"  {path}: {problem}")
+    if bad:
+        raise ValueError(
+            f"{len(bad)} {task_name} file(s) in {out_dir} are not sound results of this run:\n"
+            + "\n".join(bad) + f"\nDelete the file(s) listed and run again: only those "
+            f"{task_name}s are computed again; the others are kept.")
+
+
+def _run_and_save(process_block: Callable, block_id: int, out_dir: str,
+                  fingerprint: str | None = None) -> str:
+    return str(save_block(out_dir, block_id, process_block(block_id), fingerprint=fingerprint))
 
 
 def _check_manifest(out_dir: Path, fingerprint: str, resume: bool) -> None:
@@ -194,8 +293,9 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
         Show a tqdm bar over completed blocks.
     resume : bool
         Keep the block files already in ``out_dir`` (after checking that the manifest's
-        fingerprint matches) and compute only the missing ones; ``False`` deletes existing
-        block files and starts over.
+        fingerprint matches and that each file is sound: :func:`check_block_files`) and
+        compute only the missing ones; ``False`` deletes existing block files and starts
+        over.
     fingerprint : str, optional
         Identity of the job, stored in the manifest; by default :func:`job_fingerprint`
         of ``process_block``.
@@ -210,7 +310,8 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
     Raises
     ------
     ValueError
-        Bad block ids, or resuming in a folder holding another job's blocks.
+        Bad block ids, resuming in a folder holding another job's blocks, or a block file
+        that is not a sound result of this job (the message names it).
     """
     ids = [int(b) for b in block_ids]
     if any(b < 0 for b in ids) or len(set(ids)) != len(ids):
@@ -224,7 +325,10 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".block_*.tmp"):
         stale.unlink()
-    _check_manifest(out, fingerprint or job_fingerprint(process_block), resume)
+    fingerprint = fingerprint or job_fingerprint(process_block)
+    _check_manifest(out, fingerprint, resume)
+    if resume:
+        check_block_files(out, ids, fingerprint, task_name)
     todo = [b for b in ids if not block_path(out, b).exists()]
     logger.info("%d %ss: %d already done in %s, %d to run", len(ids), task_name,
                 len(ids) - len(todo), out, len(todo))
@@ -234,17 +338,18 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
         with tqdm(total=len(ids), initial=len(ids) - len(todo), disable=not progress,
                   desc=f"{task_name}s", unit=task_name) as bar:
             if scheduler in _LOCAL_SCHEDULERS:
-                _run_local(todo, process_block, out, scheduler, n_workers, bar)
+                _run_local(todo, process_block, out, scheduler, n_workers, bar, fingerprint)
             else:
-                _run_distributed(todo, process_block, out, scheduler, n_workers, bar)
+                _run_distributed(todo, process_block, out, scheduler, n_workers, bar, fingerprint)
     return [block_path(out, b) for b in ids]
 
 
-def _run_local(todo, process_block, out, scheduler, n_workers, bar) -> None:
+def _run_local(todo, process_block, out, scheduler, n_workers, bar, fingerprint) -> None:
     import dask
     from dask.callbacks import Callback
 
-    tasks = [dask.delayed(_run_and_save, pure=False)(process_block, b, str(out)) for b in todo]
+    tasks = [dask.delayed(_run_and_save, pure=False)(process_block, b, str(out), fingerprint)
+             for b in todo]
     keys = {t.key for t in tasks}
 
     def _posttask(key, result, dsk, state, worker_id):
@@ -259,7 +364,7 @@ def _run_local(todo, process_block, out, scheduler, n_workers, bar) -> None:
         dask.compute(*tasks, **kwargs)
 
 
-def _run_distributed(todo, process_block, out, scheduler, n_workers, bar) -> None:
+def _run_distributed(todo, process_block, out, scheduler, n_workers, bar, fingerprint) -> None:
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -275,7 +380,7 @@ def _run_distributed(todo, process_block, out, scheduler, n_workers, bar) -> Non
         try:
             for fut in as_completed(futures):
                 b = futures[fut]
-                save_block(out, b, fut.result())
+                save_block(out, b, fut.result(), fingerprint=fingerprint)
                 bar.update(1)
                 logger.debug("block %d written", b)
         except BaseException:
@@ -294,7 +399,8 @@ def load_blocks(paths: Sequence[os.PathLike]) -> dict[str, np.ndarray]:
     Raises
     ------
     ValueError
-        If the files do not all hold the same keys, or no paths are given.
+        If the files do not all hold the same keys, no paths are given, or a file cannot
+        be read (the message names it).
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -302,12 +408,19 @@ def load_blocks(paths: Sequence[os.PathLike]) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {}
     keys = None
     for p in paths:
-        with np.load(p, allow_pickle=False) as data:
-            these = sorted(data.files)
-            if keys is None:
-                keys = these
-            elif these != keys:
-                raise ValueError(f"{p} holds keys {these}, the first block {keys}")
-            for k in these:
-                parts.setdefault(k, []).append(data[k])
+        try:
+            with np.load(p, allow_pickle=False) as data:
+                these = sorted(data.files)
+                arrays = {k: data[k] for k in these}
+        except FileNotFoundError:
+            raise
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"block file {p} cannot be read (truncated or corrupt: {exc}); "
+                             "delete it and run again to compute that block again") from exc
+        if keys is None:
+            keys = these
+        elif these != keys:
+            raise ValueError(f"{p} holds keys {these}, the first block {keys}")
+        for k in these:
+            parts.setdefault(k, []).append(arrays[k])
     return {k: np.concatenate(v) for k, v in parts.items()}

@@ -35,6 +35,9 @@ def galactic_arrays(coords) -> FlatCoords:
     ------
     TypeError
         If ``coords`` is not an astropy SkyCoord (or coordinate frame).
+    ValueError
+        If its distances have no length unit (plain numbers, magnitudes): they would
+        otherwise be taken for "no distance" and answered with whole profiles.
     """
     if not isinstance(coords, SkyCoord):
         if hasattr(coords, "transform_to") and hasattr(coords, "represent_as"):
@@ -48,10 +51,23 @@ def galactic_arrays(coords) -> FlatCoords:
     l_deg = np.ravel(data.lon.to_value(u.deg)).astype(np.float64, copy=False)
     b_deg = np.ravel(data.lat.to_value(u.deg)).astype(np.float64, copy=False)
     d_kpc = None
-    if isinstance(data, SphericalRepresentation) and data.distance.unit.physical_type == "length":
+    if isinstance(data, SphericalRepresentation):
+        _check_distance_unit(data.distance.unit)
         d_kpc = np.ravel(data.distance.to_value(u.kpc)).astype(np.float64, copy=False)
         d_kpc = np.broadcast_to(d_kpc, l_deg.shape) if d_kpc.size == 1 else d_kpc
     return FlatCoords(l_deg, b_deg, d_kpc, tuple(coords.shape), bool(coords.isscalar))
+
+
+def _check_distance_unit(unit) -> None:
+    """Refuse distances without a length unit, saying how to give them."""
+    if unit is not None and unit.physical_type == "length":
+        return
+    given = "no unit" if unit is None or unit == u.dimensionless_unscaled else f"unit {unit}"
+    hint = ("; for distance moduli use distance=Distance(distmod=...) "
+            "(from astropy.coordinates import Distance)")
+    raise ValueError(f"the coordinates' distances have {given}, not a length: give them with a "
+                     f"length unit (e.g. distance=2 * u.kpc){hint}, or leave distance out for "
+                     "whole distance profiles")
 
 
 def restore_shape(result, flat: FlatCoords):

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import astropy.units as u
-import numpy as np
 from dustmaps.map_base import DustMap
 
 from ._coords import galactic_arrays, restore_shape
+from ._core.params import check_int
 from ._core.voxel import VoxelStore, query_voxels
 
 __all__ = ["VoxelDustMap", "check_max_samples"]
@@ -32,12 +32,8 @@ def check_max_samples(max_samples, available: int, path) -> int:
     """
     if max_samples is None:
         return int(available)
-    if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)):
-        raise TypeError(f"max_samples must be an integer; got {max_samples!r}")
-    if not 1 <= max_samples <= available:
-        raise ValueError(f"max_samples must be between 1 and {available} (the samples in "
-                         f"{path.name}); got {max_samples}")
-    return int(max_samples)
+    return check_int(max_samples, "max_samples", 1, int(available),
+                     why=f" (the samples in {Path(path).name})")
 
 
 class VoxelDustMap(DustMap):

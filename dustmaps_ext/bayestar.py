@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 
 from ._core.modes import BAYESTAR_MODES
+from ._core.params import check_bool
 from ._io.bayestar19 import default_map_path, inspect_bayestar19_file, load_bayestar19
 from ._pickle import ReopenByPath
 from ._io.fetchers import fetch_bayestar2019 as fetch
@@ -60,6 +61,7 @@ class Bayestar19Query(ReopenByPath, VoxelDustMap):
     def __init__(self, map_fname=None, max_samples: int | None = None, *,
                  progress: bool = True) -> None:
         super().__init__()
+        progress = check_bool(progress, "progress")
         path = Path(map_fname) if map_fname is not None else default_map_path()
         self._info = inspect_bayestar19_file(path)
         n_samples = check_max_samples(max_samples, self._info.n_samples, path)

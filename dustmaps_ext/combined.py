@@ -39,6 +39,7 @@ from dustmaps.map_base import DustMap
 from ._coords import galactic_arrays, restore_shape
 from ._pickle import ReopenByPath
 from ._core.modes import as_generator, check_mode, parse_pct
+from ._core.params import check_bool
 from ._core.pixels import PixelIndex, lb_to_nested, nested_to_lb, stable_order
 from ._core.los import place_scaled
 from ._core.voxel import distance_modulus, flag_fields, query_voxels
@@ -230,6 +231,7 @@ class BayestarDECaPSQuery(ReopenByPath, DustMap):
                  prefer: str = "decaps", *, bayestar_mean: str = "mean",
                  progress: bool = True) -> None:
         super().__init__()
+        progress = check_bool(progress, "progress")
         if prefer not in PREFER_CHOICES:
             raise ValueError(f"prefer must be one of {PREFER_CHOICES}; got {prefer!r}")
         if bayestar_mean not in ("mean", "best"):
@@ -345,6 +347,7 @@ class BayestarDECaPSQuery(ReopenByPath, DustMap):
             If ``coords`` is not a SkyCoord.
         """
         check_mode(mode, self.valid_modes)
+        return_flags = check_bool(return_flags, "return_flags")
         _, scalar_pct = parse_pct(mode, pct)
         flat = galactic_arrays(coords)
         d_kpc = flat.d_kpc

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from ._core.modes import ALL_MODES
+from ._core.params import check_bool, check_int
 from ._io.decaps import (
     MEAN_AND_SAMPLES,
     MEAN_ONLY,
@@ -51,6 +52,7 @@ class _DECaPSBase(ReopenByPath, VoxelDustMap):
     def __init__(self, map_fname, mean_only: bool) -> None:
         super().__init__()
         path = Path(map_fname) if map_fname is not None else default_map_path(mean_only)
+        mean_only = check_bool(mean_only, "mean_only")
         self._info = inspect_decaps_file(path)
         if not mean_only and self._info.n_samples == 0:
             raise MapFileError(f"{path} holds the mean map only; open it with mean_only=True "
@@ -134,6 +136,7 @@ class DECaPSQuery(_DECaPSBase):
 
     def __init__(self, map_fname=None, max_samples: int | None = None, mean_only: bool = False,
                  *, progress: bool = True) -> None:
+        progress = check_bool(progress, "progress")
         super().__init__(map_fname, mean_only)
         n_samples = 0 if mean_only else check_max_samples(max_samples, self._info.n_samples,
                                                           self._info.path)
@@ -158,7 +161,7 @@ class DECaPSQueryLite(_DECaPSBase):
     mean_only : bool
         Answer only ``mode='mean'`` (required for a mean-only file).
     chunk_coords : int, keyword-only
-        Coordinates answered between two releases of mapped pages. Coordinates are
+        Coordinates answered between two releases of mapped pages (at least 1). Coordinates are
         answered in order of pixel, so the pages of one chunk lie close together; the
         kernel maps file pages in blocks (large folios, ~180 kB per fault measured here),
         so resident memory stays below roughly ``chunk_coords x 400 kB``.
@@ -169,6 +172,7 @@ class DECaPSQueryLite(_DECaPSBase):
     """
 
     def __init__(self, map_fname=None, mean_only: bool = False, *, chunk_coords: int = 512) -> None:
+        chunk_coords = check_int(chunk_coords, "chunk_coords", 1)
         super().__init__(map_fname, mean_only)
         if self._info.layout == "pixel-major":
             self._store = MappedStore(self._info, chunk_coords=chunk_coords)

@@ -24,6 +24,7 @@ import logging
 import os
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 from dustmaps.map_base import DustMap
 
@@ -38,6 +39,7 @@ from ._core.parametric import (
     evaluate,
     parallel_slot,
 )
+from ._core.params import check_bool
 from ._core.pixels import lb_to_ring
 from ._io.fetchers import fetch_wang2025 as fetch
 from ._io.files import missing_map_error
@@ -206,7 +208,8 @@ class Wang2025Query(ReopenByPath, DustMap):
         l, b : float or array_like
             Galactic longitude and latitude (deg).
         d : float or array_like, optional
-            Distance (kpc); ``None`` or NaN: the maximum reliable distance.
+            Distance (kpc, or an astropy Quantity of length); ``None`` or NaN: the maximum
+            reliable distance.
         return_components : bool
             As in :meth:`query`.
 
@@ -217,6 +220,8 @@ class Wang2025Query(ReopenByPath, DustMap):
         """
         arrays = [np.asarray(l, np.float64), np.asarray(b, np.float64)]
         if d is not None:
+            if isinstance(d, u.Quantity):  # a distance modulus (mag) must not pass as kpc
+                d = d.to_value(u.kpc)
             arrays.append(np.asarray(d, np.float64))
         arrays = np.broadcast_arrays(*arrays)
         shape = arrays[0].shape
@@ -225,6 +230,7 @@ class Wang2025Query(ReopenByPath, DustMap):
                                 return_components)
 
     def _query_flat(self, l_deg, b_deg, d_kpc, shape, return_components):
+        return_components = check_bool(return_components, "return_components")
         rows = _pixel_rows(l_deg, b_deg)
         large = rows.size >= RELEASE_MIN_POINTS
         if large:

@@ -641,7 +641,7 @@ def partition_shards(shards: PathLike | Sequence[PathLike], star_dir: PathLike,
         ``n_cut_{name}`` totals, ``digests`` (n_shards, 32) and ``digest`` (hex, their
         :func:`combine_digests`).
     """
-    from dustmaps_ext_build.runner import load_blocks, run_blocks
+    from dustmaps_ext_build.runner import check_block_files, load_blocks, run_blocks
 
     paths = [p.resolve() for p in resolve_shards(shards)]
     out_dir = Path(out_dir).resolve()
@@ -653,6 +653,7 @@ def partition_shards(shards: PathLike | Sequence[PathLike], star_dir: PathLike,
     elif state == "same":
         for p in star_dir.glob(".stars_*.tmp.npz"):  # left by a killed run
             p.unlink()
+        check_block_files(out_dir, range(len(paths)), identity, "shard")  # before reading them
         _forget_incomplete_shards(out_dir, star_dir, len(paths))
     # state "other": run_blocks refuses to mix jobs, before anything is touched
     star_dir.mkdir(parents=True, exist_ok=True)

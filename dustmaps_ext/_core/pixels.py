@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 __all__ = ["check_nside", "in_lon_lat_box", "lb_to_nested", "nested_to_lb", "lb_to_ring", "PixelIndex",
-           "stable_order"]
+           "stable_order", "first_unsorted_row"]
 
 
 def stable_order(keys: np.ndarray) -> np.ndarray:
@@ -329,6 +329,64 @@ def _ring_pixels_parallel(nside, l_deg, b_deg, pix, flags):
 def _ring_pixels_serial(nside, l_deg, b_deg, pix, flags):
     for i in range(l_deg.size):
         _ring_pixel(nside, l_deg, b_deg, pix, flags, i)
+
+
+def first_unsorted_row(pixels: np.ndarray, nside: int, previous: int = -1,
+                       coarse_counts: np.ndarray | None = None) -> int:
+    """First row of a table of NESTED pixels that breaks the rule of a sorted pixel table.
+
+    The rule: every entry is a pixel at ``nside`` (0 to 12 nside^2 - 1) and greater than the
+    one before it (``previous`` before row 0). One compiled pass, no temporary arrays: a
+    memory-mapped table is read once.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray of int, shape (n,)
+        The table (uint64 entries of 2^63 or more count as out of range).
+    nside : int
+        Its nside.
+    previous : int
+        The pixel of the row before ``pixels[0]`` (when a table is checked in pieces).
+    coarse_counts : numpy.ndarray of int64, optional
+        One entry per pixel at a coarser nside (the size, 12 nside_c^2, sets it): the rows
+        that fall in each coarse pixel are added to it (up to the first bad row).
+
+    Returns
+    -------
+    int
+        The first row that breaks the rule, or -1.
+    """
+    nside = check_nside(nside)
+    values = np.asarray(pixels)
+    if values.dtype == np.dtype(np.uint64):
+        values = values.view(np.int64)
+    elif values.dtype != np.dtype(np.int64):
+        values = values.astype(np.int64)
+    counts = _NO_COUNTS if coarse_counts is None else coarse_counts
+    shift = 0
+    if counts.size:
+        coarse_nside = check_nside(math.isqrt(counts.size // 12), "coarse nside")
+        if 12 * coarse_nside ** 2 != counts.size or coarse_nside > nside:
+            raise ValueError("coarse_counts must have 12 nside_c^2 entries, nside_c <= nside")
+        shift = 2 * (nside.bit_length() - coarse_nside.bit_length())
+    return int(_first_unsorted_row(values, np.int64(12 * nside * nside), np.int64(previous),
+                                   np.int64(shift), counts))
+
+
+_NO_COUNTS = np.zeros(0, dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_unsorted_row(values, n_total, previous, shift, counts):
+    count = counts.size > 0
+    for i in range(values.size):
+        v = values[i]
+        if v < 0 or v >= n_total or v <= previous:
+            return i
+        if count:
+            counts[v >> shift] += 1
+        previous = v
+    return -1
 
 
 class PixelIndex:

@@ -41,6 +41,7 @@ import numpy as np
 from . import los, threads
 from .modes import (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE, as_generator, check_mode,
                     draw_key, parse_pct, per_pixel_draw)
+from .params import check_bool
 from .pixels import PixelIndex, lb_to_nested, stable_order
 
 __all__ = ["VoxelStoreInfo", "PixelTable", "VoxelStore", "distance_modulus", "query_voxels",
@@ -146,6 +147,7 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
         Only with ``return_flags``.
     """
     check_mode(mode, valid_modes)
+    return_flags = check_bool(return_flags, "return_flags")
     pct, scalar_pct = parse_pct(mode, pct)
     index = store.pixels.index
     lookup = rows is None

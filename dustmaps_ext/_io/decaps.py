@@ -51,6 +51,8 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +61,11 @@ import numpy as np
 from ..progress import tqdm
 
 from .._core import profile_codec
-from .._core.pixels import PixelIndex, in_lon_lat_box
+from .._core.params import check_bool, check_int
+from .._core.pixels import PixelIndex, check_nside, first_unsorted_row, in_lon_lat_box
 from .._core.voxel import VoxelStore
 from ..errors import MapFileError
+from .download import file_lock
 from .files import (
     fsync_dir,
     fsync_file,
@@ -131,6 +135,8 @@ COMPACT_CODEC = profile_codec.CODEC_NAME
 COMPACT_DATASETS = ("records", "record_offsets")
 #: Layouts :func:`dustmaps_ext.decaps.repack` writes (the first is the default).
 REPACK_LAYOUTS = ("compact", "pixel-major")
+#: The values of a pixel-major file as :class:`MappedStore` maps them.
+_MAPPED_VALUE_DTYPE = np.dtype("<f2")
 
 
 def in_footprint(l_deg, b_deg) -> np.ndarray:
@@ -279,12 +285,23 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
     if problems:
         raise MapFileError(f"{path} is not a complete DECaPS map file; missing: " + ", ".join(problems))
 
-    nside = int(info.attrs["nside"])
+    try:
+        nside = check_nside(info.attrs["nside"], "pixel_info.nside")
+    except (TypeError, ValueError) as exc:
+        raise MapFileError(f"{path} is not a consistent DECaPS map file: {exc}") from None
     edges = np.asarray(info.attrs["DM_bin_edges"], dtype=np.float32)
-    n_pix = int(info["healpix_index"].shape[0])
+    n_pix = int(info["healpix_index"].shape[0]) if info["healpix_index"].ndim else 0
+    if n_pix == 0:
+        raise MapFileError(f"{path} holds no pixels (pixel_info/healpix_index is empty or a scalar)")
     for name in PIXEL_DATASETS:
         if info[name].shape != (n_pix,):
             problems.append(f"pixel_info/{name} has shape {info[name].shape}, expected ({n_pix},)")
+        if info[name].dtype.kind not in _DTYPE_KINDS[name][0]:
+            problems.append(f"pixel_info/{name} has dtype {info[name].dtype}, expected "
+                            f"{_DTYPE_KINDS[name][1]}")
+    for name in value_sets + (("samples",) if "samples" in f else ()):
+        if isinstance(f[name], h5py.Dataset) and f[name].dtype.kind != "f":
+            problems.append(f"{name} has dtype {f[name].dtype}, expected floating point")
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
         problems.append("pixel_info.DM_bin_edges must be an increasing 1D array")
     n_dist = edges.size
@@ -298,6 +315,7 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
         if data.ndim != 3 or data.shape[0] != n_pix or data.shape[2] != n_dist or data.shape[1] < 1:
             problems.append(f"data has shape {data.shape}, expected ({n_pix}, 1 + n_samples, {n_dist})")
         n_samples = data.shape[1] - 1 if data.ndim == 3 else 0
+        problems += _coarse_index_problems(info, nside)
         if not problems:
             _check_contiguous_extent(path, f, ["data"] + [f"pixel_info/{n}" for n in PIXEL_DATASETS])
     elif compact:
@@ -363,6 +381,91 @@ def _check_compact(path: Path, f: h5py.File, n_pix: int, n_dist: int, problems: 
     return n_slots - 1
 
 
+#: dtype kinds allowed for each per-pixel dataset, and how to say it.
+_DTYPE_KINDS = {"healpix_index": ("ui", "an integer type"),
+                "DM_reliable_min": ("f", "a floating-point type"),
+                "DM_reliable_max": ("f", "a floating-point type"),
+                "converged": ("uib", "an integer or boolean type"),
+                "infilled": ("uib", "an integer or boolean type")}
+
+
+def _coarse_index_problems(info: h5py.Group, nside: int) -> list[str]:
+    """What is wrong with the shape of a pixel-major file's ``coarse_start`` (values: see
+    :func:`checked_pixel_index`)."""
+    cs = info.get("coarse_start")
+    if not isinstance(cs, h5py.Dataset):
+        return ["dataset pixel_info/coarse_start is missing (an incomplete repack: run repack() again)"]
+    if "coarse_nside" not in cs.attrs:
+        return ["attribute pixel_info/coarse_start.coarse_nside is missing"]
+    try:
+        coarse_nside = check_nside(cs.attrs["coarse_nside"], "pixel_info/coarse_start.coarse_nside")
+    except (TypeError, ValueError) as exc:
+        return [str(exc)]
+    if coarse_nside > nside:
+        return [f"pixel_info/coarse_start.coarse_nside {coarse_nside} exceeds the map's nside {nside}"]
+    expected = (12 * coarse_nside ** 2 + 1,)
+    if cs.shape != expected or cs.dtype.kind not in "ui":
+        return [f"pixel_info/coarse_start has shape {cs.shape} and dtype {cs.dtype}; expected "
+                f"shape {expected} (coarse_nside {coarse_nside}) and an integer type"]
+    return []
+
+
+#: Rows of each per-pixel dataset that repack() copies at a time (32 MiB of uint64).
+_INDEX_BLOCK_ROWS = 1 << 22
+
+
+
+def _check_index_block(path, block: np.ndarray, first_row: int, previous: int, nside: int,
+                       coarse_counts: np.ndarray | None = None) -> int:
+    """Check rows ``first_row ..`` of ``healpix_index`` (:func:`first_unsorted_row`): pixels
+    at ``nside``, strictly increasing after ``previous`` (the pixel of the row before them; -1
+    for none). Adds the rows of each coarse pixel to ``coarse_counts``. Returns the last pixel."""
+    bad = first_unsorted_row(block, nside, previous, coarse_counts)
+    if bad < 0:
+        return int(block[-1]) if len(block) else previous
+    value = int(block[bad])
+    n_total = 12 * nside * nside
+    if not 0 <= value < n_total:
+        raise MapFileError(f"{path}: pixel_info/healpix_index[{first_row + bad}] = {value} is not a "
+                           f"HEALPix pixel at nside {nside} (0 to {n_total - 1}); the file is corrupt")
+    before = previous if bad == 0 else int(block[bad - 1])
+    raise MapFileError(
+        f"{path}: pixel_info/healpix_index is not sorted: row {first_row + bad} holds pixel "
+        f"{value} after pixel {before}. A DECaPS file lists each pixel once, in increasing "
+        "order; a lookup in this one would answer NaN for pixels it holds, so it is refused "
+        "(the file is corrupt or was not written as a DECaPS map)")
+
+
+def checked_pixel_index(path, healpix_index, nside: int, coarse_start=None,
+                        coarse_nside: int | None = None) -> PixelIndex:
+    """The :class:`PixelIndex` of a DECaPS file, after checking its pixel table.
+
+    One compiled pass over ``healpix_index`` (which may be a memory map): every entry a
+    pixel at ``nside``, strictly increasing; and, when the file stores a coarse index,
+    ``coarse_start`` equal to the one these pixels give (a wrong one would make lookups
+    read outside the table).
+
+    Raises
+    ------
+    MapFileError
+        Naming ``path`` and the first wrong entry.
+    """
+    counts = None if coarse_start is None else np.zeros(12 * int(coarse_nside) ** 2, np.int64)
+    _check_index_block(path, healpix_index, 0, -1, nside, counts)
+    if counts is None:
+        return PixelIndex(healpix_index, nside)
+    coarse_start = np.asarray(coarse_start)
+    expected = np.concatenate([[0], np.cumsum(counts)])
+    wrong = coarse_start.astype(np.int64) != expected
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise MapFileError(
+            f"{path}: pixel_info/coarse_start does not match pixel_info/healpix_index (entry "
+            f"{i} is {coarse_start[i]}, the pixels give {expected[i]}); the file is corrupt: "
+            "repack the published file again")
+    return PixelIndex(healpix_index, nside, coarse_start=expected, coarse_nside=coarse_nside)
+
+
 def _check_contiguous_extent(path: Path, f: h5py.File, names) -> None:
     size = path.stat().st_size
     for name in names:
@@ -385,7 +488,7 @@ def map_datasets(info: DecapsFileInfo, names) -> tuple:
     """
     names = list(names)
     pixel_names = [f"pixel_info/{n}" for n in PIXEL_DATASETS]
-    with h5py.File(info.path, "r") as f:
+    with open_hdf5(info.path, "DECaPS map") as f:
         where = {name: (f[name].id.get_offset(), f[name].dtype, f[name].shape)
                  for name in names + pixel_names}
         coarse = f["pixel_info/coarse_start"]
@@ -396,8 +499,9 @@ def map_datasets(info: DecapsFileInfo, names) -> tuple:
         count = int(np.prod(shape))
         views[name] = (np.frombuffer(mapping, dtype=dtype, count=count, offset=offset).reshape(shape)
                        if count else np.empty(shape, dtype))
-    index = PixelIndex(views["pixel_info/healpix_index"], info.nside,
-                       coarse_start=coarse_start, coarse_nside=coarse_nside)
+    index = checked_pixel_index(info.path, views["pixel_info/healpix_index"], info.nside,
+                                coarse_start, coarse_nside)
+    release_pages(mapping)  # the check read the whole pixel table
     pixels = PixelArrays(index, views["pixel_info/DM_reliable_min"],
                          views["pixel_info/DM_reliable_max"],
                          views["pixel_info/converged"], views["pixel_info/infilled"])
@@ -408,12 +512,13 @@ def read_pixel_arrays(f: h5py.File, info: DecapsFileInfo) -> PixelArrays:
     """The per-pixel arrays of an open DECaPS file, read into RAM (with the coarse pixel
     index of a repacked file)."""
     grp = f["pixel_info"]
-    pix = {name: grp[name][()] for name in PIXEL_DATASETS}
+    pix = {name: _read(info.path, grp[name], ()) for name in PIXEL_DATASETS}
     if "coarse_start" in grp:
-        index = PixelIndex(pix["healpix_index"], info.nside, coarse_start=grp["coarse_start"][()],
-                           coarse_nside=int(grp["coarse_start"].attrs["coarse_nside"]))
+        index = checked_pixel_index(info.path, pix["healpix_index"], info.nside,
+                                    grp["coarse_start"][()],
+                                    int(grp["coarse_start"].attrs["coarse_nside"]))
     else:
-        index = PixelIndex(pix["healpix_index"], info.nside)
+        index = checked_pixel_index(info.path, pix["healpix_index"], info.nside)
     return PixelArrays(index, pix["DM_reliable_min"], pix["DM_reliable_max"],
                        pix["converged"], pix["infilled"])
 
@@ -436,7 +541,14 @@ class MappedStore(VoxelStore):
         if info.layout != "pixel-major":
             raise ValueError("MappedStore needs a pixel-major file; call repack() first")
         self.info = info
-        self.chunk_coords = int(chunk_coords)
+        self.chunk_coords = check_int(chunk_coords, "chunk_coords", 1)
+        with open_hdf5(info.path, "DECaPS map") as f:
+            stored = f["data"].dtype
+        if stored != _MAPPED_VALUE_DTYPE:
+            raise MapFileError(
+                f"{info.path}: data is stored as {stored.str} (expected little-endian "
+                "float16, as repack() writes it); it cannot be memory-mapped: open it with "
+                "DECaPSQuery, or repack the published file again")
         self._mmap, views, self.pixels = map_datasets(info, ["data"])
         self.data = views["data"].view(np.uint16)
         self.n_samples = self.data.shape[1] - 1
@@ -460,7 +572,7 @@ class PublishedRowStore(VoxelStore):
         self._lock = threading.Lock()  # h5py serialises anyway; keep reads whole
         self.n_samples = 0 if mean_only else info.n_samples
         grp = self._h5["pixel_info"]
-        index = PixelIndex(grp["healpix_index"][()], info.nside)
+        index = checked_pixel_index(info.path, _read(info.path, grp["healpix_index"], ()), info.nside)
         self.pixels = _LazyPixelArrays(index, grp, self._lock)
 
     def data_for(self, rows: np.ndarray, want_samples: bool):
@@ -469,11 +581,12 @@ class PublishedRowStore(VoxelStore):
         local = np.full(rows.shape, -1, dtype=np.int64)
         local[rows >= 0] = inverse
         if uniq.size:
-            with self._lock:
+            with self._lock:  # values of another float type are converted to float16 on reading
                 if want_samples:
-                    block[:, 1:, :] = self._h5["samples"][uniq, :self.n_samples, :].view(np.uint16)
+                    block[:, 1:, :] = _read(self.info.path, self._h5["samples"],
+                                            (uniq, slice(0, self.n_samples))).view(np.uint16)
                 else:
-                    block[:, :1, :] = self._h5["mean"][uniq, :, :].view(np.uint16)
+                    block[:, :1, :] = _read(self.info.path, self._h5["mean"], (uniq,)).view(np.uint16)
         return block, local
 
     def release(self) -> None:
@@ -496,12 +609,32 @@ class _LazyPixelArrays(PixelArrays):
                "dm_max": np.full(rows.shape, np.nan, np.float32)}
         if uniq.size:
             with self._lock:
-                vals = {k: self._grp[k][uniq] for k in PIXEL_DATASETS[1:]}
+                vals = {k: _read(self._grp.file.filename, self._grp[k], (uniq,)) for k in PIXEL_DATASETS[1:]}
             out["converged"][inside] = vals["converged"][inverse] != 0
             out["infilled"][inside] = vals["infilled"][inverse] != 0
             out["dm_min"][inside] = vals["DM_reliable_min"][inverse]
             out["dm_max"][inside] = vals["DM_reliable_max"][inverse]
         return out
+
+
+@contextmanager
+def _reading(path, what: str) -> Iterator[None]:
+    """Turn a failed HDF5 read inside the block (a corrupt or truncated chunk) into a
+    :class:`MapFileError` naming the file and ``what`` was read."""
+    try:
+        yield
+    except OSError as exc:
+        raise MapFileError(f"{path}: {what} could not be read (a corrupt or truncated chunk: the "
+                           f"file is damaged; download it again): {exc}") from exc
+
+
+def _read(path, dset: h5py.Dataset, selection: tuple) -> np.ndarray:
+    """``dset[selection]``, with the values of ``mean``/``samples``/``data`` as float16
+    whatever their stored float type (see :func:`_reading` for errors)."""
+    with _reading(path, f"dataset {dset.name}"):
+        if dset.name in ("/mean", "/samples", "/data"):
+            return dset.astype(VALUE_DTYPE)[selection]
+        return dset[selection]
 
 
 def load_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bool = True) -> InMemoryStore:
@@ -562,13 +695,10 @@ def published_blocks(f: h5py.File, info: DecapsFileInfo, *, start_row: int = 0):
     for a in range((start_row // step) * step, info.n_pix, step):
         b = min(a + step, info.n_pix)
         view = buf[:b - a]
-        try:
+        with _reading(info.path, f"pixels {a} to {b - 1}"):
             mean.read_direct(view, np.s_[a:b, :, :], np.s_[:, 0:1, :])
             if samples is not None:
                 samples.read_direct(view, np.s_[a:b, :, :], np.s_[:, 1:, :])
-        except OSError as exc:
-            raise MapFileError(f"{info.path} could not be read completely (truncated or "
-                               f"corrupt): {exc}") from exc
         yield a, b, view
 
 
@@ -581,9 +711,8 @@ def write_pixel_info(out: h5py.File, columns, *, nside: int, n_pix: int, coarse_
     that ``healpix_index`` is strictly increasing and within ``nside``, and adds the coarse
     pixel index ``coarse_start`` (see :class:`~dustmaps_ext._core.pixels.PixelIndex`).
     """
-    shift = 2 * int(np.log2(nside // coarse_nside))
     counts = np.zeros(12 * coarse_nside ** 2, dtype=np.int64)
-    step = 1 << 22
+    step = _INDEX_BLOCK_ROWS
     grp = out.create_group("pixel_info")
     for key, value in attrs.items():
         grp.attrs[key] = value
@@ -592,18 +721,13 @@ def write_pixel_info(out: h5py.File, columns, *, nside: int, n_pix: int, coarse_
         dset = grp.create_dataset(name, shape=(n_pix,), dtype=PIXEL_DTYPES[name])
         for a in range(0, n_pix, step):
             b = min(a + step, n_pix)
-            block = np.asarray(columns[name][a:b])
+            with _reading(source, f"pixel_info/{name}"):
+                block = np.asarray(columns[name][a:b])
             if block.shape != (b - a,):
                 raise ValueError(f"pixel column {name} must have length {n_pix}")
             dset[a:b] = block.astype(PIXEL_DTYPES[name])
             if name == "healpix_index":
-                keys = block.astype(np.int64)
-                if keys.size and (int(keys[0]) <= last or np.any(np.diff(keys) <= 0)):
-                    raise MapFileError(f"{source}: pixel_info/healpix_index is not sorted")
-                if keys.size and (keys[0] < 0 or keys[-1] >= 12 * nside ** 2):
-                    raise ValueError(f"{source}: healpix_index holds pixels beyond nside={nside}")
-                last = int(keys[-1]) if keys.size else last
-                counts += np.bincount(keys >> shift, minlength=counts.size)
+                last = _check_index_block(source, block, a, last, nside, counts)
     coarse = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     cs = grp.create_dataset("coarse_start", data=coarse)
     cs.attrs["coarse_nside"] = np.int64(coarse_nside)
@@ -655,10 +779,20 @@ def repack_pixel_major(src, dst=None, *, progress: bool = True, coarse_nside: in
     """
     src = Path(src)
     dst = Path(dst) if dst is not None else default_repacked_path(src)
+    progress = check_bool(progress, "progress")
+    coarse_nside = check_nside(coarse_nside, "coarse_nside")
     info = inspect_decaps_file(src)
     if info.layout != "published":
         raise ValueError(f"{src} is already in the {info.layout} layout")
-    coarse_nside = min(int(coarse_nside), info.nside)
+    coarse_nside = min(coarse_nside, info.nside)
+    with file_lock(dst, action="repacked"):
+        _repack_locked(src, dst, info, progress, coarse_nside)
+    logger.info("repacked %s -> %s", src, dst)
+    return dst
+
+
+def _repack_locked(src: Path, dst: Path, info: DecapsFileInfo, progress: bool, coarse_nside: int) -> None:
+    """The work of :func:`repack_pixel_major`, under its lock."""
     partial = dst.with_name(dst.name + ".partial")
     state_path = dst.with_name(dst.name + ".partial.json")
     fingerprint = _fingerprint(src, info)
@@ -700,8 +834,6 @@ def repack_pixel_major(src, dst=None, *, progress: bool = True, coarse_nside: in
     os.replace(partial, dst)
     fsync_dir(dst.parent)
     state_path.unlink(missing_ok=True)
-    logger.info("repacked %s -> %s", src, dst)
-    return dst
 
 
 def pwrite_all(fd: int, buf: memoryview, offset: int) -> None:

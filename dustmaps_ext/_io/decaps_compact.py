@@ -56,6 +56,7 @@ from .decaps import (
     repack_pixel_major,
     write_pixel_info,
 )
+from .download import file_lock
 from .files import atomic_output, open_hdf5, release_pages
 from .stores import InMemoryStore
 
@@ -306,7 +307,7 @@ def repack_compact(src, dst, *, progress: bool = True, coarse_nside: int = 256) 
     info = inspect_decaps_file(src)
     if info.layout != "published":
         raise ValueError(f"{src} is already in the {info.layout} layout")
-    with h5py.File(src, "r") as f:
+    with file_lock(dst, action="repacked"), h5py.File(src, "r") as f:
         grp = f["pixel_info"]
         result = write_compact(dst, nside=info.nside, dm_bin_edges=info.dm_bin_edges,
                                n_samples=info.n_samples,

@@ -224,11 +224,12 @@ def _lock_is_stale(lock: Path) -> bool:
 
 
 @contextmanager
-def file_lock(target: str | os.PathLike) -> Iterator[Path]:
+def file_lock(target: str | os.PathLike, *, action: str = "fetched") -> Iterator[Path]:
     """Hold the lock file ``<target>.lock`` for the duration of a ``with`` block.
 
     The lock is created with ``O_CREAT | O_EXCL`` and holds ``"<pid> <hostname>"``. A lock
     left behind by a process that no longer runs on this host is removed and taken over.
+    ``action`` says in the error what the holder is doing to ``target`` (e.g. ``"written"``).
 
     Raises
     ------
@@ -249,8 +250,8 @@ def file_lock(target: str | os.PathLike) -> Iterator[Path]:
             owner = _lock_owner(lock)
             who = f"process {owner[0]} on {owner[1]}" if owner else "another process"
             raise DownloadLockedError(
-                f"{target} is already being fetched by {who} (lock file {lock}). Wait for it "
-                "to finish; if no such fetch is running any more, delete the lock file.") from None
+                f"{target} is already being {action} by {who} (lock file {lock}). Wait for it "
+                "to finish; if it is not running any more, delete the lock file.") from None
         with os.fdopen(fd, "w") as fh:
             fh.write(me)
         break

@@ -42,12 +42,13 @@ from .._core.parametric import (
     record_column,
     record_dtype,
 )
-from ..errors import InvalidDownloadError
+from ..errors import InvalidDownloadError, MapFileError
 from .files import (
     advise_access,
     atomic_output,
     map_data_dir,
     map_read_only,
+    open_hdf5,
     release_pages,
 )
 
@@ -245,6 +246,8 @@ def convert_fits_table(src: str | os.PathLike, dst: str | os.PathLike, *,
         If ``src`` does not exist.
     ValueError
         If ``src`` has no binary table, lacks columns or has the wrong number of rows.
+    dustmaps_ext.errors.MapFileError
+        If ``src`` is not a readable FITS file.
     """
     import h5py
     from astropy.io import fits
@@ -255,7 +258,12 @@ def convert_fits_table(src: str | os.PathLike, dst: str | os.PathLike, *,
         raise FileNotFoundError(f"no parametric table at {src}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     logger.info("converting %s into the memory-mapped layout %s", src, dst)
-    with fits.open(src, memmap=True) as hdul:
+    try:
+        hdul = fits.open(src, memmap=True)
+    except (OSError, ValueError) as exc:
+        raise MapFileError(f"{src} is not a readable FITS file (truncated, corrupt or not FITS "
+                           f"at all): {exc}") from exc
+    with hdul:
         hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
         if hdu is None:
             raise ValueError(f"{src}: no binary table HDU")
@@ -361,6 +369,46 @@ class ParametricTable:
             release_pages(self._map, offset + first_row * row_bytes, offset + stop_row * row_bytes)
 
 
+def _table_layouts(f, path: Path) -> list:
+    """(offset, dtype, shape) of each record dataset of a converted table, checked."""
+    import h5py
+
+    where = f"{path} (re-create it with dustmaps_ext.wang2025.convert_table)"
+    if f.attrs.get("format") != FORMAT_NAME:
+        raise ValueError(f"{where}: not a converted Wang et al. (2025) table")
+    if f.attrs.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{where}: layout version {f.attrs.get('format_version')}, "
+                         f"this code reads version {FORMAT_VERSION}")
+    if not f.attrs.get("complete", False):
+        raise ValueError(f"{where}: incomplete (its conversion did not finish)")
+    layouts = []
+    for name, expected in _DATASETS:
+        if name not in f:
+            raise ValueError(f"{where}: no '{name}' dataset")
+        ds = f[name]
+        fields = tuple(s.decode() if isinstance(s, bytes) else str(s)
+                       for s in ds.attrs.get("fields", []))
+        missing = [c for c in expected if c not in fields]
+        if missing:
+            raise ValueError(f"{where}: lacks the columns {', '.join(missing)}")
+        if fields != expected:
+            raise ValueError(f"{where}: columns of '{name}' in an unexpected order")
+        if ds.shape != (NROWS, len(expected)):
+            raise ValueError(f"{where}: has {ds.shape[0]:,} rows; it needs {NROWS:,} "
+                             f"(one per HEALPix nside-{NSIDE} RING pixel)")
+        dtype = ds.dtype
+        if dtype not in (np.dtype("<f4"), np.dtype("<f8")) or not dtype.isnative:
+            raise ValueError(f"{where}: records of type {dtype}; expected native "
+                             "float32/64")
+        offset = ds.id.get_offset()
+        layout = ds.id.get_create_plist().get_layout()
+        if layout != h5py.h5d.CONTIGUOUS or offset is None or ds.compression is not None:
+            raise ValueError(f"{where}: records are not stored contiguously and "
+                             "unfiltered")
+        layouts.append((offset, dtype, ds.shape))
+    return layouts
+
+
 def open_table(path: str | os.PathLike) -> ParametricTable:
     """Open a converted file and memory-map its records.
 
@@ -379,46 +427,18 @@ def open_table(path: str | os.PathLike) -> ParametricTable:
         If the file does not exist.
     ValueError
         If it is not a complete converted table (naming what is wrong).
+    dustmaps_ext.errors.MapFileError
+        If it is not a readable HDF5 file (truncated, corrupt or not HDF5).
     """
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no converted Wang et al. (2025) table at {path}")
-    with h5py.File(path, "r") as f:
-        where = f"{path} (re-create it with dustmaps_ext.wang2025.convert_table)"
-        if f.attrs.get("format") != FORMAT_NAME:
-            raise ValueError(f"{where}: not a converted Wang et al. (2025) table")
-        if f.attrs.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{where}: layout version {f.attrs.get('format_version')}, "
-                             f"this code reads version {FORMAT_VERSION}")
-        if not f.attrs.get("complete", False):
-            raise ValueError(f"{where}: incomplete (its conversion did not finish)")
-        layouts = []
-        for name, expected in _DATASETS:
-            if name not in f:
-                raise ValueError(f"{where}: no '{name}' dataset")
-            ds = f[name]
-            fields = tuple(s.decode() if isinstance(s, bytes) else str(s)
-                           for s in ds.attrs.get("fields", []))
-            missing = [c for c in expected if c not in fields]
-            if missing:
-                raise ValueError(f"{where}: lacks the columns {', '.join(missing)}")
-            if fields != expected:
-                raise ValueError(f"{where}: columns of '{name}' in an unexpected order")
-            if ds.shape != (NROWS, len(expected)):
-                raise ValueError(f"{where}: has {ds.shape[0]:,} rows; it needs {NROWS:,} "
-                                 f"(one per HEALPix nside-{NSIDE} RING pixel)")
-            dtype = ds.dtype
-            if dtype not in (np.dtype("<f4"), np.dtype("<f8")) or not dtype.isnative:
-                raise ValueError(f"{where}: records of type {dtype}; expected native "
-                                 "float32/64")
-            offset = ds.id.get_offset()
-            layout = ds.id.get_create_plist().get_layout()
-            if layout != h5py.h5d.CONTIGUOUS or offset is None or ds.compression is not None:
-                raise ValueError(f"{where}: records are not stored contiguously and "
-                                 "unfiltered")
-            layouts.append((offset, dtype, ds.shape))
+    with open_hdf5(path, "Wang et al. (2025) table") as f:
+        try:
+            layouts = _table_layouts(f, path)
+        except OSError as exc:
+            raise MapFileError(f"{path} could not be read (truncated or corrupt; re-create it with "
+                               f"dustmaps_ext.wang2025.convert_table): {exc}") from exc
     mm = map_read_only(path)
     arrays = []
     for offset, dtype, shape in layouts:

@@ -283,6 +283,35 @@ def test_a_killed_build_resumes_to_the_same_file(catalogue, tmp_path, monkeypatc
     assert not (tmp_path / "wx").exists()
 
 
+def test_a_damaged_intermediate_is_named_and_only_it_is_redone(catalogue, tmp_path):
+    """Shard results, blocks and infill tiles are checked when a build resumes."""
+    _, paths, max_ebv = catalogue
+    kw = dict(max_ebv=max_ebv, scheduler="synchronous", progress=False, tile_size=4)
+    work = tmp_path / "work"
+    pipeline.build_decaps(paths, tmp_path / "ref.h5", work, SPARSE, **kw)
+    for k, (stage, damage) in enumerate([("partition", "truncated"), ("blocks", "truncated"),
+                                         ("blocks", "another block's file"),
+                                         ("assemble/infill", "truncated")]):
+        done = {p: p.stat().st_mtime_ns for p in work.rglob("block_*.npz")}
+        files = sorted((work / stage).glob("block_*.npz"))
+        assert len(files) >= 2
+        victim, other = files[1], files[0]
+        if damage == "truncated":
+            victim.write_bytes(victim.read_bytes()[:-50])
+        else:
+            victim.write_bytes(other.read_bytes())
+        out = tmp_path / f"map{k}.h5"
+        with pytest.raises(ValueError, match="Delete the file") as err:
+            pipeline.build_decaps(paths, out, work, SPARSE, **kw)
+        assert f"{victim}: " in str(err.value) and str(other) not in str(err.value)
+        assert not out.exists()
+        victim.unlink()
+        pipeline.build_decaps(paths, out, work, SPARSE, **kw)
+        assert_same_hdf5(out, tmp_path / "ref.h5")
+        redone = {p for p, t in done.items() if p.stat().st_mtime_ns != t}
+        assert redone == {victim}, (stage, damage)
+
+
 # --------------------------------------------------------------------------- errors
 def test_bad_inputs_are_reported_clearly(catalogue, tmp_path):
     _, paths, _ = catalogue

@@ -233,6 +233,34 @@ def test_killed_build_resumes_to_the_same_file(built, tmp_path):
                              scheduler="synchronous", progress=False)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "another block's file"])
+def test_damaged_block_stops_the_resumed_build_and_names_it(tmp_path, damage):
+    catalog = _catalog()
+    config = ParametricBuildConfig(block_nside=BLOCK_NSIDE)
+    work = tmp_path / "work"
+    block_ids, job, fingerprint = plan_build(catalog, work, config)
+    kw = dict(scheduler="synchronous", progress=False, fingerprint=fingerprint)
+    first = run_blocks(block_ids[:2], job, work / "blocks", **kw)  # a killed build's blocks
+    clean = first[1].read_bytes()
+    stamp = first[0].stat().st_mtime_ns
+    if damage == "truncated":
+        first[1].write_bytes(clean[: len(clean) // 2])
+    else:
+        first[1].write_bytes(first[0].read_bytes())
+    out = tmp_path / "resumed.fits"
+    with pytest.raises(ValueError, match="Delete the file") as err:
+        build_parametric_map(catalog, out, work, config=config, scheduler="synchronous",
+                             progress=False)
+    assert f"{first[1]}: " in str(err.value) and str(first[0]) not in str(err.value)
+    assert not out.exists()
+    # deleting it redoes that block only (build_parametric_map's run; the full table is
+    # written by test_killed_build_resumes_to_the_same_file)
+    first[1].unlink()
+    run_blocks(block_ids[:2], job, work / "blocks", **kw)
+    assert first[1].read_bytes() == clean
+    assert first[0].stat().st_mtime_ns == stamp
+
+
 @pytest.mark.slow  # fits the whole small sky twice (~20 s)
 def test_neighbour_weight_cut_keeps_the_accuracy(built, tmp_path):
     from dustmaps_ext_build.parametric.catalog import read_catalog

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dustmaps_ext_build.runner import block_path, block_seed, job_fingerprint, load_blocks, run_blocks
+from dustmaps_ext_build.runner import (block_file_problem, block_path, block_seed, job_fingerprint,
+                                       load_blocks, run_blocks)
 
 BLOCKS = [3, 0, 7, 5, 1]
 
@@ -52,17 +53,19 @@ def test_synchronous_run_and_load(tmp_path):
 
 
 def test_killed_run_resumes_to_identical_files(tmp_path):
+    # the logging arguments do not change the numbers: one fingerprint for both jobs
     full = run_blocks(BLOCKS, functools.partial(random_block, seed=1), tmp_path / "full",
-                      scheduler="synchronous", progress=False)
+                      scheduler="synchronous", progress=False, fingerprint="seed-1")
     logs = tmp_path / "logs"
     logs.mkdir()
     job = functools.partial(random_block, seed=1, log_dir=str(logs), fail_on=5)
     out = tmp_path / "resumed"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_blocks(BLOCKS, job, out, scheduler="synchronous", progress=False)
+        run_blocks(BLOCKS, job, out, scheduler="synchronous", progress=False, fingerprint="seed-1")
     done_before = {p.name for p in out.glob("block_*.npz")}
     assert block_path(out, 5).name not in done_before
-    paths = run_blocks(BLOCKS, job, out, scheduler="synchronous", progress=False)
+    paths = run_blocks(BLOCKS, job, out, scheduler="synchronous", progress=False,
+                       fingerprint="seed-1")
     assert _bytes(paths) == _bytes(full)
     # blocks finished before the crash were not recomputed
     for name in done_before:
@@ -145,3 +148,71 @@ def test_progress_bar_names_the_tasks(tmp_path, capsys):
     assert "tiles" in err and "2/2" in err
     run_blocks([0, 1], job, tmp_path / "b", scheduler="synchronous", progress=False)
     assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- damaged intermediates
+def _flip_a_value_byte(path: Path, block_id: int, seed: int) -> None:
+    """Change one byte inside the stored ``value`` array (the zip structure stays intact)."""
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(_expected(block_id, seed)["value"].tobytes())
+    assert at > 0
+    data[at + 3] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "one byte of an array",
+                                    "another block's file", "another job's file"])
+def test_damaged_block_file_is_named_and_only_it_is_redone(tmp_path, damage):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    job = functools.partial(random_block, seed=4, log_dir=str(logs))
+    out = tmp_path / "out"
+    paths = run_blocks(BLOCKS, job, out, scheduler="synchronous", progress=False, fingerprint="j")
+    clean = _bytes(paths)
+    victim = block_path(out, 5)
+    if damage == "truncated":
+        victim.write_bytes(clean[sorted(BLOCKS).index(5)][:-100])
+    elif damage == "garbage":
+        victim.write_bytes(b"\x00garbage" * 50)
+    elif damage == "empty":
+        victim.write_bytes(b"")
+    elif damage == "one byte of an array":
+        _flip_a_value_byte(victim, 5, 4)
+    elif damage == "another block's file":
+        victim.write_bytes(block_path(out, 3).read_bytes())
+    else:  # the same block computed by a job with another fingerprint
+        other = run_blocks([5], functools.partial(random_block, seed=4), tmp_path / "other",
+                           scheduler="synchronous", progress=False, fingerprint="k")
+        victim.write_bytes(other[0].read_bytes())
+    expected = {"truncated": "not a readable block file", "garbage": "not a readable block file",
+                "empty": "not a readable block file", "one byte of an array": "CRC-32",
+                "another block's file": "holds the result of block 3, not of block 5",
+                "another job's file": "written by another job"}[damage]
+    with pytest.raises(ValueError, match="Delete the file") as err:
+        run_blocks(BLOCKS, job, out, scheduler="synchronous", progress=False, fingerprint="j")
+    message = str(err.value)
+    assert f"{victim}: " in message and expected in message
+    assert message.count(".npz") == 1  # only the damaged file is named
+    victim.unlink()
+    paths = run_blocks(BLOCKS, job, out, scheduler="synchronous", progress=False, fingerprint="j")
+    assert _bytes(paths) == clean
+    calls = {b: len(list(logs.glob(f"call_{b}_*"))) for b in BLOCKS}
+    assert calls == {b: 2 if b == 5 else 1 for b in BLOCKS}
+
+
+def test_sound_files_pass_the_check_and_resume_computes_nothing(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    job = functools.partial(random_block, seed=4, log_dir=str(logs))
+    paths = run_blocks(BLOCKS, job, tmp_path / "out", scheduler="synchronous", progress=False)
+    assert all(block_file_problem(p, int(p.name[6:12]), job_fingerprint(job)) is None for p in paths)
+    assert run_blocks(BLOCKS, job, tmp_path / "out", scheduler="synchronous", progress=False) == paths
+    assert len(list(logs.iterdir())) == len(BLOCKS)
+
+
+def test_load_blocks_names_a_damaged_file(tmp_path):
+    paths = run_blocks(BLOCKS, functools.partial(random_block, seed=2), tmp_path / "out",
+                       scheduler="synchronous", progress=False)
+    _flip_a_value_byte(paths[1], sorted(BLOCKS)[1], 2)
+    with pytest.raises(ValueError, match=f"block file {paths[1]} cannot be read"):
+        load_blocks(paths)
