@@ -299,7 +299,8 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
         if info[name].dtype.kind not in _DTYPE_KINDS[name][0]:
             problems.append(f"pixel_info/{name} has dtype {info[name].dtype}, expected "
                             f"{_DTYPE_KINDS[name][1]}")
-    for name in value_sets + (("samples",) if "samples" in f else ()):
+    float_sets = () if compact else value_sets + (("samples",) if "samples" in f else ())
+    for name in float_sets:  # (the compact layout's datasets are checked by _check_compact)
         if isinstance(f[name], h5py.Dataset) and f[name].dtype.kind != "f":
             problems.append(f"{name} has dtype {f[name].dtype}, expected floating point")
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
