@@ -320,6 +320,7 @@ def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
         if not problems:
             _check_contiguous_extent(path, f, ["data"] + [f"pixel_info/{n}" for n in PIXEL_DATASETS])
     elif compact:
+        problems += _coarse_index_problems(info, nside)
         n_samples = _check_compact(path, f, n_pix, n_dist, problems)
     else:
         mean = f["mean"]
@@ -365,9 +366,6 @@ def _check_compact(path: Path, f: h5py.File, n_pix: int, n_dist: int, problems: 
         want = PIXEL_DTYPES[name]
         if f["pixel_info"][name].dtype != want:
             problems.append(f"pixel_info/{name} is {f['pixel_info'][name].dtype}, expected {want}")
-    cs = f["pixel_info"].get("coarse_start")
-    if not isinstance(cs, h5py.Dataset) or "coarse_nside" not in cs.attrs:
-        problems.append("dataset pixel_info/coarse_start with attribute coarse_nside")
     if problems:
         return max(0, n_slots - 1)
     _check_contiguous_extent(path, f, [*COMPACT_DATASETS, "pixel_info/coarse_start"]
