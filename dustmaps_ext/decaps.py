@@ -26,9 +26,10 @@ from ._io.layouts import (MapFileError, MappedStore, PublishedRowStore, default_
 from ._voxel_map import VoxelDustMap
 from ._io.fetchers import fetch_decaps as fetch
 from ._io.layouts import repack as _repack
+from ._io.cutout import CutoutCoverage, OutsideFetchedRegionError
 
 __all__ = ["DECaPSQuery", "DECaPSQueryLite", "fetch", "repack", "default_map_path", "MapFileError",
-           "LayoutPerformanceWarning"]
+           "LayoutPerformanceWarning", "OutsideFetchedRegionError"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def default_map_path(mean_only: bool = False) -> Path:
 
     Looks in ``dustmaps.config['data_dir']/decaps/`` for, in order, the repacked and the
     published file of the requested kind (for ``mean_only``, the mean file first, then the
-    mean-and-samples file).
+    mean-and-samples file), and last for a region cutout (``fetch(region=...)``).
 
     Raises
     ------
@@ -63,6 +64,7 @@ def default_map_path(mean_only: bool = False) -> Path:
     candidates = []
     for name in names:
         candidates += [default_repacked_path(folder / name), folder / name]
+    candidates += [folder / f"{Path(name).stem}_cutout.h5" for name in names]
     for path in candidates:
         if path.is_file():
             return path
@@ -105,7 +107,7 @@ class _DECaPSBase(VoxelDustMap):
 
     _store = None
 
-    def __init__(self, map_fname, mean_only: bool) -> None:
+    def __init__(self, map_fname, mean_only: bool, outside_regions: str = "raise") -> None:
         super().__init__()
         path = Path(map_fname) if map_fname is not None else default_map_path(mean_only)
         self._info = inspect_decaps_file(path)
@@ -114,6 +116,7 @@ class _DECaPSBase(VoxelDustMap):
                                "or download the mean-and-samples file (fetch())")
         self._mean_only = bool(mean_only)
         self._valid_modes = ("mean",) if mean_only else ALL_MODES
+        self._coverage = CutoutCoverage.of_file(path, self._info.nside, outside_regions)
 
     @property
     def map_fname(self) -> Path:
@@ -162,11 +165,16 @@ class _DECaPSBase(VoxelDustMap):
 
         Raises
         ------
+        OutsideFetchedRegionError
+            On a region cutout (``fetch(region=...)``), for a position inside the DECaPS
+            footprint that no fetched region covers (unless ``outside_regions='nan'``).
         ValueError
             For an unknown mode or an invalid ``pct``.
         TypeError
             If ``coords`` is not a SkyCoord.
         """
+        if self._coverage is not None:  # a region cutout: refuse or flag unfetched positions
+            return self._coverage.answer(self._answer, coords, mode, return_flags, pct, rng)
         return self._answer(coords, mode, return_flags, pct, rng)
 
 
@@ -185,6 +193,12 @@ class DECaPSQuery(_DECaPSBase):
         Load only the mean; only ``mode='mean'`` is then available.
     progress : bool, keyword-only
         Show a progress bar while loading.
+    outside_regions : {'raise', 'nan'}, keyword-only
+        For a region cutout (``fetch(region=...)``): a position inside the DECaPS footprint
+        but outside every fetched region raises :class:`OutsideFetchedRegionError` naming
+        the regions (default), or, with ``'nan'``, gets NaN and a ``fetched=False`` field in
+        the flags (``fetched`` is added to the flags of every cutout query). Ignored for a
+        full map.
 
     Notes
     -----
@@ -195,8 +209,8 @@ class DECaPSQuery(_DECaPSBase):
     """
 
     def __init__(self, map_fname=None, max_samples: int | None = None, mean_only: bool = False,
-                 *, progress: bool = True) -> None:
-        super().__init__(map_fname, mean_only)
+                 *, progress: bool = True, outside_regions: str = "raise") -> None:
+        super().__init__(map_fname, mean_only, outside_regions)
         available = self._info.n_samples
         if mean_only:
             n_samples = 0
@@ -230,14 +244,21 @@ class DECaPSQueryLite(_DECaPSBase):
         answered in order of pixel, so the pages of one chunk lie close together; the
         kernel maps file pages in blocks (large folios, ~180 kB per fault measured here),
         so resident memory stays below roughly ``chunk_coords x 400 kB``.
+    outside_regions : {'raise', 'nan'}, keyword-only
+        For a region cutout (``fetch(region=...)``): a position inside the DECaPS footprint
+        but outside every fetched region raises :class:`OutsideFetchedRegionError` naming
+        the regions (default), or, with ``'nan'``, gets NaN and a ``fetched=False`` field in
+        the flags (``fetched`` is added to the flags of every cutout query). Ignored for a
+        full map.
 
     Notes
     -----
     One object may be queried from several threads at once.
     """
 
-    def __init__(self, map_fname=None, mean_only: bool = False, *, chunk_coords: int = 512) -> None:
-        super().__init__(map_fname, mean_only)
+    def __init__(self, map_fname=None, mean_only: bool = False, *, chunk_coords: int = 512,
+                 outside_regions: str = "raise") -> None:
+        super().__init__(map_fname, mean_only, outside_regions)
         if self._info.layout == "pixel-major":
             self._store = MappedStore(self._info, chunk_coords=chunk_coords)
         else:

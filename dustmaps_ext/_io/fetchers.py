@@ -212,7 +212,7 @@ def _repacked_bytes(mean_only: bool, published_bytes: int | None = None) -> int:
 
 def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobber: bool = False,
                  repack: bool = True, base_url: str | None = None, *, progress: bool = True,
-                 keep_original: bool = True) -> Path:
+                 keep_original: bool = True, region=None) -> Path:
     """Download the DECaPS 3D dust map, verify it and prepare it for fast queries.
 
     The file is looked up by DOI (:data:`DECAPS_DOI`) through the Dataverse API, downloaded
@@ -241,6 +241,14 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
     keep_original : bool
         Keep the published file after a successful repack (default). With False it is deleted
         once the repacked file is complete.
+    region : (l_deg, b_deg, radius_deg) or sequence of them, keyword-only
+        Fetch only this sky cone (Galactic degrees): the HDF5 chunks of the published file
+        that hold its pixels (HEALPix inclusive disc at the map's nside) are read through
+        HTTP Range requests and added to the local cutout
+        ``<data_dir>/decaps/<published stem>_cutout.h5``, which is returned. Several calls
+        add regions to the same cutout; ``clobber=True`` starts a new one; ``repack`` and
+        ``keep_original`` do not apply. The query classes answer on the cutout as on the
+        full map inside its regions and refuse positions of the footprint outside them.
 
     Returns
     -------
@@ -254,6 +262,11 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
     DownloadError
         The file could not be found, downloaded or verified (subclasses say which).
     """
+    if region is not None:
+        from .cutout import fetch_decaps_region
+
+        return fetch_decaps_region(region, mean_only, silence_warnings, clobber, base_url,
+                                   progress=progress)
     original, repacked = decaps_paths(mean_only)
     directory = original.parent
     directory.mkdir(parents=True, exist_ok=True)
