@@ -18,12 +18,11 @@ Sockets use ``TCP_NODELAY`` so that small answers are not held back by Nagle's a
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from tests.fake_dataverse import FakeServer, _Handler, _QuietServer, _Resource
+from tests.fake_dataverse import FakeServer, _Handler
 
 __all__ = ["RangeServer"]
 
@@ -35,19 +34,15 @@ class RangeServer(FakeServer):
     latency_s: float = 0.0
     body_bytes: dict = field(default_factory=lambda: defaultdict(int))
 
-    def start(self) -> "RangeServer":
+    def start(self) -> RangeServer:
+        """Start serving (as :meth:`FakeServer.start`) with the range-aware handler."""
+        super().start()
         server = self
 
         class Handler(_RangeHandler):
             fake = server
 
-        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        self._timer = threading.Timer(self.lifetime_s, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
+        self._httpd.RequestHandlerClass = Handler
         return self
 
     def ranges(self, path: str) -> list[tuple[int, int | None]]:
@@ -65,60 +60,54 @@ class RangeServer(FakeServer):
         self.body_bytes.clear()
 
 
+class _CountingWriter:
+    """Counts the body bytes written through a handler's ``wfile`` (headers excluded)."""
+
+    def __init__(self, handler: _RangeHandler, raw) -> None:
+        self._handler = handler
+        self._raw = raw
+
+    def write(self, data) -> int:
+        n = self._raw.write(data)
+        if self._handler.in_body:
+            self._handler.fake.body_bytes[self._handler.served_path] += len(data)
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
 class _RangeHandler(_Handler):
+    in_body = False
+    served_path = ""
+    _error_page = False
+
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.wfile = _CountingWriter(self, self.wfile)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def end_headers(self) -> None:
+        super().end_headers()
+        self.in_body = self.command == "GET" and not self._error_page
+
+    def do_GET(self) -> None:
+        self.in_body = self._error_page = False
+        self.served_path = self.path.split("?", 1)[0]
         if self.fake.latency_s:
             time.sleep(self.fake.latency_s)
-        path = self.path.split("?", 1)[0]
-        faults = self.fake._faults.get(path)
+        faults = self.fake._faults.get(self.served_path)
         if faults and faults[0] in ("wrong_range", "ignore_range"):
             fault = faults.popleft()
-            resource = self.fake._resources[path]
-            self._serve_range(path, resource, shift=1 if fault == "wrong_range" else 0,
-                              whole=fault == "ignore_range", drop=False)
-            return
+            asked = self.headers.get("Range")
+            if fault == "ignore_range":
+                del self.headers["Range"]
+            elif asked:
+                first, _, last = asked.removeprefix("bytes=").partition("-")
+                self.headers.replace_header(
+                    "Range", f"bytes={int(first) + 1}-" + (str(int(last) + 1) if last else ""))
         super().do_GET()
 
-    def _serve(self, path: str, resource: _Resource, drop: bool) -> None:
-        self._serve_range(path, resource, shift=0, whole=path in self.fake.ignore_range,
-                          drop=drop)
-
-    def _serve_range(self, path: str, resource: _Resource, *, shift: int, whole: bool,
-                     drop: bool) -> None:
-        content = resource.content
-        size = len(content)
-        start, end, status = 0, size, 200
-        rng = self.headers.get("Range")
-        if rng and not whole:
-            first, _, last = rng.removeprefix("bytes=").partition("-")
-            start = int(first)
-            end = min(int(last) + 1, size) if last else size
-            if start >= size:
-                self._simple(416, b"")
-                return
-            start, end = min(start + shift, size - 1), min(end + shift, size)
-            status = 206
-        self._log(status)
-        self.send_response(status)
-        self.send_header("Content-Type", resource.content_type)
-        self.send_header("Content-Length", str(end - start))
-        self.send_header("Accept-Ranges", "bytes")
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-        self.end_headers()
-        body = memoryview(content)[start:end]
-        if drop:
-            body = body[: len(body) // 2]
-        try:
-            self.wfile.write(body)
-            self.wfile.flush()
-            self.fake.body_bytes[path] += len(body)
-            if drop:
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+    def _simple(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self._error_page = True  # error pages and metadata are not file bytes
+        super()._simple(status, body, content_type)

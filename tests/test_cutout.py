@@ -7,25 +7,35 @@ query classes and as dustmaps 1.0.14 on the full file, inside their regions.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import astropy.units as u
+import dustmaps.decaps as dm_decaps
 import h5py
 import healpy as hp
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
+from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
 
-import dustmaps.decaps as dm_decaps
 from dustmaps_ext import cli
 from dustmaps_ext._io import download as dl
 from dustmaps_ext._io import fetchers
-from dustmaps_ext._io.cutout import (CUTOUT_ATTR, Region, fetch_cutout, index_path,
-                                     region_pixels)
-from dustmaps_ext._io.remote import (BULK_READ, METADATA_BLOCK, RangeReader,
-                                     TransferBudgetError)
+from dustmaps_ext._io.cutout import (
+    CUTOUT_ATTR,
+    Region,
+    fetch_cutout,
+    index_path,
+    region_pixels,
+)
+from dustmaps_ext._io.remote import (
+    BULK_READ,
+    METADATA_BLOCK,
+    RangeReader,
+    TransferBudgetError,
+)
 from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, OutsideFetchedRegionError
-from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
 from tests.range_server import RangeServer
 from tests.reference import quiet
 
@@ -151,7 +161,6 @@ def test_cutout_holds_exactly_the_region_pixels(cutout_ab, release):
     np.testing.assert_array_equal(got, np.intersect1d(published, wanted))
     assert regions == [list(REGION_A), list(REGION_B)]
     # inclusive discs: every pixel whose centre lies in a cone is there
-    lon, lat = hp.pix2ang(NSIDE, got, nest=True, lonlat=True)
     assert got.size > 100 and np.all(np.isin(
         hp.query_disc(NSIDE, hp.ang2vec(300.0, 2.0, lonlat=True), np.radians(3.0), nest=True),
         got))
@@ -208,7 +217,7 @@ def test_resume_after_drops_and_500s(server, tmp_path, full):
     ranges = server.ranges(server.file_path)
     assert len(ranges) > clean_requests
     # after a drop (half of [a, b] sent), the next request asks for the rest only
-    resumed = [(r, s) for r, s in zip(ranges, ranges[1:])
+    resumed = [(r, s) for r, s in itertools.pairwise(ranges)
                if s == (r[0] + (r[1] - r[0] + 1) // 2, r[1])]
     assert len(resumed) >= 10
 

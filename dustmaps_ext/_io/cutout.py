@@ -31,9 +31,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import h5py
 import healpy as hp
@@ -76,7 +76,7 @@ class Region:
     radius_deg: float
 
     @classmethod
-    def parse(cls, region) -> "Region":
+    def parse(cls, region) -> Region:
         """A Region from a Region or an ``(l, b, radius)`` triple, checked."""
         if isinstance(region, Region):
             return region
@@ -158,7 +158,7 @@ class CutoutCoverage:
         self._margin = 2.0 * math.degrees(hp.nside2resol(self.nside))
 
     @classmethod
-    def of_file(cls, path, nside: int, outside: str = "raise") -> "CutoutCoverage | None":
+    def of_file(cls, path, nside: int, outside: str = "raise") -> CutoutCoverage | None:
         """The coverage of a cutout file, or None if the file is a full map."""
         with h5py.File(path, "r") as f:
             regions = cutout_regions(f)
@@ -545,7 +545,13 @@ def fetch_decaps_region(region, mean_only: bool = False, silence_warnings: bool 
         The cutout, ``<data_dir>/decaps/<published stem>_cutout.h5``.
     """
     from .dataverse import find_file
-    from .fetchers import DECAPS_DOI, LARGE_DOWNLOAD_BYTES, _confirm, _retry, decaps_paths
+    from .fetchers import (
+        DECAPS_DOI,
+        LARGE_DOWNLOAD_BYTES,
+        _confirm,
+        _retry,
+        decaps_paths,
+    )
 
     regions = _regions_argument(region)
     original, _ = decaps_paths(mean_only)

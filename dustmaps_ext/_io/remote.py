@@ -104,7 +104,7 @@ class RangeReader:
         if self._own_session:
             self._session.close()
 
-    def __enter__(self) -> "RangeReader":
+    def __enter__(self) -> RangeReader:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -250,7 +250,7 @@ class BlockCache:
 
     @classmethod
     def load(cls, path: str | os.PathLike, identity: dict,
-             block_size: int = METADATA_BLOCK) -> "BlockCache":
+             block_size: int = METADATA_BLOCK) -> BlockCache:
         """The cache saved at ``path`` if it belongs to the same file, else an empty one."""
         cache = cls(identity, block_size)
         try:
