@@ -306,9 +306,16 @@ def _chunk_table(f: h5py.File, plan: dict, names: Sequence[str]) -> dict:
     return {(row, name): _chunks_of_row(f[name], row, chunk_rows) for row in plan for name in names}
 
 
-def _planned_bytes(table: dict) -> int:
-    """Compressed bytes of the value chunks in ``table``."""
-    return sum(s[1] for chunks in table.values() for s in chunks.spans if s is not None)
+def _value_requests(chunks: _RowChunks, merge_gap: int) -> list[tuple[int, int]]:
+    """The coalesced byte ranges that read the stored chunks of one row."""
+    spans = [(o, o + n) for o, n in (s for s in chunks.spans if s is not None)]
+    return _coalesce(spans, merge_gap, MAX_REQUEST_BYTES)
+
+
+def _planned(table: dict, merge_gap: int) -> tuple[int, int]:
+    """(compressed bytes, requests) of the value chunks in ``table``."""
+    ranges = [r for chunks in table.values() for r in _value_requests(chunks, merge_gap)]
+    return sum(b - a for a, b in ranges), len(ranges)
 
 
 def _read_rows(f: h5py.File, remote: RemoteFile, plan: dict, table: dict, names: Sequence[str],
@@ -330,8 +337,7 @@ def _read_rows(f: h5py.File, remote: RemoteFile, plan: dict, table: dict, names:
             chunks = table[(row, name)]
             stored = [s for s in chunks.spans if s is not None]
             raw: dict = {}
-            for start, stop in _coalesce([(o, o + n) for o, n in stored], merge_gap,
-                                         MAX_REQUEST_BYTES):
+            for start, stop in _value_requests(chunks, merge_gap):
                 block = remote.reader.fetch(start, stop)
                 for o, n in stored:
                     if start <= o and o + n <= stop:
@@ -476,7 +482,7 @@ def _fetch_locked(reader: RangeReader, dest: Path, new_regions: list, size, chec
             wanted = np.setdiff1d(region_pixels(info.nside, new_regions), old_pixels)
             plan = _plan_rows(f, wanted)
             table = _chunk_table(f, plan, names)
-            value_bytes = _planned_bytes(table)
+            value_bytes, value_requests = _planned(table, merge_gap)
             cache.save(index_path(dest))
             if confirm is not None:
                 confirm(value_bytes)
@@ -484,9 +490,10 @@ def _fetch_locked(reader: RangeReader, dest: Path, new_regions: list, size, chec
             row_bytes = (1 + info.n_samples) * info.n_dist * 2 + 18
             check_free_space(dest.parent, 3 * (n_new + len(existing.get("mean", ()))) * row_bytes,
                              what=f"the cutout {dest.name}")
-            # bounds for the values: twice what they need, plus room for retries
+            # bounds for the values and flags: twice what they need, plus room for retries
             reader.max_bytes = reader.stats.bytes + 2 * value_bytes + (64 << 20)
-            reader.max_requests = reader.stats.requests + 4 * (len(plan) * (1 + 6 * len(names))) + 200
+            reader.max_requests = (reader.stats.requests + 2 * value_requests
+                                   + 16 * len(plan) + 100)
             logger.info("fetching %d new pixels in %d chunk rows (%s of compressed values)",
                         n_new, len(plan), format_bytes(value_bytes))
             parts = _read_rows(f, remote, plan, table, names, merge_gap=merge_gap, progress=progress)
