@@ -19,6 +19,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
 
+import dustmaps_ext.decaps as dustmaps_ext_decaps
 from dustmaps_ext import cli
 from dustmaps_ext._io import download as dl
 from dustmaps_ext._io import fetchers
@@ -334,3 +335,21 @@ def test_fetch_region_and_cli(server, dustmaps_data_dir, full, capsys, monkeypat
     fetchers.fetch_decaps(region=[REGION_B], clobber=True, progress=False)
     with h5py.File(path, "r") as f:
         assert json.loads(f.attrs[CUTOUT_ATTR]) == [list(REGION_B)]
+
+
+def test_mean_only_cutout(tmp_path):
+    published = write_simulated_decaps(tmp_path / "decaps_mean.h5", nside=64, chunk_pixels=300,
+                                       mean_only=True)
+    with RangeServer() as srv:
+        url = srv.add_url("/decaps_mean.h5", published.read_bytes())
+        dest = fetch_cutout(url, tmp_path / "cut.h5", [(330.0, 0.0, 4.0)], retry=FAST,
+                            progress=False)
+        fetch_cutout(url, dest, [(350.0, 5.0, 3.0)], retry=FAST, progress=False)
+    with pytest.raises(dustmaps_ext_decaps.MapFileError, match="mean_only=True"):
+        DECaPSQuery(dest, progress=False)
+    cut = DECaPSQuery(dest, mean_only=True, progress=False)
+    reference = quiet(dm_decaps.DECaPSQuery, str(published), mean_only=True)
+    coords = _coords_in([(330.0, 0.0, 4.0), (350.0, 5.0, 3.0)], 400, seed=11)
+    _same(cut.query(coords), quiet(reference.query, coords))
+    with pytest.raises(OutsideFetchedRegionError):
+        cut.query(SkyCoord(300 * u.deg, 0 * u.deg, frame="galactic"))

@@ -502,11 +502,14 @@ def _fetch_locked(reader: RangeReader, dest: Path, new_regions: list, size, chec
         cache.save(index_path(dest))
     arrays = {}
     for name, chunks in parts.items():
-        new = (np.concatenate(chunks) if chunks else
-               np.empty((0,) + ((1 if name == "mean" else info.n_samples, info.n_dist)
-                                if name in names else ()),
-                        dtype=np.float16 if name in names else _PIXEL_DTYPES[name]))
-        arrays[name] = np.concatenate([existing[name], new]) if existing else new
+        dtype = np.float16 if name in names else _PIXEL_DTYPES[name]
+        if chunks:
+            new = np.concatenate(chunks).astype(dtype, copy=False)
+        else:
+            slots = 1 if name == "mean" else info.n_samples
+            new = np.empty((0, slots, info.n_dist) if name in names else (0,), dtype=dtype)
+        arrays[name] = np.concatenate([existing[name].astype(dtype, copy=False), new]) \
+            if existing else new
     order = np.argsort(arrays["healpix_index"].astype(np.int64), kind="stable")
     arrays = {k: v[order] for k, v in arrays.items()}
     all_regions = old_regions + [r for r in new_regions if r not in old_regions]
