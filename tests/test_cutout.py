@@ -353,3 +353,10 @@ def test_mean_only_cutout(tmp_path):
     _same(cut.query(coords), quiet(reference.query, coords))
     with pytest.raises(OutsideFetchedRegionError):
         cut.query(SkyCoord(300 * u.deg, 0 * u.deg, frame="galactic"))
+
+
+def test_no_server_fails_with_a_clear_error(tmp_path):
+    with pytest.raises(dl.DownloadError, match="127.0.0.1:9"):
+        fetch_cutout("http://127.0.0.1:9/decaps_mean_and_samples.h5", tmp_path / "cut.h5",
+                     [REGION_A], retry=FAST, progress=False)
+    assert not (tmp_path / "cut.h5").exists()

@@ -41,7 +41,15 @@ import numpy as np
 import numpy.lib.recfunctions as rfn
 
 from .download import RetryPolicy, check_free_space, file_lock, format_bytes
-from .layouts import _PIXEL_DATASETS, _PIXEL_DTYPES, MapFileError, _inspect_open, repack
+from .layouts import (
+    _PIXEL_DATASETS,
+    _PIXEL_DTYPES,
+    MapFileError,
+    _inspect_open,
+    inspect_decaps_file,
+    load_in_memory,
+    repack,
+)
 from .remote import BlockCache, RangeReader, RemoteFile
 
 __all__ = ["CUTOUT_ATTR", "CutoutCoverage", "OutsideFetchedRegionError", "Region",
@@ -384,7 +392,11 @@ def write_query_file(dst: Path, pixel_attrs: dict, arrays: dict, root_attrs: dic
 
 
 def _read_existing(path: Path, names: Sequence[str]) -> tuple[dict, list, dict | None]:
-    """(arrays, regions, source) of an existing cutout; empty for a missing file."""
+    """(arrays, regions, source) of an existing cutout; empty for a missing file.
+
+    The values are read with the package's loader (:func:`.layouts.load_in_memory`), which
+    reads every layout of the query classes.
+    """
     if not path.exists():
         return {}, [], None
     with h5py.File(path, "r") as f:
@@ -394,7 +406,9 @@ def _read_existing(path: Path, names: Sequence[str]) -> tuple[dict, list, dict |
         source = json.loads(f.attrs[SOURCE_ATTR])
         grp = f["pixel_info"]
         arrays = {name: grp[name][()] for name in _PIXEL_DATASETS}
-        data = f["data"][()]
+    info = inspect_decaps_file(path)
+    n_samples = info.n_samples if "samples" in names else 0
+    data = load_in_memory(info, n_samples=n_samples, progress=False).data.view(np.float16)
     arrays["mean"] = data[:, :1, :]
     if "samples" in names:
         arrays["samples"] = data[:, 1:, :]
