@@ -40,6 +40,8 @@ import healpy as hp
 import numpy as np
 import numpy.lib.recfunctions as rfn
 
+from .._coords import galactic_arrays, restore_shape
+from .._core.pixels import lb_to_nested
 from .download import RetryPolicy, check_free_space, file_lock, format_bytes
 from .layouts import (
     _PIXEL_DATASETS,
@@ -174,8 +176,6 @@ class CutoutCoverage:
 
     def fetched(self, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
         """True where a position's pixel belongs to a fetched region."""
-        from .._core.pixels import lb_to_nested
-
         pix = lb_to_nested(self.nside, l_deg, b_deg)
         if self._pixels.size == 0:
             return np.zeros(pix.shape, dtype=bool)
@@ -187,8 +187,6 @@ class CutoutCoverage:
 
     def answer(self, answer: Callable, coords, mode, return_flags, pct, rng):
         """Check ``coords`` against the regions, then call ``answer(coords, mode, ...)``."""
-        from .._coords import galactic_arrays, restore_shape
-
         flat = galactic_arrays(coords)
         fetched = self.fetched(flat.l_deg, flat.b_deg)
         missing = ~fetched & in_decaps_footprint(flat.l_deg, flat.b_deg, self._margin)
