@@ -32,7 +32,7 @@ from astropy.coordinates import SkyCoord  # noqa: E402
 from dustmaps_ext_build.simulated_decaps import write_simulated_decaps  # noqa: E402
 from dustmaps_ext_build.writers.bayestar import write_simulated_bayestar19  # noqa: E402
 from dustmaps_ext.bayestar import Bayestar19Query  # noqa: E402
-from dustmaps_ext._core.voxel import MAX_THREADS  # noqa: E402
+from dustmaps_ext._core.threads import max_threads  # noqa: E402
 from dustmaps_ext.combined import BayestarDECaPSQuery  # noqa: E402
 from dustmaps_ext.decaps import DECaPSQueryLite, repack  # noqa: E402
 
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         f"{n:,} with distances, {n_prof:,} without (whole profiles).",
         "",
         f"Times are process CPU seconds (all threads: queries of 65,536 coordinates or more run "
-        f"on up to {MAX_THREADS} threads), minimum of {args.repeat} interleaved repeats; on a shared "
+        f"on up to {max_threads()} threads), minimum of {args.repeat} interleaved repeats; on a shared "
         "machine CPU time is the robust measure. The last two columns give wall-clock seconds. "
         f"Load average when the run ended: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.",
         f"Loading: ours {t_load_ours:.2f} s (both maps), dustmaps' BayestarQuery {t_load_ref:.2f} s.",

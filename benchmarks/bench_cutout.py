@@ -15,7 +15,7 @@ What it does
    samples of each nside-512 pixel, given to its 16 children with a per-child scale (a
    positive factor per profile, so every profile stays cumulative), which keeps the build
    to minutes on two cores.
-2. Serves the file from a fake server on 127.0.0.1 (``tests/range_server.py``) that waits
+2. Serves the file from a fake server on 127.0.0.1 (``tests/helpers/range_server.py``) that waits
    ``--latency`` seconds (20 ms by default) before every answer and counts requests and
    bytes.
 3. For cones of radius 0.25, 1 and 3 deg around one position inside the map, fetches a
@@ -49,7 +49,7 @@ import healpy as hp
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tests.range_server
+sys.path.insert(0, str(REPO / "tests"))  # helpers.range_server
 
 RESULTS = REPO / "benchmarks" / "results" / "bench_cutout.md"
 NSIDE = 2048
@@ -140,7 +140,7 @@ def check_values(cutout: Path, published: Path) -> bool:
 def run(args) -> str:
     from dustmaps_ext._io.cutout import fetch_cutout, index_path
     from dustmaps_ext._io.download import RetryPolicy
-    from tests.range_server import RangeServer
+    from helpers.range_server import RangeServer
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["run_blocks", "load_blocks", "block_path", "block_seed", "job_fingerprint"]
+from dustmaps_ext.files import atomic_output, write_json_atomic
+
+__all__ = ["run_blocks", "load_blocks", "save_block", "block_path", "block_seed", "job_fingerprint",
+           "dashboard_address", "DASHBOARD_ADDRESS_KEY", "DEFAULT_DASHBOARD_ADDRESS"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +83,28 @@ def job_fingerprint(process_block: Callable) -> str:
     return digest.hexdigest()
 
 
-def _save_block(out_dir: Path, block_id: int, result: dict) -> Path:
-    """Write ``result`` atomically and reproducibly as the block's .npz file."""
+def save_block(out_dir: str | os.PathLike, block_id: int, result: dict) -> Path:
+    """Write ``result`` atomically and reproducibly as the block's .npz file.
+
+    Parameters
+    ----------
+    out_dir : path
+        The folder of block files.
+    block_id : int
+        The block (names the file, :func:`block_path`).
+    result : dict of str to array
+        Non-empty; keys must be identifiers, arrays must not hold Python objects.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
     if not isinstance(result, dict) or not result:
         raise TypeError(f"process_block({block_id}) must return a non-empty dict of arrays, "
                         f"got {type(result).__name__}")
     final = block_path(out_dir, block_id)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_output(final) as tmp, open(tmp, "wb") as fh:
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for key in sorted(result):
                 if not isinstance(key, str) or not key.isidentifier():
@@ -101,28 +118,11 @@ def _save_block(out_dir: Path, block_id: int, result: dict) -> Path:
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, buf.getvalue())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(out_dir)
     return final
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _run_and_save(process_block: Callable, block_id: int, out_dir: str) -> str:
-    return str(_save_block(Path(out_dir), block_id, process_block(block_id)))
+    return str(save_block(out_dir, block_id, process_block(block_id)))
 
 
 def _check_manifest(out_dir: Path, fingerprint: str, resume: bool) -> None:
@@ -142,10 +142,27 @@ def _check_manifest(out_dir: Path, fingerprint: str, resume: bool) -> None:
     if not resume:
         for old_block in out_dir.glob("block_*.npz"):
             old_block.unlink()
-    tmp = manifest.with_name(f".{MANIFEST_NAME}.tmp")
-    tmp.write_text(json.dumps({"format": _MANIFEST_FORMAT, "fingerprint": fingerprint},
-                              indent=1, sort_keys=True))
-    os.replace(tmp, manifest)
+    write_json_atomic(manifest, {"format": _MANIFEST_FORMAT, "fingerprint": fingerprint},
+                      indent=1, sort_keys=True)
+
+
+#: Dask configuration key of the address the local cluster's dashboard listens on;
+#: ``None`` turns the dashboard off. ``build-decaps`` and ``build-parametric`` set it from
+#: ``--dashboard-address``; scripts use ``dask.config.set({DASHBOARD_ADDRESS_KEY: ...})``.
+DASHBOARD_ADDRESS_KEY = "dustmaps_ext.dashboard_address"
+#: By default the dashboard is reachable from this machine only, on a free port.
+DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:0"
+
+
+def dashboard_address() -> str | None:
+    """Where the local cluster's dashboard listens (``None``: no dashboard).
+
+    The value of the Dask configuration key :data:`DASHBOARD_ADDRESS_KEY`, by default
+    :data:`DEFAULT_DASHBOARD_ADDRESS` (this machine only, never all interfaces).
+    """
+    import dask
+
+    return dask.config.get(DASHBOARD_ADDRESS_KEY, DEFAULT_DASHBOARD_ADDRESS)
 
 
 def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str, np.ndarray]],
@@ -165,7 +182,8 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
         Folder of the block files and of ``manifest.json`` (created if needed).
     scheduler : str, optional
         ``None``: a :class:`distributed.LocalCluster` of ``n_workers`` single-threaded worker
-        processes (dashboard on a free port; a script that uses it needs the usual
+        processes (dashboard on a free port of 127.0.0.1, see :func:`dashboard_address`;
+        a script that uses it needs the usual
         ``if __name__ == "__main__":`` guard, as worker processes are spawned); ``"synchronous"``, ``"threads"`` or ``"processes"``: Dask's local
         schedulers; anything else: the address of a running Dask scheduler
         (e.g. ``"tcp://host:8786"``), whose workers send the results back to this process,
@@ -211,7 +229,7 @@ def run_blocks(block_ids: Sequence[int], process_block: Callable[[int], dict[str
     logger.info("%d %ss: %d already done in %s, %d to run", len(ids), task_name,
                 len(ids) - len(todo), out, len(todo))
     if todo:
-        from tqdm.auto import tqdm
+        from dustmaps_ext.progress import tqdm
 
         with tqdm(total=len(ids), initial=len(ids) - len(todo), disable=not progress,
                   desc=f"{task_name}s", unit=task_name) as bar:
@@ -248,7 +266,7 @@ def _run_distributed(todo, process_block, out, scheduler, n_workers, bar) -> Non
     if scheduler is None:
         cluster = LocalCluster(n_workers=int(n_workers or os.cpu_count() or 1),
                                threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
+                               dashboard_address=dashboard_address())
         client = Client(cluster)
     else:
         client = Client(scheduler)
@@ -257,7 +275,7 @@ def _run_distributed(todo, process_block, out, scheduler, n_workers, bar) -> Non
         try:
             for fut in as_completed(futures):
                 b = futures[fut]
-                _save_block(out, b, fut.result())
+                save_block(out, b, fut.result())
                 bar.update(1)
                 logger.debug("block %d written", b)
         except BaseException:

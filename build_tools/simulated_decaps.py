@@ -14,7 +14,10 @@ from pathlib import Path
 
 import healpy as hp
 import numpy as np
-from tqdm.auto import tqdm
+from dustmaps_ext.progress import tqdm
+
+from dustmaps_ext.formats import decaps as decaps_format
+from dustmaps_ext.healpix import in_lon_lat_box
 
 from .galaxy import SimulatedGalaxy, default_galaxy
 from .writers.decaps import DM_BIN_EDGES, PUBLISHED_CHUNK_PIXELS, create_decaps_release
@@ -23,11 +26,8 @@ __all__ = ["in_decaps_footprint", "footprint_pixels", "simulate_flags", "simulat
            "write_simulated_decaps"]
 
 
-def in_decaps_footprint(l_deg, b_deg) -> np.ndarray:
-    """True inside the DECaPS footprint: 239 < l or l < 6 deg, and |b| < 10 deg."""
-    l_deg = np.mod(np.asarray(l_deg, dtype=float), 360.0)
-    b_deg = np.asarray(b_deg, dtype=float)
-    return ((l_deg > 239.0) | (l_deg < 6.0)) & (np.abs(b_deg) < 10.0)
+#: True inside the DECaPS footprint: 239 < l or l < 6 deg, and |b| < 10 deg (the format's rule).
+in_decaps_footprint = decaps_format.in_footprint
 
 
 def footprint_pixels(nside: int, max_pixels: int | None = None) -> np.ndarray:
@@ -40,7 +40,8 @@ def footprint_pixels(nside: int, max_pixels: int | None = None) -> np.ndarray:
     parents = np.arange(12 * parent_nside ** 2)
     pl, pb = hp.pix2ang(parent_nside, parents, nest=True, lonlat=True)
     margin = 2.5 * np.degrees(hp.nside2resol(parent_nside))
-    near = ((np.mod(pl - 239.0 + margin, 360.0) < 127.0 + 2 * margin) & (np.abs(pb) < 10.0 + margin))
+    (l_lo, l_hi), (b_lo, b_hi) = decaps_format.L_RANGE_DEG, decaps_format.B_RANGE_DEG
+    near = in_lon_lat_box(pl, pb, (l_lo - margin, l_hi + margin), (b_lo - margin, b_hi + margin))
     per_parent = (nside // parent_nside) ** 2
     out = []
     total = 0

@@ -8,6 +8,6 @@ Importing the top-level package is cheap: it does not import numba, h5py or
 astropy until a submodule that needs them is imported.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__"]

@@ -1,8 +1,9 @@
 """SkyCoord in, plain arrays out, and answers back in the coordinates' shape.
 
-The query classes use :func:`galactic_arrays` instead of dustmaps' ``ensure_flat_galactic``
-decorator: it reads Galactic l, b and the distance straight from the (transformed)
-coordinates without building a second SkyCoord, and works for any frame and shape.
+Every query class of the package (DECaPS, Bayestar19, the combined map, Wang et al. 2025)
+uses :func:`galactic_arrays` instead of dustmaps' ``ensure_flat_galactic`` decorator: it
+reads Galactic l, b and the distance straight from the (transformed) coordinates without
+building a second SkyCoord, and works for any frame and shape.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import SkyCoord, UnitSphericalRepresentation
+from astropy.coordinates import SkyCoord, SphericalRepresentation, UnitSphericalRepresentation
 
 __all__ = ["FlatCoords", "galactic_arrays", "restore_shape"]
 
@@ -41,12 +42,15 @@ def galactic_arrays(coords) -> FlatCoords:
         else:
             raise TypeError(f"coords must be an astropy.coordinates.SkyCoord; got {type(coords).__name__}")
     gal = coords if coords.frame.name == "galactic" else coords.transform_to("galactic")
-    sph = gal.spherical
-    l_deg = np.ravel(sph.lon.to_value(u.deg)).astype(np.float64, copy=False)
-    b_deg = np.ravel(sph.lat.to_value(u.deg)).astype(np.float64, copy=False)
+    data = gal.data
+    if not isinstance(data, (SphericalRepresentation, UnitSphericalRepresentation)):
+        data = data.represent_as(SphericalRepresentation)
+    l_deg = np.ravel(data.lon.to_value(u.deg)).astype(np.float64, copy=False)
+    b_deg = np.ravel(data.lat.to_value(u.deg)).astype(np.float64, copy=False)
     d_kpc = None
-    if not isinstance(gal.data, UnitSphericalRepresentation) and sph.distance.unit.physical_type == "length":
-        d_kpc = np.ravel(sph.distance.to_value(u.kpc)).astype(np.float64, copy=False)
+    if isinstance(data, SphericalRepresentation) and data.distance.unit.physical_type == "length":
+        d_kpc = np.ravel(data.distance.to_value(u.kpc)).astype(np.float64, copy=False)
+        d_kpc = np.broadcast_to(d_kpc, l_deg.shape) if d_kpc.size == 1 else d_kpc
     return FlatCoords(l_deg, b_deg, d_kpc, tuple(coords.shape), bool(coords.isscalar))
 
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from ._core.modes import BAYESTAR_MODES
-from ._io.bayestar19 import inspect_bayestar19_file, load_bayestar19
-from ._voxel_map import VoxelDustMap
+from ._io.bayestar19 import default_map_path, inspect_bayestar19_file, load_bayestar19
+from ._pickle import ReopenByPath
 from ._io.fetchers import fetch_bayestar2019 as fetch
-from ._io.layouts import MapFileError
+from ._voxel_map import VoxelDustMap, check_max_samples
+from .errors import MapFileError
 
 __all__ = ["Bayestar19Query", "default_map_path", "fetch", "BAYESTAR19_TO_EBV",
            "BAYESTAR19_TO_EBV_RZ", "MapFileError"]
@@ -38,28 +37,7 @@ BAYESTAR19_TO_EBV = 0.884
 BAYESTAR19_TO_EBV_RZ = 0.996
 
 
-def default_map_path() -> Path:
-    """``<dustmaps data_dir>/bayestar/bayestar2019.h5``, where dustmaps' BayestarQuery looks.
-
-    Raises
-    ------
-    FileNotFoundError
-        If it is not there; the message says how to download it.
-    """
-    from dustmaps.std_paths import data_dir
-
-    path = Path(data_dir()) / "bayestar" / "bayestar2019.h5"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"The Bayestar19 map is not in the dustmaps data directory: {path} is missing.\n"
-            "Download it with:\n\n    import dustmaps_ext.bayestar\n    dustmaps_ext.bayestar.fetch()\n\n"
-            "or from the shell: dustmaps-ext fetch bayestar2019\n"
-            "To use another data directory: from dustmaps.config import config; "
-            "config['data_dir'] = '/path/to/data'")
-    return path
-
-
-class Bayestar19Query(VoxelDustMap):
+class Bayestar19Query(ReopenByPath, VoxelDustMap):
     """Bayestar19, loaded into RAM, answering as dustmaps' ``BayestarQuery`` does.
 
     Parameters
@@ -84,18 +62,9 @@ class Bayestar19Query(VoxelDustMap):
         super().__init__()
         path = Path(map_fname) if map_fname is not None else default_map_path()
         self._info = inspect_bayestar19_file(path)
-        if max_samples is not None:
-            if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)):
-                raise TypeError(f"max_samples must be an integer; got {max_samples!r}")
-            if not 1 <= max_samples <= self._info.n_samples:
-                raise ValueError(f"max_samples must be between 1 and {self._info.n_samples} "
-                                 f"(the samples in {path.name}); got {max_samples}")
-        self._store = load_bayestar19(self._info, n_samples=max_samples, progress=progress)
-
-    @property
-    def map_fname(self) -> Path:
-        """The file this object reads."""
-        return self._info.path
+        n_samples = check_max_samples(max_samples, self._info.n_samples, path)
+        self._store = load_bayestar19(self._info, n_samples=n_samples, progress=progress)
+        self._remember_init(map_fname=self._info.path, max_samples=max_samples, progress=progress)
 
     @property
     def n_samples(self) -> int:

@@ -1,19 +1,193 @@
-"""The ``dustmaps-ext`` command line: ``demo``, ``fetch`` and ``plot``.
+"""The ``dustmaps-ext`` command line (``demo``, ``fetch``, ``plot``), and the pieces that every
+command line of the package shares.
 
-Each sub-command is registered by one ``_register_*`` function below and runs a
-handler that imports what it needs lazily, so ``dustmaps-ext --help`` is instant.
-This module (and only this module) prints to standard output.
+Each sub-command is registered by one ``_register_*`` function below and runs a handler that
+imports what it needs lazily, so ``--help`` imports nothing heavy (no numpy, astropy, numba).
+This module prints to standard output; the library never does.
+
+The shared pieces, used by ``dustmaps-ext`` and by the build commands ``build-decaps`` and
+``build-parametric`` alike, give the three one command line:
+
+* :func:`add_common_options`: ``-v/--verbose`` and ``-q/--quiet`` (accepted before or after
+  a sub-command) and ``--version``;
+* :func:`configure_logging`: the log level they ask for, with Dask's own INFO lines only at
+  ``-vv``;
+* :func:`run_command`: expected errors (bad input, missing or malformed files, failed
+  downloads) end as one line on standard error, naming command-line flags rather than
+  Python keywords, with exit status 2; ``-vv`` shows the traceback instead;
+* :func:`require_build_extra`: a build command without its optional dependencies stops
+  with one line naming the extra to install.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import re
 import sys
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "add_common_options", "verbosity", "configure_logging",
+           "run_command", "require_build_extra", "flag_message",
+           "BUILD_EXTRA_MODULES", "EXIT_ERROR"]
+
+#: Exit status of a command that stops on an expected error (argparse's usage errors too).
+EXIT_ERROR = 2
+
+#: The modules of the ``build`` extra (``pip install "dustmaps_ext[build]"``).
+BUILD_EXTRA_MODULES = ("dask", "distributed", "threadpoolctl", "pyarrow")
+
+#: Python keywords in library messages and the ``dustmaps-ext`` flags that set them.
+_FETCH_FLAGS = {"clobber=True": "--clobber", "silence_warnings=True": "--yes",
+                "repack=False": "--no-repack", "keep_original=False": "--delete-original",
+                "progress=False": "--no-progress", "base_url": "--base-url"}
+
+
+def _version() -> str:
+    from ._version import __version__
+
+    return __version__
+
+
+def add_common_options(parser: argparse.ArgumentParser, *, subcommand: bool = False) -> None:
+    """Add ``-v/--verbose``, ``-q/--quiet`` (and, on a top-level parser, ``--version``).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser of a command or of one of its sub-commands.
+    subcommand : bool
+        ``True`` for a sub-command's parser: the options then add to what was given before
+        the sub-command (``dustmaps-ext -v fetch ... -v`` is ``-vv``) instead of resetting it.
+    """
+    # argparse parses a sub-command into a namespace of its own and copies it over the
+    # command's: separate names keep a count given before the sub-command from being reset
+    suffix = "_after_command" if subcommand else ""
+    default = argparse.SUPPRESS if subcommand else 0
+    parser.add_argument("-v", "--verbose", action="count", default=default, dest="verbose" + suffix,
+                        help="log more: -v progress messages, -vv debug messages, Dask's own "
+                             "log and the traceback of an error")
+    parser.add_argument("-q", "--quiet", action="count", default=default, dest="quiet" + suffix,
+                        help="log errors only (no warnings)")
+    if not subcommand:
+        prog = parser.prog
+        parser.add_argument("--version", action="version", version=f"{prog} {_version()}",
+                            help="print the version and exit")
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """``-v`` count minus ``-q`` count (0: warnings and errors only)."""
+    return sum(int(getattr(args, name, 0)) * sign for name, sign in (
+        ("verbose", 1), ("verbose_after_command", 1), ("quiet", -1), ("quiet_after_command", -1)))
+
+
+def configure_logging(level_of_detail: int) -> None:
+    """Log at the level :func:`verbosity` asks for, Dask's INFO lines only at ``-vv``.
+
+    Dask's ``distributed`` logs every worker start and stop at INFO level through its own
+    handler; below ``-vv`` its loggers show warnings and errors only, here and (through
+    Dask's configuration, which the local cluster passes on) in worker processes.
+    """
+    level = (logging.ERROR if level_of_detail < 0 else logging.WARNING if level_of_detail == 0
+             else logging.INFO if level_of_detail == 1 else logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(level)
+    dask_level = level if level_of_detail >= 2 else max(level, logging.WARNING)
+    for name in ("distributed", "dask", "bokeh", "tornado"):
+        logging.getLogger(name).setLevel(dask_level)
+    _quiet_dask_workers(logging.getLevelName(dask_level).lower())
+
+
+def _quiet_dask_workers(level_name: str) -> None:
+    """Tell Dask (and the worker processes it starts) the log level of ``distributed``."""
+    import os
+
+    # worker processes configure their logging from Dask's config when they import
+    # distributed; the environment variable reaches them before that, the config after.
+    # Bokeh (the dashboard) sets its logger's level from its own variable when imported.
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = level_name
+    os.environ["BOKEH_PY_LOG_LEVEL"] = "debug" if level_name == "debug" else "error"
+    dask = sys.modules.get("dask")
+    if dask is not None and hasattr(dask, "config"):
+        dask.config.set({"logging.distributed": level_name})
+
+
+def flag_message(message: str, flags: Mapping[str, str]) -> str:
+    """``message`` on one line, with the Python keywords of ``flags`` replaced by their flags.
+
+    >>> flag_message("pass resume=False to start over", {"resume=False": "--restart"})
+    'pass --restart to start over'
+    """
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    for keyword, flag in flags.items():
+        text = re.sub(rf"(?<![\w.-]){re.escape(keyword)}(?![\w])", flag, text)
+    return text
+
+
+def _expected(exc: BaseException) -> bool:
+    """Whether ``exc`` is an error of the input, the files or the network (not a bug)."""
+    if isinstance(exc, (OSError, ValueError, RuntimeError)):
+        return True
+    # MapFileError and the other errors of dustmaps subclass dustmaps' Error; if dustmaps
+    # was never imported, no such error can have been raised
+    dustexceptions = sys.modules.get("dustmaps.dustexceptions")
+    return dustexceptions is not None and isinstance(exc, dustexceptions.Error)
+
+
+def run_command(prog: str, run: Callable[[], int | None], level_of_detail: int = 0, *,
+                flags: Mapping[str, str] | None = None) -> int:
+    """Run a command's work; expected errors become one line and exit status 2.
+
+    Parameters
+    ----------
+    prog : str
+        Command name that starts the error line (``"build-decaps"``, ``"dustmaps-ext fetch"``).
+    run : callable
+        The work; returns the exit status (``None``: 0).
+    level_of_detail : int
+        :func:`verbosity`; at 2 (``-vv``) and above errors keep their traceback.
+    flags : mapping, optional
+        Python keywords that library messages may name (``"resume=False"``) and the flags
+        that set them (``"--restart"``), see :func:`flag_message`.
+
+    Returns
+    -------
+    int
+        The exit status: ``run``'s, :data:`EXIT_ERROR` for an expected error, 130 when
+        interrupted (Ctrl-C).
+    """
+    # dustmaps warns on import when ~/.dustmapsrc does not exist; its default is fine here
+    warnings.filterwarnings("ignore", message="Configuration file not found")
+    try:
+        return int(run() or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001  (sorted below: bugs keep their traceback)
+        if level_of_detail >= 2 or not _expected(exc):
+            raise
+        text = flag_message(str(exc), flags or {}) or type(exc).__name__
+        print(f"{prog}: error: {text}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def require_build_extra(prog: str) -> None:
+    """Raise a ValueError naming the ``build`` extra when one of its modules is missing."""
+    missing = []
+    for name in BUILD_EXTRA_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise ValueError(f"{prog} needs the optional dependencies of the build extra (missing: "
+                        f"{', '.join(missing)}); install them with: "
+                        'pip install "dustmaps_ext[build]"')
 
 
 def _register_demo(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +200,7 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    print(run_demo(png_path=args.output, progress=args.verbose > 0))
+    print(run_demo(png_path=args.output, progress=verbosity(args) > 0))
     return 0
 
 
@@ -75,33 +249,40 @@ def _register_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
-    from ._io import fetchers
-    from ._io.download import format_bytes
-
     if args.target == "decaps" and args.region:
-        path = fetchers.fetch_decaps(mean_only=args.mean_only, silence_warnings=args.yes,
-                                     clobber=args.clobber, base_url=args.base_url,
-                                     progress=args.progress, region=args.region)
+        from .decaps import fetch as fetch_decaps
+
+        path = fetch_decaps(mean_only=args.mean_only, silence_warnings=args.yes,
+                            clobber=args.clobber, base_url=args.base_url,
+                            progress=args.progress, region=args.region)
         print(f"DECaPS cutout ready: {path}")
     elif args.target == "decaps":
-        path = fetchers.fetch_decaps(mean_only=args.mean_only, silence_warnings=args.yes,
-                                     clobber=args.clobber, repack=args.repack,
-                                     base_url=args.base_url, progress=args.progress,
-                                     keep_original=args.keep_original)
+        from .decaps import fetch as fetch_decaps
+        from .formats import decaps
+
+        path = fetch_decaps(mean_only=args.mean_only, silence_warnings=args.yes,
+                            clobber=args.clobber, repack=args.repack,
+                            base_url=args.base_url, progress=args.progress,
+                            keep_original=args.keep_original)
         print(f"DECaPS map ready: {path}")
-        original, repacked = fetchers.decaps_paths(args.mean_only)
+        original, _ = decaps.decaps_paths(args.mean_only)
         if args.repack and original.exists():
-            print(f"The published file {original} ({format_bytes(original.stat().st_size)}) was "
+            size_gb = original.stat().st_size / 1e9
+            print(f"The published file {original} ({size_gb:.1f} GB) was "
                   "kept; the queries read the repacked file, so you may delete it to free that "
                   "space.")
         elif args.repack:
             print(f"The published file {original.name} is not kept (--delete-original).")
     elif args.target == "wang2025":
-        path = fetchers.fetch_wang2025(clobber=args.clobber, url=args.url, progress=args.progress)
+        from .wang2025 import fetch as fetch_wang2025
+
+        path = fetch_wang2025(clobber=args.clobber, url=args.url, progress=args.progress)
         print(f"Wang et al. (2025) map ready: {path}")
     else:
-        path = fetchers.fetch_bayestar2019(clobber=args.clobber, base_url=args.base_url,
-                                           silence_warnings=args.yes, progress=args.progress)
+        from .bayestar import fetch as fetch_bayestar2019
+
+        path = fetch_bayestar2019(clobber=args.clobber, base_url=args.base_url,
+                                  silence_warnings=args.yes, progress=args.progress)
         print(f"Bayestar19 map ready: {path}")
     return 0
 
@@ -141,7 +322,8 @@ def _plot_disk(targets: argparse._SubParsersAction) -> None:
                         help="which map answers where both have a pixel (default: %(default)s)")
     common.add_argument("--bayestar-to-ebv", type=float, default=0.884,
                         help="E(B-V) per Bayestar19 unit: 0.884 (E(g-r), default) or 0.996 (E(r-z))")
-    common.add_argument("--mode", choices=("mean", "median"), default="mean")
+    common.add_argument("--mode", choices=("mean", "median"), default="mean",
+                        help="statistic of the map's samples drawn (default: %(default)s)")
     common.add_argument("--output", "-o", required=True, help="image file to write (PNG, PDF, ...)")
     common.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bars while maps load")
@@ -155,8 +337,10 @@ def _plot_disk(targets: argparse._SubParsersAction) -> None:
     s = targets.add_parser("strip", parents=[common], help="E(B-V) to a distance over |b| < 10 deg")
     s.add_argument("--distance", type=float, required=True, help="distance, kpc")
     s.add_argument("--step", type=float, default=0.25, help="pixel size, deg (default: %(default)s)")
-    s.add_argument("--l-min", type=float, default=0.0)
-    s.add_argument("--l-max", type=float, default=360.0)
+    s.add_argument("--l-min", type=float, default=0.0,
+                   help="first Galactic longitude, deg (default: %(default)s)")
+    s.add_argument("--l-max", type=float, default=360.0,
+                   help="last Galactic longitude, deg (default: %(default)s)")
     s.set_defaults(handler=_run_plot_disk)
 
 
@@ -197,38 +381,50 @@ def _register_plot(sub: argparse._SubParsersAction) -> None:
         add_target(targets)
 
 
+def _register_query(sub: argparse._SubParsersAction) -> None:
+    from ._query_cli import add_query_parser
+
+    add_query_parser(sub)
+
+
 # Sub-commands, in the order they appear in --help. Features add their own here.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_demo,
     _register_fetch,
+    _register_query,
     _register_plot,
 ]
+
+
+def _add_common_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Give every sub-command (at any depth) ``-v`` and ``-q``, so they work after it too."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                if "--verbose" not in subparser._option_string_actions:
+                    add_common_options(subparser, subcommand=True)
+                _add_common_options_everywhere(subparser)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dustmaps-ext`` argument parser."""
     parser = argparse.ArgumentParser(prog="dustmaps-ext", description="Query, fetch and plot the "
                                      "DECaPS and Wang et al. (2025) 3D dust maps.")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log progress (-v: info, -vv: debug)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    add_common_options(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in _REGISTRARS:
         register(sub)
+    _add_common_options_everywhere(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    # dustmaps warns on import when ~/.dustmapsrc does not exist; its default is fine here
-    warnings.filterwarnings("ignore", message="Configuration file not found")
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.handler(args) or 0)
-    except (FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
-        print(f"dustmaps-ext {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    level_of_detail = verbosity(args)
+    configure_logging(level_of_detail)
+    prog = f"dustmaps-ext {args.command}"
+    return run_command(prog, lambda: args.handler(args), level_of_detail, flags=_FETCH_FLAGS)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,7 @@ import numpy as np
 from dustmaps.map_base import DustMap
 
 from ._coords import galactic_arrays, restore_shape
+from ._pickle import ReopenByPath
 from ._core.modes import as_generator, check_mode, parse_pct
 from ._core.pixels import PixelIndex, lb_to_nested, nested_to_lb, stable_order
 from ._core.los import place_scaled
@@ -138,14 +139,14 @@ class _DustmapsBayestarSource:
 
 
 def _is_decaps_query(obj) -> bool:
-    from .decaps import _DECaPSBase
+    from .decaps import DECaPSQuery, DECaPSQueryLite
 
-    return isinstance(obj, _DECaPSBase)
+    return isinstance(obj, (DECaPSQuery, DECaPSQueryLite))
 
 
 def _open_decaps(decaps, progress: bool):
-    from .decaps import DECaPSQuery, DECaPSQueryLite, default_map_path
-    from ._io.layouts import inspect_decaps_file
+    from ._io.decaps import default_map_path, inspect_decaps_file
+    from .decaps import DECaPSQuery, DECaPSQueryLite
 
     if decaps is None:
         decaps = default_map_path()
@@ -163,16 +164,18 @@ def _bayestar_source(bayestar, mode_map: dict, scale: float, progress: bool):
     from dustmaps.bayestar import BayestarQuery
 
     from .bayestar import Bayestar19Query
-    from ._core.modes import BAYESTAR_MODES
 
     if bayestar is None or isinstance(bayestar, (str, Path)):
         bayestar = Bayestar19Query(bayestar, progress=progress)
     if isinstance(bayestar, Bayestar19Query):
-        return _StoreSource("bayestar", bayestar._store, BAYESTAR_MODES, mode_map, scale)
-    if isinstance(bayestar, BayestarQuery):
-        return _DustmapsBayestarSource(bayestar, mode_map, scale)
-    raise TypeError("bayestar must be a file name, a dustmaps_ext.bayestar.Bayestar19Query or a "
-                    f"dustmaps.bayestar.BayestarQuery; got {type(bayestar).__name__}")
+        source = _StoreSource("bayestar", bayestar.store, bayestar.valid_modes, mode_map, scale)
+    elif isinstance(bayestar, BayestarQuery):
+        source = _DustmapsBayestarSource(bayestar, mode_map, scale)
+    else:
+        raise TypeError("bayestar must be a file name, a dustmaps_ext.bayestar.Bayestar19Query or a "
+                        f"dustmaps.bayestar.BayestarQuery; got {type(bayestar).__name__}")
+    source.query_object = bayestar  # what the combined map pickles (by path for ours)
+    return source
 
 
 def _flag_dtype(has_dist: bool, per_bin: bool, n_dist: int) -> np.dtype:
@@ -186,7 +189,7 @@ def _flag_dtype(has_dist: bool, per_bin: bool, n_dist: int) -> np.dtype:
     return np.dtype(fields)
 
 
-class BayestarDECaPSQuery(DustMap):
+class BayestarDECaPSQuery(ReopenByPath, DustMap):
     """DECaPS and Bayestar19 as one map of E(B-V) over the whole Galactic disk.
 
     Parameters
@@ -239,8 +242,8 @@ class BayestarDECaPSQuery(DustMap):
         self.prefer = prefer
         self.bayestar_to_ebv = scale
         self._decaps_query = _open_decaps(decaps, progress)
-        self._decaps = _StoreSource("decaps", self._decaps_query._store,
-                                    self._decaps_query._valid_modes, {}, 1.0)
+        self._decaps = _StoreSource("decaps", self._decaps_query.store,
+                                    self._decaps_query.valid_modes, {}, 1.0)
         self._bayestar = _bayestar_source(bayestar, {"mean": bayestar_mean}, scale, progress)
         if not np.array_equal(self._decaps.edges, self._bayestar.edges):
             raise ValueError("the DECaPS and Bayestar19 files have different distance-modulus "
@@ -250,6 +253,10 @@ class BayestarDECaPSQuery(DustMap):
         self.valid_modes = tuple(m for m in COMBINED_MODES if m in self._decaps.valid_modes)
         self.n_samples = (min(self._decaps.n_samples, self._bayestar.n_samples)
                           if "samples" in self.valid_modes else 0)
+        # pickles as the two query objects (each by path) and the options
+        self._remember_init(decaps=self._decaps_query, bayestar=self._bayestar.query_object,
+                            bayestar_to_ebv=scale, prefer=prefer, bayestar_mean=bayestar_mean,
+                            progress=progress)
 
     # ------------------------------------------------------------------ coverage
     def _rows(self, source, pix_fine: np.ndarray) -> np.ndarray:

@@ -18,91 +18,30 @@ import logging
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from ._core.modes import ALL_MODES
-from ._io.layouts import (MapFileError, MappedStore, PublishedRowStore, default_repacked_path,
-                          inspect_decaps_file, load_in_memory)
-from ._voxel_map import VoxelDustMap
+from ._io.cutout import CutoutCoverage
+from ._io.decaps import (
+    MEAN_AND_SAMPLES,
+    MEAN_ONLY,
+    MappedStore,
+    PublishedRowStore,
+    default_map_path,
+    inspect_decaps_file,
+    load_in_memory,
+    repack,
+)
+from ._pickle import ReopenByPath
 from ._io.fetchers import fetch_decaps as fetch
-from ._io.layouts import repack as _repack
-from ._io.cutout import CutoutCoverage, OutsideFetchedRegionError
+from ._voxel_map import VoxelDustMap, check_max_samples
+from .errors import LayoutPerformanceWarning, MapFileError, OutsideFetchedRegionError
 
 __all__ = ["DECaPSQuery", "DECaPSQueryLite", "fetch", "repack", "default_map_path", "MapFileError",
-           "LayoutPerformanceWarning", "OutsideFetchedRegionError"]
+           "LayoutPerformanceWarning", "MEAN_AND_SAMPLES", "MEAN_ONLY", "OutsideFetchedRegionError"]
 
 logger = logging.getLogger(__name__)
 
-MEAN_AND_SAMPLES = "decaps_mean_and_samples.h5"
-MEAN_ONLY = "decaps_mean.h5"
 
-
-class LayoutPerformanceWarning(UserWarning):
-    """A query class reads a layout that is slow for it (the published one, for the Lite class)."""
-
-
-def _decaps_dir() -> Path:
-    from dustmaps.std_paths import data_dir
-
-    return Path(data_dir()) / "decaps"
-
-
-def default_map_path(mean_only: bool = False) -> Path:
-    """The DECaPS file a query class opens when given no file name.
-
-    Looks in ``dustmaps.config['data_dir']/decaps/`` for, in order, the repacked and the
-    published file of the requested kind (for ``mean_only``, the mean file first, then the
-    mean-and-samples file), and last for a region cutout (``fetch(region=...)``).
-
-    Raises
-    ------
-    FileNotFoundError
-        If none is there; the message says how to download it.
-    """
-    names = [MEAN_ONLY, MEAN_AND_SAMPLES] if mean_only else [MEAN_AND_SAMPLES]
-    folder = _decaps_dir()
-    candidates = []
-    for name in names:
-        candidates += [default_repacked_path(folder / name), folder / name]
-    candidates += [folder / f"{Path(name).stem}_cutout.h5" for name in names]
-    for path in candidates:
-        if path.is_file():
-            return path
-    how = "dustmaps_ext.decaps.fetch(mean_only=True)" if mean_only else "dustmaps_ext.decaps.fetch()"
-    raise FileNotFoundError(
-        f"The DECaPS map is not in the dustmaps data directory ({folder}); looked for "
-        + ", ".join(p.name for p in candidates)
-        + f".\nDownload it with:\n\n    import dustmaps_ext.decaps\n    {how}\n\n"
-        "or from the shell: dustmaps-ext fetch decaps" + (" --mean-only" if mean_only else "")
-        + "\nTo use another data directory: from dustmaps.config import config; "
-        "config['data_dir'] = '/path/to/data'")
-
-
-def repack(src, dst=None, *, progress: bool = True) -> Path:
-    """Convert a published DECaPS file into the fast pixel-major layout.
-
-    Streams the source with bounded memory (one published chunk row, ~290 MB), shows a
-    progress bar, and resumes after an interruption; ``dst`` appears only when complete.
-    See :func:`dustmaps_ext._io.layouts.repack`.
-
-    Parameters
-    ----------
-    src : str or Path
-        Published-layout file.
-    dst : str or Path, optional
-        Output; default ``<src stem>_repacked.h5`` beside ``src``.
-    progress : bool
-        Show a tqdm progress bar.
-
-    Returns
-    -------
-    Path
-        The repacked file.
-    """
-    return _repack(src, dst, progress=progress)
-
-
-class _DECaPSBase(VoxelDustMap):
+class _DECaPSBase(ReopenByPath, VoxelDustMap):
     """What both query classes share: file resolution, modes and the query itself."""
 
     _store = None
@@ -117,11 +56,6 @@ class _DECaPSBase(VoxelDustMap):
         self._mean_only = bool(mean_only)
         self._valid_modes = ("mean",) if mean_only else ALL_MODES
         self._coverage = CutoutCoverage.of_file(path, self._info.nside, outside_regions)
-
-    @property
-    def map_fname(self) -> Path:
-        """The file this object reads."""
-        return self._info.path
 
     @property
     def n_samples(self) -> int:
@@ -211,21 +145,14 @@ class DECaPSQuery(_DECaPSBase):
     def __init__(self, map_fname=None, max_samples: int | None = None, mean_only: bool = False,
                  *, progress: bool = True, outside_regions: str = "raise") -> None:
         super().__init__(map_fname, mean_only, outside_regions)
-        available = self._info.n_samples
-        if mean_only:
-            n_samples = 0
-        elif max_samples is None:
-            n_samples = available
-        else:
-            if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)):
-                raise TypeError(f"max_samples must be an integer; got {max_samples!r}")
-            if not 1 <= max_samples <= available:
-                raise ValueError(f"max_samples must be between 1 and {available} (the samples in "
-                                 f"{self._info.path.name}); got {max_samples}")
-            n_samples = int(max_samples)
+        n_samples = 0 if mean_only else check_max_samples(max_samples, self._info.n_samples,
+                                                          self._info.path)
         logger.info("loading %s into RAM (%.2f GB)", self._info.path,
                     self._info.n_pix * (1 + n_samples) * self._info.n_dist * 2 / 1e9)
         self._store = load_in_memory(self._info, n_samples=n_samples, progress=progress)
+        self._remember_init(map_fname=self._info.path, max_samples=max_samples,
+                            mean_only=self._mean_only, progress=progress,
+                            outside_regions=outside_regions)
 
 
 class DECaPSQueryLite(_DECaPSBase):
@@ -267,3 +194,5 @@ class DECaPSQueryLite(_DECaPSBase):
                 "decompresses hundreds of MB; run dustmaps_ext.decaps.repack() once to make "
                 "DECaPSQueryLite fast", LayoutPerformanceWarning, stacklevel=2)
             self._store = PublishedRowStore(self._info, mean_only=mean_only)
+        self._remember_init(map_fname=self._info.path, mean_only=self._mean_only,
+                            chunk_coords=chunk_coords, outside_regions=outside_regions)

@@ -14,13 +14,15 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
 
+from ._io.decaps import B_RANGE_DEG, L_RANGE_DEG
+
 __all__ = ["plane_of_sky_grid", "plot_plane_of_sky", "plot_wang2025_sightline"]
 
 _CLOUD_COLOURS = ("tab:blue", "tab:green", "tab:purple", "tab:orange")
 
 
-def plane_of_sky_grid(query, distance_kpc: float, *, l_range_deg=(239.0, 366.0),
-                      b_range_deg=(-10.0, 10.0), step_deg: float = 0.25, mode: str = "mean"):
+def plane_of_sky_grid(query, distance_kpc: float, *, l_range_deg=L_RANGE_DEG,
+                      b_range_deg=B_RANGE_DEG, step_deg: float = 0.25, mode: str = "mean"):
     """E(B-V) of a map on a regular (l, b) grid at one distance.
 
     Parameters
@@ -54,8 +56,8 @@ def plane_of_sky_grid(query, distance_kpc: float, *, l_range_deg=(239.0, 366.0),
     return l_axis, b_axis, ebv
 
 
-def plot_plane_of_sky(query, distances_kpc: Sequence[float], *, l_range_deg=(239.0, 366.0),
-                      b_range_deg=(-10.0, 10.0), step_deg: float = 0.25, mode: str = "mean",
+def plot_plane_of_sky(query, distances_kpc: Sequence[float], *, l_range_deg=L_RANGE_DEG,
+                      b_range_deg=B_RANGE_DEG, step_deg: float = 0.25, mode: str = "mean",
                       vmax: float | None = None, title: str | None = None):
     """Panels of plane-of-sky E(B-V) out to each distance (one panel per distance).
 

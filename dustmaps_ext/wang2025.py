@@ -27,11 +27,29 @@ from pathlib import Path
 import numpy as np
 from dustmaps.map_base import DustMap
 
-from ._core.parametric import (CLOUD_MIN_COLUMN, COMPONENT_FIELDS, N_CLOUDS, RECORD_FIELDS,
-                               RELEASE_MIN_POINTS, cloud_profiles, evaluate, parallel_slot)
+from ._coords import galactic_arrays
+from ._core.parametric import (
+    CLOUD_MIN_COLUMN,
+    COMPONENT_FIELDS,
+    N_CLOUDS,
+    RECORD_FIELDS,
+    RELEASE_MIN_POINTS,
+    cloud_profiles,
+    evaluate,
+    parallel_slot,
+)
 from ._core.pixels import lb_to_ring
 from ._io.fetchers import fetch_wang2025 as fetch
-from ._io.parametric_table import NSIDE, convert_fits_table, open_table
+from ._io.files import missing_map_error
+from ._io.wang2025 import (
+    NSIDE,
+    convert_table,
+    default_fits_path,
+    default_table_path,
+    open_table,
+    wang2025_dir,
+)
+from ._pickle import ReopenByPath
 
 __all__ = ["Wang2025Query", "fetch", "convert_table", "default_table_path", "default_fits_path",
            "COMPONENT_DTYPE"]
@@ -40,51 +58,6 @@ logger = logging.getLogger(__name__)
 
 #: dtype of the structured array returned by ``query(..., return_components=True)``.
 COMPONENT_DTYPE = np.dtype([(name, dt) for name, dt in COMPONENT_FIELDS])
-
-def _map_dir() -> Path:
-    from dustmaps.std_paths import data_dir
-
-    return Path(data_dir()) / "wang2025"
-
-
-def default_fits_path() -> Path:
-    """Where :func:`fetch` puts the released table: ``<dustmaps data_dir>/wang2025/data_v3.fits``."""
-    return _map_dir() / "data_v3.fits"
-
-
-def default_table_path() -> Path:
-    """The converted table: ``<dustmaps data_dir>/wang2025/data_v3_columns.h5``."""
-    return _map_dir() / "data_v3_columns.h5"
-
-
-def convert_table(src: str | os.PathLike, dst: str | os.PathLike | None = None, *,
-                  progress: bool = True) -> Path:
-    """Convert a released ``data_v3.fits`` table once into the memory-mapped layout.
-
-    Parameters
-    ----------
-    src : path
-        The uncompressed FITS table.
-    dst : path, optional
-        Output file; default :func:`default_table_path`. Written atomically (temporary
-        name, then :func:`os.replace`), replacing an existing file.
-    progress : bool
-        Show a progress bar.
-
-    Returns
-    -------
-    pathlib.Path
-        The converted file.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``src`` does not exist.
-    ValueError
-        If ``src`` lacks columns or does not have 12,582,912 rows (the error names them).
-    """
-    dst = default_table_path() if dst is None else Path(dst)
-    return convert_fits_table(src, dst, progress=progress)
 
 
 def _resolve_map(map_fname) -> Path:
@@ -97,9 +70,9 @@ def _resolve_map(map_fname) -> Path:
         if fits_path.is_file():
             logger.warning("converting %s once into %s (about a minute)", fits_path, converted)
             return convert_table(fits_path, converted, progress=False)
-        raise FileNotFoundError(
-            f"the Wang et al. (2025) map is not in {_map_dir()}: download it with "
-            "dustmaps_ext.wang2025.fetch()")
+        raise missing_map_error("Wang et al. (2025) map", f" ({wang2025_dir()})",
+                                "dustmaps_ext.wang2025", "dustmaps_ext.wang2025.fetch()",
+                                "dustmaps-ext fetch wang2025")
     path = Path(map_fname)
     if path.suffix.lower() in (".fits", ".fit"):
         converted = path.with_name(path.stem + "_columns.h5")
@@ -125,7 +98,7 @@ def _as_structured(res: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.nda
     return out.reshape(shape)
 
 
-class Wang2025Query(DustMap):
+class Wang2025Query(ReopenByPath, DustMap):
     """Query the parametric 3D dust map of Wang et al. (2025).
 
     Parameters
@@ -155,6 +128,7 @@ class Wang2025Query(DustMap):
     def __init__(self, map_fname: str | os.PathLike | None = None):
         super().__init__()
         self._table = open_table(_resolve_map(map_fname))
+        self._remember_init(map_fname=Path(self._table.path))
 
     def _release_block(self, first_row: int, stop_row: int) -> None:
         keep = self.resident_bytes // sum(r.strides[0] for r in self._table.records)
@@ -221,12 +195,8 @@ class Wang2025Query(DustMap):
         coordinates. A NaN distance means "no distance" (the maximum reliable distance),
         as in dustmaps3d.
         """
-        from astropy.coordinates import SkyCoord
-
-        if not isinstance(coords, SkyCoord):
-            raise TypeError("coords must be an astropy.coordinates.SkyCoord")
-        l_deg, b_deg, d_kpc = _galactic_arrays(coords)
-        return self._query_flat(l_deg, b_deg, d_kpc, coords.shape, return_components)
+        flat = galactic_arrays(coords)
+        return self._query_flat(flat.l_deg, flat.b_deg, flat.d_kpc, flat.shape, return_components)
 
     def query_lbd(self, l, b, d=None, return_components: bool = False):
         """Query with plain arrays, like ``dustmaps3d.dustmaps3d(l, b, d)``.
@@ -336,21 +306,3 @@ class Wang2025Query(DustMap):
             "scale_height": par["span_0"], "n_clouds": sum(c["significant"] for c in clouds),
             "clouds": clouds,
         }
-
-
-def _galactic_arrays(coords):
-    """Flat Galactic l, b (deg) and distance (kpc, or None) of a SkyCoord of any frame."""
-    import astropy.units as u
-    from astropy.coordinates import SphericalRepresentation, UnitSphericalRepresentation
-
-    gal = coords if coords.frame.name == "galactic" else coords.transform_to("galactic")
-    data = gal.data
-    if not isinstance(data, (SphericalRepresentation, UnitSphericalRepresentation)):
-        data = data.represent_as(SphericalRepresentation)
-    l_deg = np.ravel(data.lon.to_value(u.deg)).astype(np.float64, copy=False)
-    b_deg = np.ravel(data.lat.to_value(u.deg)).astype(np.float64, copy=False)
-    d_kpc = None
-    if isinstance(data, SphericalRepresentation) and data.distance.unit.physical_type == "length":
-        d_kpc = np.ravel(data.distance.to_value(u.kpc)).astype(np.float64, copy=False)
-        d_kpc = np.broadcast_to(d_kpc, l_deg.shape) if d_kpc.size == 1 else d_kpc
-    return l_deg, b_deg, d_kpc

@@ -16,7 +16,7 @@ from dustmaps_ext_build.writers.bayestar import write_simulated_bayestar19
 from dustmaps_ext_build.writers.decaps import DM_BIN_EDGES
 from dustmaps_ext._core import los
 from dustmaps_ext._core.pixels import PixelIndex
-from tests.reference import interpolate_like_dustmaps, quiet
+from helpers.reference import interpolate_like_dustmaps, quiet
 from dustmaps_ext.bayestar import Bayestar19Query, MapFileError, default_map_path
 
 MODES = [("mean", None), ("best", None), ("median", None), ("samples", None),

@@ -23,7 +23,7 @@ from dustmaps_ext_build.writers.bayestar import write_bayestar19, write_simulate
 from dustmaps_ext.bayestar import Bayestar19Query
 from dustmaps_ext.combined import BayestarDECaPSQuery
 from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, repack
-from tests.reference import quiet
+from helpers.reference import quiet
 
 DECAPS_NSIDE = 64
 B19_NSIDES = (32, 64, 128)

@@ -8,7 +8,7 @@ import pytest
 
 from dustmaps_ext._core import los
 from dustmaps_ext._core.modes import draw_key, per_pixel_draw
-from tests.reference import interpolate_like_dustmaps
+from helpers.reference import interpolate_like_dustmaps
 from dustmaps_ext._core.pixels import PixelIndex, lb_to_nested, lb_to_ring, stable_order
 
 

@@ -1,7 +1,7 @@
 """DECaPS region cutouts over HTTP Range requests, against the full file and dustmaps 1.0.14.
 
 A simulated published-layout map is served by a fake Dataverse on 127.0.0.1
-(:mod:`tests.range_server`); cutouts read from it must answer exactly as the package's own
+(:mod:`tests.helpers.range_server`); cutouts read from it must answer exactly as the package's own
 query classes and as dustmaps 1.0.14 on the full file, inside their regions.
 """
 
@@ -37,8 +37,8 @@ from dustmaps_ext._io.remote import (
     TransferBudgetError,
 )
 from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, OutsideFetchedRegionError
-from tests.range_server import RangeServer
-from tests.reference import quiet
+from helpers.range_server import RangeServer
+from helpers.reference import quiet
 
 NSIDE = 128
 CHUNK_PIXELS = 400  # 31 chunk rows of about 84 deg^2

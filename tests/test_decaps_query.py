@@ -14,7 +14,7 @@ from astropy.coordinates import Distance, SkyCoord
 import dustmaps.decaps as dm_decaps
 from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
 from dustmaps_ext._core.voxel import query_voxels
-from tests.reference import quiet
+from helpers.reference import quiet
 from dustmaps_ext.decaps import (DECaPSQuery, DECaPSQueryLite, LayoutPerformanceWarning,
                                  MapFileError, default_map_path, repack)
 
@@ -370,7 +370,7 @@ def test_small_chunks_give_the_same_answers(maps, ours):
 
 @pytest.mark.parametrize("which", ["full/repacked", "lite/repacked"])
 def test_threaded_chunks_give_the_same_answers(ours, which, monkeypatch):
-    from dustmaps_ext._core import voxel
+    from dustmaps_ext._core import threads, voxel
 
     q = ours[which]
     coords = _coords(3000, seed=12)
@@ -378,7 +378,7 @@ def test_threaded_chunks_give_the_same_answers(ours, which, monkeypatch):
     serial = {(m, c is coords): q(c, mode=m, pct=[20, 70], return_flags=True)
               for m in ("mean", "samples", "median", "percentile") for c in (coords, no_d)}
     monkeypatch.setattr(voxel, "PARALLEL_MIN_COORDS", 100)
-    monkeypatch.setattr(voxel, "MAX_THREADS", 4)
+    monkeypatch.setattr(threads, "MAX_THREADS", 4)
     for (m, with_d), (values, flags) in serial.items():
         got, got_flags = q(coords if with_d else no_d, mode=m, pct=[20, 70], return_flags=True)
         assert_identical(got, values)

@@ -8,7 +8,7 @@ import pytest
 
 from dustmaps_ext_build.simulated_decaps import write_simulated_decaps
 from dustmaps_ext_build.writers.decaps import write_decaps_release
-from dustmaps_ext._io import layouts
+from dustmaps_ext._io import decaps as layouts
 from dustmaps_ext.decaps import DECaPSQueryLite, MapFileError, repack
 
 
@@ -21,7 +21,7 @@ def published(tmp_path_factory):
 def _contents(path):
     with h5py.File(path) as f:
         return {name: f[name][()] for name in
-                ["data"] + [f"pixel_info/{n}" for n in layouts._PIXEL_DATASETS]}
+                ["data"] + [f"pixel_info/{n}" for n in layouts.PIXEL_DATASETS]}
 
 
 def test_repacked_values_equal_the_published_ones(published, tmp_path):
@@ -30,7 +30,7 @@ def test_repacked_values_equal_the_published_ones(published, tmp_path):
     with h5py.File(published) as f:
         assert np.array_equal(got["data"][:, 0, :], f["mean"][:, 0, :])
         assert np.array_equal(got["data"][:, 1:, :], f["samples"][()])
-        for name in layouts._PIXEL_DATASETS:
+        for name in layouts.PIXEL_DATASETS:
             assert np.array_equal(got[f"pixel_info/{name}"], f[f"pixel_info/{name}"][()], equal_nan=True)
         assert np.array_equal(h5py.File(dst)["pixel_info"].attrs["DM_bin_edges"],
                               f["pixel_info"].attrs["DM_bin_edges"])

@@ -1,8 +1,12 @@
-"""The download engine and the Dataverse lookup, against the local fake server (no internet)."""
+"""The download engine and the Dataverse lookup, against the local fake server (no internet).
+
+Every download runs at the engine's default block size (4 MiB), the one users get.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
 import subprocess
@@ -13,11 +17,10 @@ import pytest
 
 from dustmaps_ext._io import download as dl
 from dustmaps_ext._io.dataverse import DataverseError, dataset_files, find_file, resolve_base_url
-from tests.fake_dataverse import FakeServer
+from helpers.fake_dataverse import FakeServer
 
 DOI = "10.7910/DVN/TESTDS"
 FAST = dl.RetryPolicy(max_retries=3, backoff_base=0.01, timeout=(2.0, 2.0))
-BLOCK = 64 * 1024
 
 
 @pytest.fixture
@@ -53,7 +56,6 @@ def _get(url, dest, payload, **kw):
     kw.setdefault("expected_size", len(payload))
     kw.setdefault("retry", FAST)
     kw.setdefault("progress", False)
-    kw.setdefault("block_size", BLOCK)
     return dl.download(url, dest, **kw)
 
 
@@ -110,9 +112,9 @@ def test_dropped_connection_is_resumed_with_range(server, payload, tmp_path, sle
     first, second = server.requests_for(store)
     assert (first.range, first.status) == (None, 200)
     assert second.status == 206
-    offset = int(second.range.removeprefix("bytes=").rstrip("-"))
-    # the server sent half the file before closing; whole blocks of it were kept
-    assert 0 < offset <= len(payload) // 2 and offset % BLOCK == 0
+    # the server sent half the file before closing: every byte of it was kept
+    assert second.range == f"bytes={len(payload) // 2}-"
+    assert server.bytes_sent(store) == len(payload)
     assert sleeps == [FAST.backoff_base]
     assert _leftovers(tmp_path) == []
 
@@ -234,6 +236,178 @@ def test_other_checksum_algorithms(server, payload, tmp_path):
                        progress=False)
     assert dest.read_bytes() == payload
     assert info.id == fid
+
+
+# --------------------------------------------------------------------------- partial blocks
+
+
+@pytest.fixture
+def ten_mb():
+    return os.urandom(10_000_000)
+
+
+def test_every_byte_is_kept_when_the_server_drops_every_megabyte(server, ten_mb, tmp_path,
+                                                                 sleeps):
+    url, store = _publish(server, ten_mb)
+    server.drop_every[store] = 1_000_000  # well under one 4 MiB block
+    dest = _get(url, tmp_path / "map.h5", ten_mb)
+    assert hashlib.md5(dest.read_bytes()).hexdigest() == _md5(ten_mb)
+    reqs = server.requests_for(store)
+    assert [r.range for r in reqs] == [None] + [f"bytes={k * 1_000_000}-" for k in range(1, 10)]
+    assert server.bytes_sent(store) == len(ten_mb)  # nothing received twice
+    # each attempt brought new bytes: the failure count never grows past the first backoff
+    assert sleeps == [FAST.backoff_base] * 9
+
+
+def test_bytes_received_before_a_stall_are_kept(server, ten_mb, tmp_path, sleeps):
+    url, store = _publish(server, ten_mb)
+    server.hang_s = 2.0
+    server.inject(store, ("stall", 1_500_000))
+    _get(url, tmp_path / "map.h5", ten_mb,
+         retry=dl.RetryPolicy(max_retries=2, backoff_base=0.01, timeout=(2.0, 0.5)))
+    assert (tmp_path / "map.h5").read_bytes() == ten_mb
+    # the read timed out in the stall; the retry asked for what followed the bytes received
+    assert server.requests_for(store)[-1].range == "bytes=1500000-"
+
+
+def _interrupt_after(monkeypatch, n_bytes: int) -> list[int]:
+    """Raise KeyboardInterrupt from the progress bar once ``n_bytes`` have been counted."""
+    import tqdm.std
+
+    counted = [0]
+    real_update = tqdm.std.tqdm.update
+
+    def update(self, n=1):
+        counted[0] += n
+        if counted[0] >= n_bytes:
+            raise KeyboardInterrupt
+        return real_update(self, n)
+
+    monkeypatch.setattr(tqdm.std.tqdm, "update", update)
+    return counted
+
+
+def test_ctrl_c_keeps_the_bytes_received_and_the_next_call_resumes(server, ten_mb, tmp_path,
+                                                                   monkeypatch):
+    url, store = _publish(server, ten_mb)
+    server.drop_every[store] = 3_000_000  # the first answer ends before one 4 MiB block
+    dest = tmp_path / "map.h5"
+    counted = _interrupt_after(monkeypatch, 1_000_000)
+    with pytest.raises(KeyboardInterrupt):
+        _get(url, dest, ten_mb)
+    part = tmp_path / "map.h5.part"
+    kept = part.stat().st_size
+    # every byte counted was kept, though the interrupt came before one 4 MiB block (how
+    # much of the 3 MB answer had arrived by then depends on the machine's load)
+    assert 1_000_000 <= kept == counted[0] <= 3_000_000 < dl.BLOCK_SIZE
+    assert part.read_bytes() == ten_mb[:kept]
+    assert _leftovers(tmp_path) == ["map.h5.part"]  # the lock is released
+    monkeypatch.undo()
+    del server.drop_every[store]
+    _get(url, dest, ten_mb)
+    assert dest.read_bytes() == ten_mb
+    assert server.requests_for(store)[-1].range == f"bytes={kept}-"
+    assert _leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- bounded work
+
+
+@pytest.mark.parametrize("misbehaviour", ["ignore_range", "wrong_range"])
+def test_server_without_usable_ranges_that_drops_is_given_up_on(server, ten_mb, tmp_path,
+                                                                sleeps, misbehaviour):
+    url, store = _publish(server, ten_mb)
+    getattr(server, misbehaviour).add(store)
+    server.drop_every[store] = 4_500_000  # more than one block, less than the file
+    dest = tmp_path / "map.h5"
+    # as many retries as users get: the restarts from byte 0 are what stops it
+    policy = dl.RetryPolicy(backoff_base=0.001, timeout=(2.0, 2.0))
+    with pytest.raises(dl.DownloadError, match=r"does not honour HTTP Range.*MB received") as err:
+        _get(url, dest, ten_mb, retry=policy)
+    assert str(dl.MAX_RESTARTS) in str(err.value)
+    # a 200 restarts at once; a wrong 206 is dropped and asked again without Range
+    n_requests = dl.MAX_RESTARTS + 2 if misbehaviour == "ignore_range" else 2 * dl.MAX_RESTARTS + 2
+    assert len(server.requests_for(store)) == n_requests
+    assert server.bytes_sent(store) <= n_requests * 4_500_000 <= 4 * len(ten_mb)
+    assert not dest.exists()
+    # what was kept is a true prefix of the file, and a later call (the server fixed) uses it
+    part = (tmp_path / "map.h5.part").read_bytes()
+    assert part == ten_mb[:len(part)]
+
+
+def test_transfer_budget_bounds_the_bytes_received(server, ten_mb, tmp_path, sleeps,
+                                                   monkeypatch):
+    url, store = _publish(server, ten_mb)
+    server.ignore_range.add(store)
+    server.drop_every[store] = 9_000_000
+    monkeypatch.setattr(dl, "MAX_RESTARTS", 100)  # only the byte budget can stop it
+    monkeypatch.setattr(dl, "TRANSFER_BUDGET", 2)
+    with pytest.raises(dl.DownloadError, match=r"received for a file of 10\.0 MB"):
+        _get(url, tmp_path / "map.h5", ten_mb,
+             retry=dl.RetryPolicy(max_retries=50, backoff_base=0.001))
+    assert server.bytes_sent(store) <= 2 * len(ten_mb) + dl.BLOCK_SIZE + 9_000_000
+
+
+def test_wrong_content_range_is_not_appended(server, ten_mb, tmp_path, sleeps):
+    url, store = _publish(server, ten_mb)
+    server.wrong_range.add(store)
+    (tmp_path / "map.h5.part").write_bytes(ten_mb[:1234])
+    _get(url, tmp_path / "map.h5", ten_mb)
+    assert (tmp_path / "map.h5").read_bytes() == ten_mb
+    assert [r.range for r in server.requests_for(store)] == ["bytes=1234-", None]
+
+
+# --------------------------------------------------------------------------- offline
+
+
+def test_unresolvable_host_fails_at_once_naming_it(tmp_path, sleeps):
+    # .invalid never resolves (RFC 2606): no packet leaves the machine
+    with pytest.raises(dl.DownloadError,
+                       match=r"cannot reach nonexistent\.invalid: .*resolved \(no network\?\)"):
+        dl.download("http://nonexistent.invalid/map.h5", tmp_path / "map.h5", progress=False)
+    assert sleeps == [0.5]  # one quick retry with the default policy, no backoff
+    with pytest.raises(dl.DownloadError, match=r"nonexistent\.invalid.*no network\?"):
+        find_file(DOI, "map.h5", "http://nonexistent.invalid")
+    assert sleeps == [0.5, 0.5]
+
+
+def test_refused_connection_fails_at_once(tmp_path, sleeps):
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(dl.DownloadError,
+                       match=rf"cannot reach 127\.0\.0\.1:{port}: the connection was refused"):
+        dl.download(f"http://127.0.0.1:{port}/map.h5", tmp_path / "map.h5", progress=False)
+    assert sleeps == [0.5]
+
+
+def test_503_then_200_still_backs_off_and_succeeds(server, payload, tmp_path, sleeps):
+    url, store = _publish(server, payload)
+    server.inject(store, 503, 503, 429)
+    _get(url, tmp_path / "map.h5", payload, retry=dl.DEFAULT_RETRY)
+    assert (tmp_path / "map.h5").read_bytes() == payload
+    assert sleeps == [1.0, 2.0, 4.0]
+
+
+# --------------------------------------------------------------------------- consent first
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_consent_refusal_makes_no_request(server, payload, dustmaps_data_dir, monkeypatch,
+                                          terminal):
+    from dustmaps_ext._io import fetchers
+
+    server.add_dataverse_file(fetchers.DECAPS_DOI, "decaps_mean.h5", payload)
+    stdin = io.StringIO("no\n")
+    stdin.isatty = lambda: terminal
+    monkeypatch.setattr(sys, "stdin", stdin)
+    monkeypatch.setattr("builtins.input", lambda prompt="": stdin.readline())
+    with pytest.raises(fetchers.FetchConsentError):
+        fetchers.fetch_decaps(mean_only=True, base_url=server.url, progress=False)
+    assert server.log == []  # not even the Dataverse metadata
+    fetchers.fetch_decaps(mean_only=True, base_url=server.url, progress=False, repack=False,
+                          silence_warnings=True)
+    assert (dustmaps_data_dir / "decaps" / "decaps_mean.h5").read_bytes() == payload
 
 
 # --------------------------------------------------------------------------- lock, space

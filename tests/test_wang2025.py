@@ -25,7 +25,7 @@ from astropy.coordinates import SkyCoord
 
 from dustmaps_ext_build.writers.parametric import RELEASE_NROWS, write_parametric_table
 from dustmaps_ext._core.parametric import AUX_FIELDS, EBV_FIELDS
-from tests.test_wang2025_model import assert_agrees, random_columns
+from helpers.parametric_cases import assert_agrees, random_columns
 
 pytestmark = pytest.mark.slow  # one full-size (12.6 M rows, 1 GB) table per session: ~45 s
 
@@ -256,7 +256,7 @@ def test_default_paths_and_first_use_conversion(release_like, dustmaps_data_dir,
         os.symlink(release_like[1], dst)
         return dst
 
-    monkeypatch.setattr(wang2025, "convert_fits_table", fake_convert)
+    monkeypatch.setattr(wang2025, "convert_table", fake_convert)
     with caplog.at_level(logging.WARNING, logger="dustmaps_ext.wang2025"):
         q = Wang2025Query()
     assert "converting" in caplog.text
@@ -344,3 +344,20 @@ def test_large_queries_keep_a_bounded_resident_set(query, monkeypatch):
     keep = query.resident_bytes // (96 + 72)
     assert calls and all(first >= keep for first, _ in calls)
     assert max(stop for _, stop in calls) == RELEASE_NROWS
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_query_in_a_forked_child(query):
+    """A child forked (multiprocessing's default on Linux) after a threaded query in the
+    parent answers right: numba's OpenMP threads, if the parent started them, are not used."""
+    from helpers.processes import in_forked_child
+
+    rng = np.random.default_rng(99)
+    n = 100_000
+    coords = SkyCoord(l=rng.uniform(0, 360, n) * u.deg,
+                      b=np.degrees(np.arcsin(rng.uniform(-1, 1, n))) * u.deg,
+                      distance=rng.uniform(0.05, 12, n) * u.kpc, frame="galactic")
+    parent = query(coords)
+    child = in_forked_child(query, coords[:10_000])
+    np.testing.assert_array_equal(child, parent[:10_000])
+    assert np.isfinite(child).mean() > 0.9

@@ -15,7 +15,7 @@ with warnings.catch_warnings():
     import dustmaps.map_base  # noqa: F401
 
 from dustmaps_ext._core.parametric import AUX_FIELDS, EBV_FIELDS, TABLE_COLUMNS
-from dustmaps_ext._io import parametric_table as pt
+from dustmaps_ext._io import wang2025 as pt
 from dustmaps_ext.wang2025 import Wang2025Query, convert_table
 
 

@@ -1,6 +1,7 @@
 """The DECaPS map pipeline (Zucker et al. 2025 §4.2 and Appendix B).
 
-Modules: :mod:`.inputs` (compact per-star posteriors), :mod:`.filters` (§4.1.2 smoothing and
+Modules: :mod:`.inputs` (compact per-star posteriors), :mod:`.convert` (inputs from
+posterior images or samples), :mod:`.filters` (§4.1.2 smoothing and
 §4.2.1 cuts), :mod:`.pixelize` (§4.2.2 Gaussian weights), :mod:`.prior` (jump prior),
 :mod:`.sampler` (§4.2.3 parallel-tempered MCMC), :mod:`.reliable` (Appendix B),
 :mod:`.infill` (§4.2.4), :mod:`.mock` (posteriors from the simulated galaxy),

@@ -66,11 +66,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from dustmaps_ext_build.runner import _save_block, run_blocks
+from dustmaps_ext.files import atomic_output
+from dustmaps_ext_build.runner import run_blocks, save_block
 from dustmaps_ext_build.writers.decaps import PUBLISHED_CHUNK_PIXELS, create_decaps_release
 
 from . import infill
-from .pipeline import DM_EDGES, DecapsBuildConfig
+from .config import DM_EDGES, DecapsBuildConfig
 
 __all__ = ["assemble_release_from_blocks", "assemble_release_in_memory", "infill_tile",
            "tile_ids"]
@@ -271,9 +272,8 @@ def _run_infill(cat: _Catalogue, missing: np.ndarray, work_dir: Path, cfg: Decap
         infill.ring_grid(hp_idx[cat.start[bad[0]]:cat.start[bad[0] + 1]], cfg.nside)
     tiles = np.unique(tile_ids(miss_pix, cfg.nside, tile_size, col_origin))
     index = work_dir / _INDEX_NAME
-    tmp = work_dir / f".{_INDEX_NAME}.tmp.npz"
-    np.savez(tmp, paths=np.array(cat.paths), bbox=cat.bbox)
-    os.replace(tmp, index)
+    with atomic_output(index, suffix=".npz") as tmp:
+        np.savez(tmp, paths=np.array(cat.paths), bbox=cat.bbox)
     fn = functools.partial(infill_tile, index_path=str(index), nside=cfg.nside,
                            tile_size=tile_size, window=cfg.infill_window,
                            train=cfg.infill_train, median_width=cfg.infill_median,
@@ -381,17 +381,17 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
     infilled = np.zeros(n, bool)
     infilled[missing] = miss_flags
     chunk = max(1, min(int(chunk_pixels), n))
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    f = create_decaps_release(tmp, nside=cfg.nside, healpix_index=px["healpix_index"],
-                              dm_reliable_min=px["dm_reliable_min"],
-                              dm_reliable_max=px["dm_reliable_max"], converged=px["converged"],
-                              infilled=infilled, n_samples=cat.n_samples, dm_bin_edges=DM_EDGES,
-                              chunk_pixels=chunk, overwrite=True, n_stars=px["n_stars"])
     kept = [] if collect else None
     try:
-        from tqdm.auto import tqdm
+        from dustmaps_ext.progress import tqdm
 
-        with f, tqdm(total=n, disable=not progress, desc="write", unit="pixel") as bar:
+        with atomic_output(out_path, unique=False) as tmp, create_decaps_release(
+                tmp, nside=cfg.nside, healpix_index=px["healpix_index"],
+                dm_reliable_min=px["dm_reliable_min"], dm_reliable_max=px["dm_reliable_max"],
+                converged=px["converged"], infilled=infilled, n_samples=cat.n_samples,
+                dm_bin_edges=DM_EDGES, chunk_pixels=chunk, overwrite=True,
+                n_stars=px["n_stars"]) as f, tqdm(total=n, disable=not progress, desc="write",
+                                                  unit="pixel") as bar:
             for a, b, mean, samples in _value_rows(cat, missing, values, chunk):
                 f["mean"][a:b] = mean.astype(np.float16)[:, None, :]
                 if cat.n_samples:
@@ -399,10 +399,6 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
                 if collect:
                     kept.append((mean, samples))
                 bar.update(b - a)
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         del values  # drop the memory map; it is rebuilt from the tile results on every run
         (work_dir / _VALUES_NAME).unlink(missing_ok=True)
@@ -410,8 +406,16 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
         from dustmaps_ext.decaps import repack
 
         repack(out_path, fast_path, progress=progress)
+    lo, hi = px["dm_reliable_min"], px["dm_reliable_max"]
+    with np.errstate(invalid="ignore"):
+        no_range = ~missing & ~(lo < hi)  # NaN (a threshold never reached) or empty
+    n_no_range = int(np.count_nonzero(no_range))
+    if n_no_range:
+        log.warning("%d of %d fitted pixels have too few effective stars for any reliable "
+                    "distance range (DM_reliable_min/max NaN or empty in the file)",
+                    n_no_range, int(np.count_nonzero(~missing)))
     summary = {"n_pixels": n, "n_blocks": len(cat.paths), "n_missing": int(missing.sum()),
-               "n_infilled": int(infilled.sum()),
+               "n_infilled": int(infilled.sum()), "n_no_reliable_range": n_no_range,
                "n_converged": int(np.count_nonzero(px["converged"])), "n_tiles": n_tiles,
                "path": out_path}
     log.info("wrote %s: %d pixels, %d of %d missing infilled, %d tiles", out_path, n,
@@ -470,7 +474,10 @@ def assemble_release_from_blocks(block_paths: Sequence[str | os.PathLike], out_p
     -------
     dict
         ``n_pixels``, ``n_blocks`` (non-empty block files), ``n_missing`` (pixels not
-        fitted), ``n_infilled``, ``n_converged``, ``n_tiles`` and ``path``. The release's
+        fitted), ``n_infilled``, ``n_converged``, ``n_no_reliable_range`` (fitted pixels
+        whose stars are too few for any reliable distance range: their
+        ``DM_reliable_min``/``DM_reliable_max`` are NaN or empty, whatever ``converged``
+        says), ``n_tiles`` and ``path``. The release's
         ``pixel_info`` also holds ``n_stars`` (uint32), which readers ignore.
 
     Raises
@@ -514,7 +521,7 @@ def assemble_release_in_memory(blocks: dict, out_path, cfg: DecapsBuildConfig, *
         raise ValueError("a pixel appears in more than one block")
     with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as tmp:
         tmp = Path(tmp)
-        src = _save_block(tmp, 0, {k: np.asarray(blocks[k])[order] for k in SOURCE_KEYS})
+        src = save_block(tmp, 0, {k: np.asarray(blocks[k])[order] for k in SOURCE_KEYS})
         _, arrays = _assemble([src], out_path, tmp / "work", cfg, scheduler="synchronous",
                               n_workers=None, progress=progress, resume=False, tile_size=None,
                               chunk_pixels=PUBLISHED_CHUNK_PIXELS, fast_path=fast_path,

@@ -2,13 +2,17 @@
 
 * :func:`smooth_posteriors` -- Gaussian smoothing of each binned posterior with a standard
   deviation of 1% of the grid's range on each axis (0.15 mag = 1.2 cells in distance modulus,
-  0.07 mag = 7 cells in reddening), truncated at 4 sigma; each star's bounding box grows to
-  hold the smoothed image (clipped to the grid), keeps the star's total probability, and is
-  shrunk again to the cells above ``threshold`` times its peak.
+  0.07 mag = 7 cells in reddening), truncated at 4 sigma and reflected at the grid's edges
+  (no bias at E = 0), narrowed in distance for stars with good parallaxes as brutus does;
+  each star's bounding box grows to hold the smoothed image (clipped to the grid), keeps
+  the star's total probability, and is shrunk again to the cells above ``threshold`` times
+  its peak.
 * :func:`quality_mask` -- the cuts: chi-square survival ``P(chi2_{n_bands} > chi2_best) <
   0.01``, median initial mass < 0.5 Msun (M dwarfs), 2.5th-percentile distance > 30 kpc,
   and the unphysical nearby high-reddening mode: stars with more than half of their
-  probability at ``mu <= 10.4375`` and above the supplied maximum reddening curve.
+  probability at ``mu <= 10.4375`` and above the supplied maximum reddening curve. A cut
+  whose inputs a star lacks (NaN metadata, no curve) is not applied to it, with a logged
+  warning.
 * :func:`remove_unphysical` -- zero that unphysical part of the surviving stars and
   renormalise every posterior to unit sum.
 * :func:`max_reddening_curve` -- the maximum reddening at each distance edge from a supplied
@@ -18,6 +22,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numba
@@ -26,7 +31,9 @@ from scipy.stats import chi2 as _chi2
 
 from .inputs import DM_MIN, DM_STEP, E_STEP, N_DM, N_E, StarPosteriors
 
-__all__ = ["smooth_posteriors", "quality_mask", "remove_unphysical", "max_reddening_curve",
+log = logging.getLogger(__name__)
+
+__all__ = ["smooth_posteriors", "distance_smoothing_mag", "quality_mask", "remove_unphysical", "max_reddening_curve",
            "filter_stars", "DM_LIMIT_UNPHYSICAL"]
 
 #: Limit of the Edenhofer et al. (2023) map in distance modulus (1.25 kpc).
@@ -65,32 +72,54 @@ def max_reddening_curve(d_kpc, rho_max, dm_edges=None,
 
 
 @numba.njit(cache=True, nogil=True)
-def _smooth_kernel(x0, nx, y0, ny, off, data, kx, ky, rx, ry, threshold):
+def _reflect(i, n):
+    """Index ``i`` reflected into ``[0, n)`` about the grid's outer cell edges."""
+    if i < 0:
+        return -i - 1
+    if i >= n:
+        return 2 * n - i - 1
+    return i
+
+
+@numba.njit(cache=True, nogil=True)
+def _kernel_1d(sigma_cells, truncate):
+    if sigma_cells < 1e-3:
+        return np.ones(1)
+    r = int(math.ceil(truncate * sigma_cells))
+    k = np.empty(2 * r + 1)
+    for t in range(-r, r + 1):
+        k[t + r] = math.exp(-0.5 * (t / sigma_cells) ** 2)
+    return k / k.sum()
+
+
+@numba.njit(cache=True, nogil=True)
+def _smooth_kernel(x0, nx, y0, ny, off, data, sx, sy, truncate, threshold):
+    """Smooth each box with Gaussians of ``sx[k]`` x ``sy`` cells, reflecting at the grid's
+    edges (probability that would leave the grid is folded back at the edge it crosses)."""
     n = x0.size
     nx2 = np.empty(n, np.int32)
     ny2 = np.empty(n, np.int32)
     x02 = np.empty(n, np.int32)
     y02 = np.empty(n, np.int32)
+    ky = _kernel_1d(sy, truncate)
+    ry = ky.size // 2
     boxes = []
     for k in range(n):
+        kx = _kernel_1d(sx[k], truncate)
+        rx = kx.size // 2
         ax = max(0, x0[k] - rx)
         bx = min(N_DM, x0[k] + nx[k] + rx)
         ay = max(0, y0[k] - ry)
         by = min(N_E, y0[k] + ny[k] + ry)
         src = data[off[k]:off[k] + nx[k] * ny[k]].reshape((nx[k], ny[k]))
-        tot = 0.0
-        for i in range(nx[k]):
-            for j in range(ny[k]):
-                tot += src[i, j]
         tmp = np.zeros((bx - ax, ny[k]))
         for i in range(nx[k]):
             xi = x0[k] + i
             for t in range(-rx, rx + 1):
-                xo = xi + t - ax
-                if 0 <= xo < bx - ax:
-                    wgt = kx[t + rx]
-                    for j in range(ny[k]):
-                        tmp[xo, j] += wgt * src[i, j]
+                xo = _reflect(xi + t, N_DM) - ax
+                wgt = kx[t + rx]
+                for j in range(ny[k]):
+                    tmp[xo, j] += wgt * src[i, j]
         out = np.zeros((bx - ax, by - ay))
         for i in range(bx - ax):
             for j in range(ny[k]):
@@ -99,14 +128,8 @@ def _smooth_kernel(x0, nx, y0, ny, off, data, kx, ky, rx, ry, threshold):
                     continue
                 yj = y0[k] + j
                 for t in range(-ry, ry + 1):
-                    yo = yj + t - ay
-                    if 0 <= yo < by - ay:
-                        out[i, yo] += ky[t + ry] * v
-        s = out.sum()
+                    out[i, _reflect(yj + t, N_E) - ay] += ky[t + ry] * v
         peak = out.max()
-        if s > 0:
-            out *= tot / s
-            peak *= tot / s
         # shrink to the cells above threshold * peak
         il, ih, jl, jh = bx - ax, -1, by - ay, -1
         for i in range(bx - ax):
@@ -142,16 +165,34 @@ def _smooth_kernel(x0, nx, y0, ny, off, data, kx, ky, rx, ry, threshold):
     return x02, nx2, y02, ny2, off2, data2
 
 
-def _gauss_kernel(sigma_cells: float, truncate: float = 4.0) -> np.ndarray:
-    r = int(math.ceil(truncate * sigma_cells))
-    t = np.arange(-r, r + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t / sigma_cells) ** 2)
-    return k / k.sum()
+def distance_smoothing_mag(stars: StarPosteriors, fraction: float = 0.01) -> np.ndarray:
+    """Standard deviation (mag) of each star's distance-modulus smoothing kernel.
+
+    ``fraction`` of the grid's range (0.15 mag), narrowed for a star with a parallax to
+    half the spread in distance modulus of its parallax +- 1 sigma,
+    ``2.5 log10((p + s) / max(p - s, 1e-10))``, when that is smaller (the rule of brutus'
+    ``bin_pdfs_distred``). Stars without a finite parallax and error get the default.
+    """
+    base = fraction * N_DM * DM_STEP
+    p = np.asarray(stars.parallax_mas, np.float64)
+    e = np.asarray(stars.parallax_err_mas, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = 2.5 * np.log10((p + e) / np.maximum(p - e, 1e-10))
+    ok = np.isfinite(spread) & (e > 0)
+    return np.where(ok, np.minimum(np.abs(spread), base), base)
 
 
 def smooth_posteriors(stars: StarPosteriors, fraction: float = 0.01,
-                      threshold: float = 1e-4) -> StarPosteriors:
+                      threshold: float = 1e-4, truncate: float = 4.0) -> StarPosteriors:
     """Smooth each star's posterior with a Gaussian of sigma = ``fraction`` of each axis range.
+
+    The distance-modulus width is narrowed for stars with a good parallax
+    (:func:`distance_smoothing_mag`). At the grid's edges the kernel is reflected: the
+    probability that would leave the grid is folded back at the edge it crosses, as
+    scipy's ``gaussian_filter`` (which brutus uses) does by default, so that a posterior
+    that is flat up to E = 0 stays flat there. Clipping the kernel at the edge and
+    renormalising instead lowers the density next to E = 0 and biases the map high in
+    front of clouds.
 
     Parameters
     ----------
@@ -161,6 +202,8 @@ def smooth_posteriors(stars: StarPosteriors, fraction: float = 0.01,
         in E).
     threshold : float
         Cells below this fraction of a star's smoothed peak are dropped from its box.
+    truncate : float
+        Kernel half-width in sigmas.
 
     Returns
     -------
@@ -169,15 +212,13 @@ def smooth_posteriors(stars: StarPosteriors, fraction: float = 0.01,
     """
     if fraction <= 0:
         return stars
-    sx = fraction * (N_DM * DM_STEP) / DM_STEP
+    sx = distance_smoothing_mag(stars, fraction) / DM_STEP
     sy = fraction * (N_E * E_STEP) / E_STEP
-    kx, ky = _gauss_kernel(sx), _gauss_kernel(sy)
     x0, nx, y0, ny, off, data = _smooth_kernel(
         stars.x0.astype(np.int64), stars.nx.astype(np.int64), stars.y0.astype(np.int64),
-        stars.ny.astype(np.int64), stars.offsets, stars.data, kx, ky, kx.size // 2,
-        ky.size // 2, float(threshold))
-    return StarPosteriors(stars.l, stars.b, x0, nx, y0, ny, off, data, stars.chi2_best,
-                          stars.n_bands, stars.m_init_median, stars.dist_p2_5_kpc)
+        stars.ny.astype(np.int64), stars.offsets, stars.data, sx, float(sy), float(truncate),
+        float(threshold))
+    return stars.replace_boxes(x0, nx, y0, ny, off, data)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -248,14 +289,28 @@ def quality_mask(stars: StarPosteriors, max_ebv=None, *, p_chi2: float = 0.01,
     -------
     dict of numpy.ndarray of bool
         ``chi2``, ``m_dwarf``, ``distance``, ``unphysical`` (True = kept) and ``keep``.
+        A star whose metadata for a cut is NaN (``n_bands`` 0 for the chi-square cut)
+        passes that cut; each such cut logs a warning with the number of stars.
     """
     chi2b = np.asarray(stars.chi2_best, np.float64)
     nb = np.asarray(stars.n_bands, np.float64)
     with np.errstate(invalid="ignore"):
         p = _chi2.sf(chi2b, nb)
-    ok_chi2 = np.isfinite(p) & (p >= p_chi2) & (nb > 0)
-    ok_mass = np.asarray(stars.m_init_median) >= m_init_min
-    ok_dist = np.asarray(stars.dist_p2_5_kpc) <= d_p2_5_max_kpc
+    known = {"chi2": np.isfinite(chi2b) & (nb > 0),
+             "m_dwarf": np.isfinite(np.asarray(stars.m_init_median, np.float64)),
+             "distance": np.isfinite(np.asarray(stars.dist_p2_5_kpc, np.float64))}
+    with np.errstate(invalid="ignore"):
+        ok_chi2 = ~known["chi2"] | (np.isfinite(p) & (p >= p_chi2))
+        ok_mass = ~known["m_dwarf"] | (np.asarray(stars.m_init_median) >= m_init_min)
+        ok_dist = ~known["distance"] | (np.asarray(stars.dist_p2_5_kpc) <= d_p2_5_max_kpc)
+    for name, k in known.items():
+        lacking = int(np.count_nonzero(~k))
+        if lacking:
+            log.warning("quality cut %r skipped for %d of %d stars that lack its inputs",
+                        name, lacking, k.size)
+    if max_ebv is None and stars.n_star:
+        log.warning("unphysical nearby high-reddening cut skipped: no maximum-density curve "
+                    "given (max_ebv / --max-density)")
     frac = _unphysical_fraction(stars.x0.astype(np.int64), stars.nx.astype(np.int64),
                                 stars.y0.astype(np.int64), stars.ny.astype(np.int64),
                                 stars.offsets, stars.data, _emax_rows(max_ebv))

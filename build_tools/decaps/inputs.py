@@ -22,14 +22,23 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from dustmaps_ext.formats import decaps as decaps_format
+
 __all__ = ["DM_MIN", "DM_STEP", "N_DM", "E_STEP", "N_E", "StarPosteriors", "bin_samples",
            "boxes_from_dense"]
 
-DM_MIN = 4.0
-DM_STEP = 0.125
-N_DM = 120
+#: The posteriors' distance-modulus grid: the map's own (the DECaPS format's facts).
+DM_MIN = decaps_format.DM_MIN
+DM_STEP = decaps_format.DM_STEP
+N_DM = decaps_format.N_DIST
 E_STEP = 0.01
 N_E = 700
+
+
+#: Fields every input must hold; the others are optional (NaN, or 0 bands, when unknown).
+REQUIRED_FIELDS = ("l", "b", "x0", "nx", "y0", "ny", "offsets", "data")
+_FLOAT_META = ("chi2_best", "m_init_median", "dist_p2_5_kpc", "parallax_mas",
+               "parallax_err_mas")
 
 
 @dataclass
@@ -37,6 +46,16 @@ class StarPosteriors:
     """Per-star posteriors in bounding-box form plus the metadata of the quality cuts.
 
     All per-star arrays have shape (n_star,). ``data`` is float32 and ``offsets`` int64.
+    The metadata is optional: ``chi2_best``, ``m_init_median``, ``dist_p2_5_kpc`` (inputs of
+    the §4.2.1 cuts) and ``parallax_mas``, ``parallax_err_mas`` (the parallax-aware distance
+    smoothing) default to NaN, ``n_bands`` to 0, meaning "not known": a cut or a smoothing
+    rule whose inputs a star lacks is not applied to it (and the build logs how many).
+
+    Raises
+    ------
+    ValueError
+        On a NaN or out-of-range ``l``/``b``, a negative offset, a box outside the grid or
+        past the end of ``data``, or negative or non-finite posterior values.
     """
 
     l: np.ndarray
@@ -47,35 +66,58 @@ class StarPosteriors:
     ny: np.ndarray
     offsets: np.ndarray
     data: np.ndarray
-    chi2_best: np.ndarray
-    n_bands: np.ndarray
-    m_init_median: np.ndarray
-    dist_p2_5_kpc: np.ndarray
+    chi2_best: np.ndarray | None = None
+    n_bands: np.ndarray | None = None
+    m_init_median: np.ndarray | None = None
+    dist_p2_5_kpc: np.ndarray | None = None
+    parallax_mas: np.ndarray | None = None
+    parallax_err_mas: np.ndarray | None = None
 
     def __post_init__(self):
         n = np.asarray(self.l).size
+        for name in _FLOAT_META:
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(n, np.nan))
+        if self.n_bands is None:
+            self.n_bands = np.zeros(n, np.int32)
         for f in fields(self):
             arr = np.asarray(getattr(self, f.name))
             if f.name != "data" and arr.shape != (n,):
                 raise ValueError(f"{f.name} must have shape ({n},); got {arr.shape}")
-        self.l = np.asarray(self.l, np.float64) % 360.0
+        self.l = np.asarray(self.l, np.float64)
         self.b = np.asarray(self.b, np.float64)
+        if not (np.all(np.isfinite(self.l)) and np.all(np.isfinite(self.b))):
+            bad = np.flatnonzero(~(np.isfinite(self.l) & np.isfinite(self.b)))
+            raise ValueError(f"{bad.size} stars have a NaN or infinite l or b (first: star "
+                             f"{bad[0]}); remove them before the build")
+        if np.any(np.abs(self.b) > 90):
+            raise ValueError("b must lie in [-90, 90] deg")
+        self.l = self.l % 360.0
         for name in ("x0", "nx", "y0", "ny"):
             setattr(self, name, np.asarray(getattr(self, name), np.int32))
         self.offsets = np.asarray(self.offsets, np.int64)
         self.data = np.asarray(self.data, np.float32)
-        self.chi2_best = np.asarray(self.chi2_best, np.float64)
+        for name in _FLOAT_META:
+            setattr(self, name, np.asarray(getattr(self, name), np.float64))
         self.n_bands = np.asarray(self.n_bands, np.int32)
-        self.m_init_median = np.asarray(self.m_init_median, np.float64)
-        self.dist_p2_5_kpc = np.asarray(self.dist_p2_5_kpc, np.float64)
         if n and (np.any(self.x0 < 0) or np.any(self.nx < 1) or np.any(self.x0 + self.nx > N_DM)
                   or np.any(self.y0 < 0) or np.any(self.ny < 1)
                   or np.any(self.y0 + self.ny > N_E)):
             raise ValueError("bounding boxes must be non-empty and inside the 120 x 700 grid")
+        if n and np.any(self.offsets < 0):
+            raise ValueError("offsets must be non-negative (a negative offset would read "
+                             "another star's posterior)")
         if n and np.any(self.offsets + self.nx.astype(np.int64) * self.ny > self.data.size):
             raise ValueError("offsets point beyond the end of data")
-        if np.any(np.abs(self.b) > 90):
-            raise ValueError("b must lie in [-90, 90] deg")
+        if self.data.size and not (np.isfinite(self.data).all() and self.data.min() >= 0):
+            raise ValueError("posterior values must be finite and non-negative")
+
+    @classmethod
+    def empty(cls) -> "StarPosteriors":
+        """A catalogue without stars."""
+        z = np.zeros(0)
+        zi = np.zeros(0, np.int32)
+        return cls(z, z, zi, zi, zi, zi, np.zeros(0, np.int64), np.zeros(0, np.float32))
 
     @property
     def n_star(self) -> int:
@@ -103,10 +145,16 @@ class StarPosteriors:
         new_off = (np.cumsum(sizes) - sizes).astype(np.int64)
         new_data = _gather_boxes(self.offsets[index], sizes, new_off, self.data,
                                  int(sizes.sum()))
-        return StarPosteriors(self.l[index], self.b[index], self.x0[index], self.nx[index],
-                              self.y0[index], self.ny[index], new_off, new_data,
-                              self.chi2_best[index], self.n_bands[index],
-                              self.m_init_median[index], self.dist_p2_5_kpc[index])
+        return self.replace_boxes(self.x0[index], self.nx[index], self.y0[index],
+                                  self.ny[index], new_off, new_data, index=index)
+
+    def replace_boxes(self, x0, nx, y0, ny, offsets, data, *, index=None) -> "StarPosteriors":
+        """A new StarPosteriors with these boxes and the metadata of stars ``index`` (all)."""
+        index = slice(None) if index is None else index
+        meta = {f.name: getattr(self, f.name)[index] for f in fields(self)
+                if f.name not in REQUIRED_FIELDS}
+        return StarPosteriors(self.l[index], self.b[index], x0, nx, y0, ny, offsets, data,
+                              **meta)
 
     def save(self, path) -> Path:
         """Write to an uncompressed ``.npz`` file."""
@@ -116,9 +164,9 @@ class StarPosteriors:
 
     @classmethod
     def load(cls, path) -> "StarPosteriors":
-        """Read a file written by :meth:`save`."""
-        with np.load(path) as f:
-            return cls(**{fl.name: f[fl.name] for fl in fields(cls)})
+        """Read a file written by :meth:`save` (optional fields may be absent)."""
+        with np.load(path, allow_pickle=False) as f:
+            return cls(**{fl.name: f[fl.name] for fl in fields(cls) if fl.name in f.files})
 
     @classmethod
     def concatenate(cls, parts) -> "StarPosteriors":

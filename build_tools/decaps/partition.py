@@ -41,13 +41,16 @@ import healpy as hp
 import numba
 import numpy as np
 
+from dustmaps_ext.files import atomic_output
+from dustmaps_ext.healpix import check_nside
+
 from . import filters, pixelize
-from .inputs import StarPosteriors
+from .inputs import REQUIRED_FIELDS, StarPosteriors
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import DecapsBuildConfig
+    from .config import DecapsBuildConfig
 
-__all__ = ["weighting_radius_rad", "assign_blocks", "shard_digest", "fragment_path",
+__all__ = ["check_footprint", "check_shards", "weighting_radius_rad", "assign_blocks", "shard_digest", "fragment_path",
            "block_star_files", "load_block_stars", "resolve_shards", "partition_stars",
            "partition_shard", "partition_shards", "combine_digests", "clear_star_dir"]
 
@@ -241,7 +244,7 @@ def assign_blocks(l_deg: np.ndarray, b_deg: np.ndarray, nside_block: int, radius
         inclusive ``query_disc`` returns for stars in the rare blocks where the
         neighbour shortcut is not provably safe).
     """
-    nside_block = pixelize._check_nside(nside_block)
+    nside_block = check_nside(nside_block, "nside_block")
     l_deg = np.asarray(l_deg, np.float64).ravel()
     b_deg = np.asarray(b_deg, np.float64).ravel()
     if l_deg.shape != b_deg.shape:
@@ -343,14 +346,8 @@ def load_block_stars(star_dir: PathLike, block: int) -> StarPosteriors:
 
 
 def _write_atomic(stars: StarPosteriors, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    stars.save(tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    with atomic_output(path, suffix=".npz") as tmp:
+        stars.save(tmp)
 
 
 def clear_star_dir(star_dir: PathLike) -> None:
@@ -402,7 +399,7 @@ def _check_fields(path: Path) -> None:
             names = {n[:-4] if n.endswith(".npy") else n for n in f.files}
     except Exception as exc:  # zipfile, OSError, ValueError: all mean "not an archive"
         raise ValueError(f"{path}: not a .npz star shard ({exc})") from exc
-    missing = [n for n in _FIELDS if n not in names]
+    missing = [n for n in REQUIRED_FIELDS if n not in names]
     if missing:
         raise ValueError(f"{path}: not a StarPosteriors shard; missing fields "
                          f"{', '.join(missing)}")
@@ -414,6 +411,87 @@ def _load_shard(path: Path) -> StarPosteriors:
         return StarPosteriors.load(path)
     except ValueError as exc:
         raise ValueError(f"{path}: invalid star shard ({exc})") from exc
+
+
+# --------------------------------------------------------------------------- checks
+def _near_footprint(l_deg: np.ndarray, b_deg: np.ndarray, cfg: "DecapsBuildConfig") -> np.ndarray:
+    """Whether each star lies in the footprint box grown by the weighting radius."""
+    margin = math.degrees(weighting_radius_rad(cfg))
+    (l_lo, l_hi), (b_lo, b_hi) = cfg.l_range_deg, cfg.b_range_deg
+    cos_b = np.cos(np.radians(np.clip(np.abs(b_deg) + margin, 0.0, 89.0)))
+    dl = (l_deg - (l_lo - margin / cos_b)) % 360.0
+    return (dl <= (l_hi - l_lo) + 2 * margin / cos_b) & (b_deg >= b_lo - margin) & \
+        (b_deg <= b_hi + margin)
+
+
+def _footprint_verdict(n_near: int, n: int, span, cfg: "DecapsBuildConfig", source: str) -> int:
+    (l_lo, l_hi), (b_lo, b_hi) = cfg.l_range_deg, cfg.b_range_deg
+    if n and n_near == 0:
+        raise ValueError(
+            f"none of the {n} stars of {source} lies in the footprint l in [{l_lo:g}, "
+            f"{l_hi:g}] deg, b in [{b_lo:g}, {b_hi:g}] deg (stars span l {span[0]:.4g}.."
+            f"{span[1]:.4g}, b {span[2]:.4g}..{span[3]:.4g}); change --l-range/--b-range "
+            "(l_range_deg/b_range_deg) to cover them")
+    if n_near < n:
+        log.info("%s: %d of %d stars lie outside the footprint and are not used", source,
+                 n - n_near, n)
+    return n_near
+
+
+def check_footprint(l_deg, b_deg, cfg: "DecapsBuildConfig", source: str = "the input") -> int:
+    """Number of stars that can weight a footprint pixel; raise if there are none.
+
+    A star counts when it lies in the footprint box grown by the weighting radius.
+
+    Raises
+    ------
+    ValueError
+        No star lies in (or within the weighting radius of) the footprint: the message
+        names the ``--l-range``/``--b-range`` options (``l_range_deg``/``b_range_deg``).
+    """
+    l_deg = np.asarray(l_deg, np.float64)
+    b_deg = np.asarray(b_deg, np.float64)
+    n_near = int(np.count_nonzero(_near_footprint(l_deg, b_deg, cfg)))
+    span = ((l_deg.min(), l_deg.max(), b_deg.min(), b_deg.max()) if l_deg.size
+            else (np.nan,) * 4)
+    return _footprint_verdict(n_near, l_deg.size, span, cfg, source)
+
+
+def check_shards(paths: Sequence[PathLike], cfg: "DecapsBuildConfig") -> int:
+    """Check every shard's positions and offsets before any work (cheap: the posterior
+    values are not read, one shard in memory at a time) and that some star falls in the
+    footprint.
+
+    Returns the number of stars that can weight a footprint pixel.
+
+    Raises
+    ------
+    ValueError
+        A shard with a NaN or infinite ``l``/``b`` or a negative offset (the file and the
+        first bad star are named), or no star near the footprint (:func:`check_footprint`).
+    """
+    n = n_near = 0
+    span = np.array([np.inf, -np.inf, np.inf, -np.inf])
+    for p in paths:
+        _check_fields(Path(p))
+        with np.load(p, allow_pickle=False) as f:
+            l_deg = np.asarray(f["l"], np.float64)
+            b_deg = np.asarray(f["b"], np.float64)
+            off = f["offsets"]
+        bad = ~(np.isfinite(l_deg) & np.isfinite(b_deg))
+        if bad.any():
+            raise ValueError(f"{p}: {int(bad.sum())} stars have a NaN or infinite l or b "
+                             f"(first: star {int(np.flatnonzero(bad)[0])}); remove them")
+        if np.any(off < 0):
+            raise ValueError(f"{p}: negative posterior offsets (first: star "
+                             f"{int(np.flatnonzero(off < 0)[0])}); the file is corrupt")
+        n += l_deg.size
+        n_near += int(np.count_nonzero(_near_footprint(l_deg, b_deg, cfg)))
+        if l_deg.size:
+            span = np.array([min(span[0], l_deg.min()), max(span[1], l_deg.max()),
+                             min(span[2], b_deg.min()), max(span[3], b_deg.max())])
+    source = str(paths[0]) if len(paths) == 1 else f"{len(paths)} shards"
+    return _footprint_verdict(n_near, n, span, cfg, source)
 
 
 # --------------------------------------------------------------------------- partition

@@ -6,8 +6,8 @@ Stages:
    :func:`.partition.partition_shards` (shard files, one Dask task each): smooth and cut the
    stars (§4.1.2, §4.2.1), then write per-block star files -- the stars within the weighting
    radius of the block's pixels, so that a block needs nothing else.
-2. :func:`process_block` (workers; pixels are independent): for every pixel of the block
-   touched by a star, Gaussian star weights (§4.2.2), reliable distances (App. B), and, with
+2. :func:`process_block` (workers; pixels are independent): for every footprint pixel of
+   the block, Gaussian star weights (§4.2.2), reliable distances (App. B), and, with
    at least ``min_stars`` stars, the parallel-tempered line-of-sight fit with retries (§4.2.3).
    A pixel's seed depends only on (seed, pixel), so results do not depend on how pixels are
    grouped into blocks, on the scheduler, or on resuming.
@@ -23,13 +23,11 @@ files and stage 3 streamed and tiled, so that the driver never holds the map's v
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
-import json
 import logging
+import math
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import healpy as hp
@@ -38,103 +36,15 @@ import numpy as np
 from dustmaps_ext_build.writers.decaps import PUBLISHED_CHUNK_PIXELS
 
 from . import partition, pixelize, prior, reliable
-from .sampler import RETRY_SETTINGS, SamplerSettings, pack_pixel, sample_pixel
-from .inputs import DM_MIN, DM_STEP, N_DM, N_E, StarPosteriors
+from .config import DM_EDGES, DecapsBuildConfig
+from .sampler import pack_pixel, sample_pixel
+from .inputs import N_DM, N_E, StarPosteriors
 
-__all__ = ["DecapsBuildConfig", "prepare_inputs", "process_block", "process_block_file",
+__all__ = ["DecapsBuildConfig", "prepare_inputs", "footprint_blocks", "process_block",
+           "process_block_file",
            "concat_block_results", "assemble_release", "build_decaps"]
 
 log = logging.getLogger(__name__)
-
-DM_EDGES = (DM_MIN + DM_STEP * np.arange(N_DM)).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class DecapsBuildConfig:
-    """Settings of a DECaPS-format build.
-
-    Parameters
-    ----------
-    nside : int
-        HEALPix nside of the map (8192 for the real map).
-    nside_block : int
-        A block is one NESTED pixel at this nside, i.e. ``(nside / nside_block)**2`` map pixels.
-    sampler : SamplerSettings
-        Temperatures, burn-in, number of samples; with ``retry`` the rounds and steps follow
-        the paper's escalating settings.
-    retry : bool
-        Re-run non-converged pixels (3 times under each of 4 settings).
-    retry_settings : tuple
-        (sweeps_per_round, n_rounds) of each setting.
-    min_stars : int
-        Pixels with fewer stars are infilled (10).
-    fwhm_pixels, truncate_fwhm : float
-        Star weighting (2.5 pixels, truncated at 2 FWHM).
-    weight_mode : {"image", "loglike"}
-        How a star's weight enters (see :func:`.sampler.pack_pixel`).
-    n_keep_samples : int
-        Samples written per pixel (5), drawn at random (seeded per pixel) from the chain's.
-    p_reliable_min, p_reliable_max : float
-        Appendix B thresholds (0.5 and 5).
-    infill_window, infill_train, infill_median : int
-        Widths of the §4.2.4 infill (21, 51, 11).
-    infill_seam_deg : float, optional
-        Longitude (deg) where the infill's ring image is cut (:func:`.infill.ring_origin`);
-        None: the middle of the longitudes outside ``l_range_deg`` (122.5 deg for DECaPS).
-    seed : int
-        Base seed.
-    prior_model : SmoothDiskDustModel
-        Mean of the jump prior.
-    l_range_deg, b_range_deg : (float, float)
-        Footprint: only pixels whose centres lie in this box are mapped (longitudes may
-        wrap, e.g. (239, 366)); the default is the DECaPS footprint.
-    """
-
-    nside: int = 8192
-    nside_block: int = 256
-    sampler: SamplerSettings = field(default_factory=SamplerSettings)
-    retry: bool = True
-    retry_settings: tuple = RETRY_SETTINGS
-    min_stars: int = 10
-    fwhm_pixels: float = 2.5
-    truncate_fwhm: float = 2.0
-    weight_mode: str = "image"
-    n_keep_samples: int = 5
-    p_reliable_min: float = 0.5
-    p_reliable_max: float = 5.0
-    infill_window: int = 21
-    infill_train: int = 51
-    infill_median: int = 11
-    infill_seam_deg: float | None = None
-    seed: int = 0
-    prior_model: prior.SmoothDiskDustModel = field(default_factory=prior.SmoothDiskDustModel)
-    l_range_deg: tuple = (239.0, 366.0)
-    b_range_deg: tuple = (-10.0, 10.0)
-
-    def in_footprint(self, l_deg, b_deg) -> np.ndarray:
-        """Whether directions (deg) lie in the footprint box."""
-        l_lo, l_hi = self.l_range_deg
-        dl = (np.asarray(l_deg) - l_lo) % 360.0
-        return (dl <= (l_hi - l_lo)) & (np.asarray(b_deg) >= self.b_range_deg[0]) & \
-            (np.asarray(b_deg) <= self.b_range_deg[1])
-
-    def __post_init__(self):
-        for name in ("nside", "nside_block"):
-            v = getattr(self, name)
-            if v < 1 or v & (v - 1):
-                raise ValueError(f"{name} must be a positive power of two")
-        if self.nside_block > self.nside:
-            raise ValueError("nside_block must not exceed nside")
-        if self.min_stars < 1 or self.n_keep_samples < 1:
-            raise ValueError("min_stars and n_keep_samples must be >= 1")
-        if self.n_keep_samples > self.sampler.n_samples:
-            raise ValueError("n_keep_samples cannot exceed the sampler's n_samples")
-
-    def fingerprint(self) -> str:
-        """Stable hash of every setting (for resume checks)."""
-        d = dataclasses.asdict(self)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
-
 
 # --------------------------------------------------------------------------- stage 1
 def prepare_inputs(stars: StarPosteriors, out_dir, cfg: DecapsBuildConfig, max_ebv=None,
@@ -168,13 +78,43 @@ def prepare_inputs(stars: StarPosteriors, out_dir, cfg: DecapsBuildConfig, max_e
 
 
 # --------------------------------------------------------------------------- stage 2
+def footprint_blocks(cfg: DecapsBuildConfig) -> np.ndarray:
+    """Sorted blocks that may hold a footprint pixel (a superset: a block is kept when its
+    centre lies within two block sizes of the footprint box)."""
+    margin = 2.0 * math.degrees(pixelize.pixel_size_rad(cfg.nside_block))
+    (l_lo, l_hi), (b_lo, b_hi) = cfg.l_range_deg, cfg.b_range_deg
+    theta_hi = math.radians(90.0 - max(-90.0, b_lo - margin))
+    theta_lo = math.radians(90.0 - min(90.0, b_hi + margin))
+    cand = hp.query_strip(cfg.nside_block, theta_lo, theta_hi, inclusive=True, nest=True)
+    cand = np.asarray(cand, np.int64)
+    l, b = hp.pix2ang(cfg.nside_block, cand, nest=True, lonlat=True)
+    cos_b = np.cos(np.radians(np.clip(np.abs(b) + margin, 0.0, 89.9)))
+    keep = ((l - (l_lo - margin / cos_b)) % 360.0) <= (l_hi - l_lo) + 2.0 * margin / cos_b
+    return np.sort(cand[keep | (margin >= 90.0)])
+
+
 def _block_pixels(block: int, cfg: DecapsBuildConfig) -> np.ndarray:
     f = (cfg.nside // cfg.nside_block) ** 2
     return np.arange(block * f, (block + 1) * f, dtype=np.int64)
 
 
+#: How each weighting choice packs a pixel (:func:`.sampler.pack_pixel`'s ``weight_mode``).
+_PACK_MODE = {"loglike": "loglike", "loglike_raw": "loglike", "image": "image"}
+
+
+def _exponents(w: np.ndarray, mode: str) -> np.ndarray:
+    """Per-star weights passed to the sampler for a weighting choice."""
+    if mode == "loglike" and w.size:
+        return w * (w.size / w.sum())
+    return w
+
+
 def process_block(block: int, stars: StarPosteriors, cfg: DecapsBuildConfig) -> dict:
-    """Fit every pixel of one block that lies in the footprint and is touched by a star.
+    """Fit every pixel of one block that lies in the footprint.
+
+    Every footprint pixel of the block is in the result, also those that no star reaches:
+    pixels with fewer than ``min_stars`` stars (none included) are not fitted and are
+    infilled in stage 3 (§4.2.4).
 
     Returns
     -------
@@ -192,7 +132,7 @@ def process_block(block: int, stars: StarPosteriors, cfg: DecapsBuildConfig) -> 
                                           fwhm_pixels=cfg.fwhm_pixels,
                                           truncate_fwhm=cfg.truncate_fwhm)
     n_st = asg.n_stars()
-    use = np.flatnonzero(n_st > 0)
+    use = np.arange(pix.size)  # zero-star pixels too: stage 3 infills and flags them
     n = use.size
     S = cfg.n_keep_samples
     out = {"healpix_index": pix[use].astype(np.uint64), "n_stars": n_st[use].astype(np.int32),
@@ -221,7 +161,7 @@ def process_block(block: int, stars: StarPosteriors, cfg: DecapsBuildConfig) -> 
             prior.jump_prior_means(l, b, DM_EDGES, cfg.prior_model),
             cfg.prior_model.sigma_ln, N_E)
         packed = pack_pixel(x0, nx, y0, ny, stars.offsets, stars.data, star_index=idx,
-                                    weights=w, weight_mode=cfg.weight_mode)
+                                    weights=_exponents(w, cfg.weight_mode), weight_mode=_PACK_MODE[cfg.weight_mode])
         seed = int(np.random.SeedSequence([cfg.seed, p]).generate_state(1, np.uint64)[0])
         res = sample_pixel(packed, table, cfg.sampler, seed=seed, retry=cfg.retry,
                                    retry_settings=cfg.retry_settings)
@@ -237,14 +177,22 @@ def process_block(block: int, stars: StarPosteriors, cfg: DecapsBuildConfig) -> 
     return out
 
 
-def process_block_file(block: int, *, star_dir: str, config: DecapsBuildConfig) -> dict:
+def process_block_file(block: int, *, star_dir: str, config: DecapsBuildConfig,
+                       star_blocks=None) -> dict:
     """Worker entry point: read the block's stars and run :func:`process_block`.
 
     The stars are ``star_dir/stars_{block:06d}.npz`` (written by :func:`prepare_inputs`) or
     the block's shard fragments ``star_dir/stars_{block:06d}_{shard:06d}.npz`` concatenated
-    in shard order (:func:`.partition.load_block_stars`). Top-level and picklable through
-    ``functools.partial`` for the Dask runner.
+    in shard order (:func:`.partition.load_block_stars`). A block that is not in the sorted
+    array ``star_blocks`` (when given: the blocks that stage 1 wrote stars for) has no
+    stars: its footprint pixels are returned unfitted, to be infilled. Top-level and
+    picklable through ``functools.partial`` for the Dask runner.
     """
+    if star_blocks is not None:
+        star_blocks = np.asarray(star_blocks, np.int64)
+        i = int(np.searchsorted(star_blocks, int(block)))
+        if i == star_blocks.size or star_blocks[i] != int(block):
+            return process_block(int(block), StarPosteriors.empty(), config)
     stars = partition.load_block_stars(star_dir, int(block))
     return process_block(int(block), stars, config)
 
@@ -289,7 +237,7 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
                  cfg: DecapsBuildConfig, *, max_ebv=None, scheduler=None, n_workers=None,
                  progress: bool = True, resume: bool = True, fast_path=None,
                  overwrite: bool = False, tile_size: int | None = 256,
-                 chunk_pixels: int = PUBLISHED_CHUNK_PIXELS) -> dict:
+                 chunk_pixels: int = PUBLISHED_CHUNK_PIXELS, smooth: bool = True) -> dict:
     """Run the whole pipeline with the Dask runner, from star catalogue to release file.
 
     Every stage runs as tasks of ``dustmaps_ext_build.runner.run_blocks`` (stage 1 per input shard,
@@ -331,12 +279,18 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
         untiled infill); see :func:`.assemble.assemble_release_from_blocks`.
     chunk_pixels : int
         Pixels per HDF5 chunk and per write (the release's 200,842).
+    smooth : bool
+        Smooth the star posteriors (§4.1.2). Pass False for posteriors that are already
+        smoothed (brutus' ``bin_pdfs_distred`` output) or to build without smoothing.
 
     Returns
     -------
     dict
         The summary of :func:`.assemble.assemble_release_from_blocks` (``n_pixels``,
-        ``n_converged``, ``n_missing``, ``n_infilled``, ``n_blocks``, ``n_tiles``, ``path``).
+        ``n_converged``, ``n_missing``, ``n_infilled``, ``n_no_reliable_range``,
+        ``n_blocks``, ``n_tiles``, ``path``), plus ``smoothed`` and
+        ``unphysical_cut`` (whether the §4.2.1 cut of the nearby unphysical mode ran: it
+        needs ``max_ebv``).
         The values are in the file: read it with ``dustmaps_ext.decaps.DECaPSQuery`` or
         h5py.
 
@@ -345,34 +299,50 @@ def build_decaps(stars: StarPosteriors | str | Path | list, out_path, work_dir,
     FileExistsError
         ``out_path`` exists and ``overwrite`` is False.
     ValueError
-        A non-positive ``tile_size`` or ``chunk_pixels``.
+        A non-positive ``tile_size`` or ``chunk_pixels``; stars with a NaN ``l``/``b`` or
+        a negative offset; no star near the footprint (all checked before any work).
     """
     from dustmaps_ext_build.runner import run_blocks  # the project's Dask runner
 
     from .assemble import assemble_release_from_blocks, check_output_options
 
     check_output_options(out_path, overwrite, tile_size, chunk_pixels)  # before any work
+    if isinstance(stars, StarPosteriors):  # validated on construction
+        partition.check_footprint(stars.l, stars.b, cfg)
+    else:
+        stars = partition.resolve_shards(stars)
+        partition.check_shards(stars, cfg)
+    if max_ebv is None:
+        log.warning("no maximum-density curve: the cut of the unphysical nearby "
+                    "high-reddening mode (§4.2.1) is off (pass max_ebv / --max-density)")
     work_dir = Path(work_dir)
     star_dir = work_dir / "stars"
     if isinstance(stars, StarPosteriors):  # small: partitioned on the driver, as one shard
         shutil.rmtree(work_dir / "partition", ignore_errors=True)  # stale shard results
-        prep = prepare_inputs(stars, star_dir, cfg, max_ebv)
+        prep = prepare_inputs(stars, star_dir, cfg, max_ebv, smooth=smooth)
         data_digest = partition.combine_digests(prep["digest"])
     else:  # shards partitioned in parallel, resumably; digests computed by the tasks
         prep = partition.partition_shards(stars, star_dir, cfg, max_ebv,
                                           out_dir=work_dir / "partition", scheduler=scheduler,
                                           n_workers=n_workers, progress=progress,
-                                          resume=resume)
+                                          resume=resume, smooth=smooth)
         data_digest = prep["digest"]
-    fn = functools.partial(process_block_file, star_dir=str(star_dir), config=cfg)
+    star_blocks = np.asarray(prep["blocks"], np.int64)
+    fn = functools.partial(process_block_file, star_dir=str(star_dir), config=cfg,
+                           star_blocks=star_blocks)
     digest = hashlib.sha256(cfg.fingerprint().encode())
     digest.update(b"max_ebv:" + (b"none" if max_ebv is None
                                   else np.asarray(max_ebv, np.float64).tobytes()))
+    digest.update(f"smooth:{bool(smooth)};".encode())
     digest.update(data_digest.encode())
-    paths = run_blocks([int(b) for b in prep["blocks"]], fn, work_dir / "blocks",
+    blocks = np.union1d(star_blocks, footprint_blocks(cfg))  # starless blocks are infilled
+    paths = run_blocks([int(b) for b in blocks], fn, work_dir / "blocks",
                        scheduler=scheduler, n_workers=n_workers, progress=progress,
                        resume=resume, fingerprint=digest.hexdigest())
-    return assemble_release_from_blocks(
+    summary = assemble_release_from_blocks(
         paths, out_path, work_dir / "assemble", cfg, scheduler=scheduler, n_workers=n_workers,
         progress=progress, resume=resume, tile_size=tile_size, chunk_pixels=chunk_pixels,
         fast_path=fast_path, overwrite=overwrite)
+    summary["smoothed"] = bool(smooth)
+    summary["unphysical_cut"] = max_ebv is not None
+    return summary

@@ -16,19 +16,14 @@ import healpy as hp
 import numpy as np
 from scipy.spatial import cKDTree
 
+from dustmaps_ext.healpix import check_nside
+
 __all__ = ["PixelAssignment", "pixel_size_rad", "assign_stars_to_pixels", "pixels_touched"]
 
 
 def pixel_size_rad(nside: int) -> float:
     """Square root of the HEALPix pixel area (rad)."""
     return math.sqrt(4.0 * math.pi / (12.0 * nside * nside))
-
-
-def _check_nside(nside: int) -> int:
-    nside = int(nside)
-    if nside < 1 or nside & (nside - 1):
-        raise ValueError("nside must be a positive power of two")
-    return nside
 
 
 def _unit_vectors(l_deg, b_deg) -> np.ndarray:
@@ -79,7 +74,7 @@ def assign_stars_to_pixels(l_deg, b_deg, pixels, nside: int, *, fwhm_pixels: flo
     -------
     PixelAssignment
     """
-    nside = _check_nside(nside)
+    nside = check_nside(nside)
     pixels = np.asarray(pixels, np.int64)
     if pixels.size and (pixels.min() < 0 or pixels.max() >= 12 * nside * nside):
         raise ValueError(f"pixels must lie in [0, {12 * nside * nside})")
@@ -115,7 +110,7 @@ def assign_stars_to_pixels(l_deg, b_deg, pixels, nside: int, *, fwhm_pixels: flo
 def pixels_touched(l_deg, b_deg, nside: int, *, fwhm_pixels: float = 2.5,
                    truncate_fwhm: float = 2.0) -> np.ndarray:
     """Sorted NESTED pixels within the truncation radius of at least one star."""
-    nside = _check_nside(nside)
+    nside = check_nside(nside)
     radius = truncate_fwhm * fwhm_pixels * pixel_size_rad(nside)
     vecs = _unit_vectors(np.asarray(l_deg, float), np.asarray(b_deg, float))
     out = [hp.query_disc(nside, v, radius, inclusive=False, nest=True) for v in vecs]

@@ -5,12 +5,15 @@ edge ``mu_x`` is ``0.01 * y[x]`` mag with integer ``y``; the jump in bin ``x`` i
 ``dy[x] = y[x] - y[x-1]`` (``y[-1] = 0``). Following Green et al. (2019), each jump has a
 log-normal prior whose mean comes from a smooth model of the Galactic dust:
 
-* **Smooth dust model** -- an exponential disk without warp, spiral arms or central hole, in
-  the spirit of the smooth disk of Drimmel & Spergel (2001):
-  ``rho(R, z) = rho_sun * exp(-(R - R_sun) / h_R - |z + z_sun| / h_z)`` (E(B-V) mag/kpc), with
-  defaults ``rho_sun = 0.2 mag/kpc`` (the local normalisation used by the public bayestar
-  code), ``h_R = 2.38 kpc`` and ``h_z = 0.114 kpc`` (0.28 and 0.0134 R_sun for R_sun =
-  8.5 kpc), ``R_sun = 8.5 kpc``, ``z_sun = 0``, truncated beyond ``R_max = 20 kpc``.
+* **Smooth dust model** -- by default (:class:`FlaredSechDiskDustModel`) the smooth ISM disk
+  of the bayestar code that made the released map: a sech^2 disk of scale height 134.4 pc
+  that flares beyond R = 4.4 kpc, an exponential radial profile (2.26 kpc) with an inner
+  hole inside R_0 / 2, R_0 = 8 kpc, the Sun 25 pc above the plane (the parameters of
+  Drimmel & Spergel 2001), normalised to ``rho_sun = 0.2 mag/kpc`` at the Sun as bayestar
+  does. :class:`SmoothDiskDustModel` keeps the plain exponential disk
+  ``rho(R, z) = rho_sun * exp(-(R - R_sun) / h_R - |z + z_sun| / h_z)`` (h_R = 2.38 kpc,
+  h_z = 0.114 kpc, R_sun = 8.5 kpc, cut beyond 20 kpc) that earlier versions used; it rises
+  36-fold toward the Galactic Centre where the bayestar disk has its hole.
 * **Per-bin mean** -- ``m_x``, the model column between the edges ``mu_{x-1}`` and ``mu_x``
   (bin 0 from the Sun to ``mu_0``), integrated with 64 sub-steps per bin and clipped to
   ``[exp(-10), exp(-3)]`` mag (0.045 mmag to 0.050 mag), the floor and ceiling on
@@ -30,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-__all__ = ["SmoothDiskDustModel", "jump_prior_means", "log_jump_prior_table"]
+__all__ = ["SmoothDiskDustModel", "FlaredSechDiskDustModel", "jump_prior_means",
+           "log_jump_prior_table"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,70 @@ class SmoothDiskDustModel:
         return np.where(R > self.R_max_kpc, 0.0, rho)
 
 
-def jump_prior_means(l_deg: float, b_deg: float, dm_edges, model: SmoothDiskDustModel | None = None,
+@dataclass(frozen=True)
+class FlaredSechDiskDustModel:
+    """The smooth ISM disk of the code that made the released map (the default prior).
+
+    The model of bayestar's ``TGalacticModel::rho_ISM`` (the fork tagged v0.2.0 that the
+    paper cites; parameters of Drimmel & Spergel 2001), with Galactocentric radius ``R``
+    and height ``Z`` of a point (``Z = d sin b``, the Sun at ``Z_0`` above the plane)::
+
+        rho(R, Z) = rho_sun * f(R) / cosh^2((Z + Z_0) / H(R)) / (f(R_0) / cosh^2(Z_0 / H_0))
+        H(R) = H_0 + max(R - R_flare, 0) * dH/dR                    (flare)
+        f(R) = exp(-R / L)                           for R > R_0 / 2
+        f(R) = exp(-R_0 / (2 L) - (R - R_0/2)^2 / (R_0^2 / 4))  inside  (inner hole)
+
+    normalised to ``rho_sun`` (E(B-V) mag/kpc) at the Sun, as bayestar normalises its
+    prior to 0.2 mag/kpc locally.
+
+    Parameters
+    ----------
+    rho_sun : float
+        Density at the Sun (mag/kpc).
+    R0_kpc, Z0_kpc : float
+        Sun's Galactocentric radius (8 kpc) and height above the plane (25 pc).
+    H_kpc, L_kpc : float
+        Scale height (134.4 pc) and length (2.26 kpc).
+    dH_dR : float
+        Flare: growth of the scale height per unit radius beyond ``R_flare_kpc`` (0.0148).
+    R_flare_kpc : float
+        Radius where the flare starts (4.4 kpc).
+    sigma_ln, mean_floor, mean_ceil : float
+        As in :class:`SmoothDiskDustModel`.
+    """
+
+    rho_sun: float = 0.2
+    R0_kpc: float = 8.0
+    Z0_kpc: float = 0.025
+    H_kpc: float = 0.1344
+    L_kpc: float = 2.26
+    dH_dR: float = 0.0148
+    R_flare_kpc: float = 4.4
+    sigma_ln: float = 0.75
+    mean_floor: float = math.exp(-10.0)
+    mean_ceil: float = math.exp(-3.0)
+
+    def shape(self, R_kpc, Z_kpc) -> np.ndarray:
+        """Unnormalised density at Galactocentric radius ``R`` and height ``Z`` (kpc)."""
+        R = np.asarray(R_kpc, np.float64)
+        Z = np.asarray(Z_kpc, np.float64)
+        H = self.H_kpc + np.maximum(R - self.R_flare_kpc, 0.0) * self.dH_dR
+        half = 0.5 * self.R0_kpc
+        radial = np.where(R > half, -R / self.L_kpc,
+                          -half / self.L_kpc - (R - half) ** 2 / (half * half))
+        return np.exp(radial) / np.cosh((Z + self.Z0_kpc) / H) ** 2
+
+    def density(self, l_deg: float, b_deg: float, d_kpc) -> np.ndarray:
+        """Model density (mag/kpc) along the direction (l, b) at distances ``d_kpc``."""
+        d = np.asarray(d_kpc, dtype=np.float64)
+        lr, br = math.radians(l_deg), math.radians(b_deg)
+        x = self.R0_kpc - d * math.cos(br) * math.cos(lr)
+        y = d * math.cos(br) * math.sin(lr)
+        local = float(self.shape(self.R0_kpc, 0.0))
+        return self.rho_sun * self.shape(np.hypot(x, y), d * math.sin(br)) / local
+
+
+def jump_prior_means(l_deg: float, b_deg: float, dm_edges, model=None,
                      n_sub: int = 64) -> np.ndarray:
     """Mean reddening jump (mag) of the smooth model in each distance bin.
 
@@ -86,8 +153,8 @@ def jump_prior_means(l_deg: float, b_deg: float, dm_edges, model: SmoothDiskDust
         Direction of the sightline (deg).
     dm_edges : array_like, shape (n_dist,)
         Distance-modulus edges; bin ``x`` ends at ``dm_edges[x]``, bin 0 starts at the Sun.
-    model : SmoothDiskDustModel, optional
-        The smooth dust model (defaults documented in the module).
+    model : FlaredSechDiskDustModel or SmoothDiskDustModel, optional
+        The smooth dust model (default :class:`FlaredSechDiskDustModel`).
     n_sub : int
         Midpoint sub-steps per bin.
 
@@ -95,7 +162,7 @@ def jump_prior_means(l_deg: float, b_deg: float, dm_edges, model: SmoothDiskDust
     -------
     numpy.ndarray, shape (n_dist,)
     """
-    model = model or SmoothDiskDustModel()
+    model = model or FlaredSechDiskDustModel()
     edges = np.asarray(dm_edges, dtype=np.float64)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError("dm_edges must be a strictly increasing 1D array")

@@ -1,4 +1,4 @@
-"""Star catalogs for the parametric build: reading Parquet, FITS or HDF5 and checking them.
+"""Star catalogs for the parametric build: reading Parquet, FITS, HDF5, CSV or ECSV, checking them.
 
 A catalog holds, per star, the Galactic position, the E(B-V) measurement with its error and
 the distance with its lower and upper errors (the 68% interval below and above the
@@ -26,7 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["CATALOG_COLUMNS", "StarCatalog", "read_catalog", "write_catalog"]
+__all__ = ["CATALOG_COLUMNS", "CATALOG_FORMATS", "StarCatalog", "read_catalog", "write_catalog"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,12 @@ logger = logging.getLogger(__name__)
 CATALOG_COLUMNS = ("l", "b", "ebv", "ebv_err", "distance", "distance_err_lo", "distance_err_hi")
 
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".fits": "fits", ".fit": "fits",
-             ".fits.gz": "fits", ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5"}
+             ".fits.gz": "fits", ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5",
+             ".csv": "csv", ".csv.gz": "csv", ".ecsv": "ecsv", ".ecsv.gz": "ecsv"}
+#: Catalog formats that :func:`read_catalog` and :func:`write_catalog` handle.
+CATALOG_FORMATS = ("parquet", "fits", "hdf5", "csv", "ecsv")
+_FORMAT_HINT = ("name it with format= (Python) or --format (build-parametric): one of "
+                + ", ".join(CATALOG_FORMATS))
 
 
 @dataclass(frozen=True)
@@ -125,30 +130,31 @@ class StarCatalog:
 
 def _format_of(path: Path, fmt: str | None) -> str:
     if fmt is not None:
-        if fmt not in ("parquet", "fits", "hdf5"):
-            raise ValueError(f"format must be 'parquet', 'fits' or 'hdf5', got {fmt!r}")
+        if fmt not in CATALOG_FORMATS:
+            raise ValueError(f"unknown catalog format {fmt!r}; {_FORMAT_HINT}")
         return fmt
     name = path.name.lower()
     for suffix, kind in sorted(_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
         if name.endswith(suffix):
             return kind
-    raise ValueError(f"{path}: cannot tell the catalog format from the file name; "
-                     "pass format='parquet', 'fits' or 'hdf5'")
+    raise ValueError(f"{path}: cannot tell the catalog format from the file name (known "
+                     f"suffixes: {', '.join(sorted(_SUFFIXES))}); {_FORMAT_HINT}")
 
 
 def read_catalog(path: str | Path, *, column_map: Mapping[str, str] | None = None,
                  format: str | None = None, hdf5_group: str = "/",
                  drop_invalid: bool = True) -> StarCatalog:
-    """Read a star catalog from Parquet, FITS (first table HDU) or HDF5.
+    """Read a star catalog from Parquet, FITS (first table HDU), HDF5, CSV or ECSV.
 
     Parameters
     ----------
     path : str or Path
         The file. The format follows the suffix (``.parquet``/``.pq``, ``.fits``/``.fit``/
-        ``.fits.gz``, ``.h5``/``.hdf5``) unless ``format`` is given.
+        ``.fits.gz``, ``.h5``/``.hdf5``, ``.csv``/``.csv.gz`` (comma-separated, a header
+        line of column names), ``.ecsv``) unless ``format`` is given.
     column_map : mapping, optional
         Canonical name -> name in the file, for the columns named differently.
-    format : {'parquet', 'fits', 'hdf5'}, optional
+    format : {'parquet', 'fits', 'hdf5', 'csv', 'ecsv'}, optional
         Override the format guessed from the suffix.
     hdf5_group : str
         HDF5 group holding one 1-D dataset per column.
@@ -191,6 +197,24 @@ def read_catalog(path: str | Path, *, column_map: Mapping[str, str] | None = Non
                 raise ValueError(f"{path}: no table HDU in this FITS file")
             _require(path, names, set(hdu.columns.names))
             raw = {c: np.array(hdu.data[n]) for c, n in names.items()}
+    elif kind == "csv":
+        import pyarrow.csv as pacsv
+
+        try:
+            table = pacsv.read_csv(path)
+        except Exception as exc:  # pyarrow's ArrowInvalid and friends
+            raise ValueError(f"{path}: not a readable CSV table ({exc})") from exc
+        _require(path, names, set(table.column_names))
+        raw = {c: _numeric_column(path, n, table.column(n).to_numpy()) for c, n in names.items()}
+    elif kind == "ecsv":
+        from astropy.table import Table
+
+        try:
+            table = Table.read(path, format="ascii.ecsv")
+        except Exception as exc:  # astropy raises several types for malformed files
+            raise ValueError(f"{path}: not a readable ECSV table ({exc})") from exc
+        _require(path, names, set(table.colnames))
+        raw = {c: np.asarray(table[n]) for c, n in names.items()}
     else:
         import h5py
 
@@ -204,6 +228,15 @@ def read_catalog(path: str | Path, *, column_map: Mapping[str, str] | None = Non
     return StarCatalog.from_arrays(raw, source=str(path), drop_invalid=drop_invalid)
 
 
+def _numeric_column(path: Path, name: str, values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "O":  # missing values or text in a numeric column
+        try:
+            return np.array([np.nan if v is None else float(v) for v in values])
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{path}: column {name!r} must be numeric ({exc})") from exc
+    return values
+
+
 def _require(path: Path, names: Mapping[str, str], available: set) -> None:
     missing = [f"{n!r}" + ("" if n == c else f" (for {c!r})")
                for c, n in names.items() if n not in available]
@@ -214,7 +247,8 @@ def _require(path: Path, names: Mapping[str, str], available: set) -> None:
 
 def write_catalog(catalog: StarCatalog, path: str | Path, *, format: str | None = None,
                   overwrite: bool = False) -> Path:
-    """Write a catalog with the canonical column names (Parquet, FITS or HDF5 by suffix)."""
+    """Write a catalog with the canonical column names (Parquet, FITS, HDF5, CSV or ECSV
+    by suffix, or ``format``)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
@@ -229,6 +263,11 @@ def write_catalog(catalog: StarCatalog, path: str | Path, *, format: str | None 
         from astropy.table import Table
 
         Table(cols).write(path, format="fits", overwrite=True)
+    elif kind in ("csv", "ecsv"):
+        from astropy.table import Table
+
+        Table(cols).write(path, format="ascii.csv" if kind == "csv" else "ascii.ecsv",
+                          overwrite=True)
     else:
         import h5py
 

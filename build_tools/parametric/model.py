@@ -36,9 +36,12 @@ import math
 import numba
 import numpy as np
 
-from dustmaps_ext._core.parametric import (
-    BUBBLE_EDGE_WIDTH, CLOUD_COLUMNS, N_CLOUDS, _cloud_constants, _cloud_density_term,
-    _cloud_terms, _diffuse_constants, _diffuse_terms)
+from dustmaps_ext.parametric_model import BUBBLE_EDGE_WIDTH, CLOUD_COLUMNS, N_CLOUDS
+from dustmaps_ext.parametric_model import cloud_constants as _cloud_constants
+from dustmaps_ext.parametric_model import cloud_density_term as _cloud_density_term
+from dustmaps_ext.parametric_model import cloud_terms as _cloud_terms
+from dustmaps_ext.parametric_model import diffuse_constants as _diffuse_constants
+from dustmaps_ext.parametric_model import diffuse_terms as _diffuse_terms
 
 __all__ = [
     "N_CLOUDS", "N_PARAMS", "PARAM_NAMES",

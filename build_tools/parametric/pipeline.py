@@ -35,6 +35,9 @@ import healpy as hp
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from dustmaps_ext.files import atomic_output
+from dustmaps_ext.healpix import check_nside
+
 from ..runner import load_blocks, run_blocks
 from ..writers.parametric import (PARAMETRIC_COLUMNS, RELEASE_NROWS, RELEASE_NSIDE,
                                   write_parametric_table)
@@ -79,6 +82,11 @@ class ParametricBuildConfig:
         sightlines centred on the Galactic equator.
     block_nside : int
         HEALPix blocks (NESTED pixels at this nside) are the units of work and of resume.
+    l_range, b_range : tuple of float, optional
+        A region (deg): only the sightlines whose centre lies inside are fitted, and the
+        rows of the table outside it are NaN (the readers answer NaN there). ``l_range``
+        may wrap through 0 (``(350, 10)``); either may be left out (all longitudes, or all
+        latitudes). Default: the whole sky.
     fit : FitConfig
         Settings of each sightline fit.
     """
@@ -93,13 +101,13 @@ class ParametricBuildConfig:
     min_fit_stars: int = 10
     b_lim_min_deg: float = 0.1
     block_nside: int = 8
+    l_range: tuple | None = None
+    b_range: tuple | None = None
     fit: FitConfig = field(default_factory=FitConfig)
 
     def __post_init__(self):
         for name in ("nside_max", "nside_min", "block_nside"):
-            v = getattr(self, name)
-            if v < 1 or v & (v - 1):
-                raise ValueError(f"{name} must be a power of two, got {v}")
+            check_nside(getattr(self, name), name)
         if not self.block_nside <= self.nside_min <= self.nside_max <= RELEASE_NSIDE:
             raise ValueError("need block_nside <= nside_min <= nside_max <= 1024")
         if self.threshold < 1 or self.min_fit_stars < 2:
@@ -108,6 +116,33 @@ class ParametricBuildConfig:
             raise ValueError("neighbour_factor must be positive, min_decentration_weight in [0, 1)")
         if not 0 < self.b_lim_min_deg <= 90:
             raise ValueError("b_lim_min_deg must be in (0, 90]")
+        for name, lo_hi in (("l_range", self.l_range), ("b_range", self.b_range)):
+            if lo_hi is None:
+                continue
+            if len(lo_hi) != 2 or not all(math.isfinite(v) for v in lo_hi):
+                raise ValueError(f"{name} must be two finite angles (deg), got {lo_hi!r}")
+        if self.b_range is not None and not -90 <= self.b_range[0] < self.b_range[1] <= 90:
+            raise ValueError(f"b_range must satisfy -90 <= min < max <= 90, got {self.b_range!r}")
+        if self.l_range is not None and not (0 <= self.l_range[0] <= 360
+                                             and 0 <= self.l_range[1] <= 360):
+            raise ValueError(f"l_range must be two longitudes in [0, 360], got {self.l_range!r}")
+
+    @property
+    def whole_sky(self) -> bool:
+        """True when no region is set."""
+        return self.l_range is None and self.b_range is None
+
+    def in_region(self, l_deg, b_deg) -> np.ndarray:
+        """Whether directions (deg) lie inside the region (all True without one)."""
+        l = np.mod(np.asarray(l_deg, dtype=np.float64), 360.0)
+        b = np.asarray(b_deg, dtype=np.float64)
+        inside = np.ones(np.broadcast(l, b).shape, dtype=bool)
+        if self.b_range is not None:
+            inside &= (b >= self.b_range[0]) & (b <= self.b_range[1])
+        if self.l_range is not None:
+            lo, hi = self.l_range
+            inside &= ((l >= lo) & (l <= hi)) if lo <= hi else ((l >= lo) | (l <= hi))
+        return inside
 
     def to_json(self) -> str:
         """A canonical JSON description (used in the job fingerprint)."""
@@ -164,6 +199,11 @@ def prepare_build(catalog: StarCatalog, work_dir: str | os.PathLike,
     # sightlines are sorted along the NESTED curve, hence by block too
     lev = np.round(np.log2(nside // config.block_nside)).astype(np.int64)
     blocks = spix >> (2 * lev)
+    if not config.whole_sky:
+        region_blocks = np.unique(blocks[config.in_region(*sightline_centres(nside, spix))])
+        if region_blocks.size == 0:
+            raise ValueError("no sightline of the catalog has its centre inside the region "
+                             f"l_range={config.l_range}, b_range={config.b_range}")
     sl = {"nside": nside, "ipix": spix, "n_in_pixel": nstar, "block": blocks}
     for name, arr in sl.items():
         digest.update(arr.tobytes())
@@ -171,14 +211,13 @@ def prepare_build(catalog: StarCatalog, work_dir: str | os.PathLike,
     logger.info("%d stars, %d sightlines (%s), %d blocks at nside %d", len(catalog), nside.size,
                 ", ".join(f"nside {n}: {c}" for n, c in zip(*np.unique(nside, return_counts=True))),
                 np.unique(blocks).size, config.block_nside)
-    return [int(b) for b in np.unique(blocks)], digest.hexdigest()
+    work_blocks = np.unique(blocks) if config.whole_sky else region_blocks
+    return [int(b) for b in work_blocks], digest.hexdigest()
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         np.lib.format.write_array(fh, arr, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _load(work: Path, prefix: str, names) -> dict:
@@ -198,6 +237,11 @@ def fill_row_values(config: ParametricBuildConfig) -> dict[str, float]:
     return values
 
 
+def outside_row_values() -> dict[str, float]:
+    """Column values of a row outside the build's region: NaN (``b_lim`` is set per row)."""
+    return {c: np.nan for c in PARAMETRIC_COLUMNS if c != "b_lim"}
+
+
 def process_block(block_id: int, work_dir: str, config: ParametricBuildConfig) -> dict:
     """Fit every sightline of one block (a top-level, picklable function for the runner).
 
@@ -207,7 +251,9 @@ def process_block(block_id: int, work_dir: str, config: ParametricBuildConfig) -
         One entry per sightline of the block: ``nside``, ``ipix`` (NESTED), ``b_lim``,
         ``params`` (n, 15), ``sigma``, ``sigma_0_2``, ``sigma_1_4``, ``sigma_2_max``,
         ``max_distance``, ``n_in_pixel``, ``n_stars`` (fitted, neighbours included),
-        ``n_clipped`` and ``fitted`` (False: too few stars, fill values used).
+        ``n_clipped``, ``in_region`` (False: the centre lies outside the build's region,
+        not fitted) and ``fitted`` (False: outside the region, or too few stars: fill
+        values used).
     """
     from scipy.spatial import cKDTree
 
@@ -238,6 +284,7 @@ def process_block(block_id: int, work_dir: str, config: ParametricBuildConfig) -
     s_l, s_b = stars["l"][idx], stars["b"][idx]
     s_e, s_d = stars["ebv"][idx], stars["distance"][idx]
     s_w = stars["w_unc"][idx]
+    s_pix = stars["ipix"][idx]
     svec = _unit_vectors(s_l, s_b)
     tree = cKDTree(svec) if idx.size else None
     cvec = _unit_vectors(cl, cb)
@@ -249,19 +296,25 @@ def process_block(block_id: int, work_dir: str, config: ParametricBuildConfig) -
         "sigma_2_max": np.full(n, np.nan), "max_distance": np.zeros(n),
         "n_in_pixel": n_in_pixel, "n_stars": np.zeros(n, np.int64),
         "n_clipped": np.zeros(n, np.int64), "fitted": np.zeros(n, bool),
+        "in_region": config.in_region(cl, cb),
     }
     fill = fill_row_values(config)
     fill_params = np.array([fill[name] for name in PARAM_NAMES])
     # scipy's L-BFGS-B calls BLAS on 15-element vectors; a multi-threaded BLAS turns each of
     # those calls into a thread hand-off and slows the fits 10-100x on a busy machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        _fit_block(n, nside, cvec, tree, svec, s_d, s_e, s_w, config, out, fill_params)
+        _fit_block(n, nside, ipix, cvec, tree, svec, s_pix, s_d, s_e, s_w, config, out,
+                   fill_params)
     logger.debug("block %d: %d sightlines, %d fitted", block_id, n, int(out["fitted"].sum()))
     return out
 
 
-def _fit_block(n, nside, cvec, tree, svec, s_d, s_e, s_w, config, out, fill_params):
+def _fit_block(n, nside, ipix, cvec, tree, svec, s_pix, s_d, s_e, s_w, config, out,
+               fill_params):
     for i in range(n):
+        if not out["in_region"][i]:
+            out["params"][i] = np.nan
+            continue
         a_r = float(resolution_deg(nside[i]))
         sel = np.array([], dtype=np.int64)
         if tree is not None:
@@ -278,8 +331,11 @@ def _fit_block(n, nside, cvec, tree, svec, s_d, s_e, s_w, config, out, fill_para
             continue
         order = np.argsort(s_d[sel], kind="stable")  # independent of the tree's ordering
         sel, theta, w_dec = sel[order], theta[order], w_dec[order]
+        # the stars of the line of sight itself (its pixel) set max_distance and the sigmas
+        shift = 2 * int(round(math.log2(config.nside_max // int(nside[i]))))
+        own = (s_pix[sel] >> shift) == ipix[i]
         res = fit_sightline(s_d[sel], s_e[sel], w_dec * s_w[sel], out["b_lim"][i],
-                            reliable=theta <= a_r, config=config.fit)
+                            reliable=own, config=config.fit)
         out["params"][i] = res.params
         for key in ("sigma", "sigma_0_2", "sigma_1_4", "sigma_2_max", "max_distance"):
             out[key][i] = getattr(res, key)
@@ -310,9 +366,14 @@ def assemble_table(results: dict, config: ParametricBuildConfig,
     fill = fill_row_values(config)
     cols = {c: np.full(RELEASE_NROWS, fill[c], dtype=dtype) for c in PARAMETRIC_COLUMNS
             if c != "b_lim"}
-    _, row_b = hp.pix2ang(RELEASE_NSIDE, np.arange(RELEASE_NROWS), lonlat=True)
+    row_l, row_b = hp.pix2ang(RELEASE_NSIDE, np.arange(RELEASE_NROWS), lonlat=True)
     cols["b_lim"] = _b_lim(row_b, config.b_lim_min_deg).astype(dtype)
-    del row_b
+    if not config.whole_sky:
+        outside = ~config.in_region(row_l, row_b)
+        for c, v in outside_row_values().items():
+            cols[c][outside] = v
+        del outside
+    del row_l, row_b
     nside = np.asarray(results["nside"], dtype=np.int64)
     ipix = np.asarray(results["ipix"], dtype=np.int64)
     n_child = (RELEASE_NSIDE // nside) ** 2
@@ -324,7 +385,11 @@ def assemble_table(results: dict, config: ParametricBuildConfig,
     values = {"b_lim": results["b_lim"]}
     values.update({name: params[:, j] for j, name in enumerate(PARAM_NAMES)})
     for key in ("sigma", "sigma_0_2", "sigma_1_4", "sigma_2_max", "max_distance"):
-        values[key] = results[key]
+        values[key] = np.asarray(results[key], dtype=np.float64)
+    if "in_region" in results:  # sightlines outside the region: NaN rows
+        outside = ~np.asarray(results["in_region"], dtype=bool)
+        for c, v in outside_row_values().items():
+            values[c] = np.where(outside, v, values[c])
     for c in PARAMETRIC_COLUMNS:
         cols[c][rows] = np.asarray(values[c])[which]
     return cols
@@ -355,7 +420,8 @@ def build_parametric_map(catalog: StarCatalog | str | os.PathLike, output: str |
                          config: ParametricBuildConfig | None = None,
                          scheduler: str | None = None, n_workers: int | None = None,
                          progress: bool = True, resume: bool = True, overwrite: bool = False,
-                         dtype=np.float32, column_map=None) -> dict[str, np.ndarray]:
+                         dtype=np.float32, column_map=None, catalog_format: str | None = None,
+                         hdf5_group: str = "/") -> dict[str, np.ndarray]:
     """Build the released parametric table from a star catalog.
 
     Parameters
@@ -363,7 +429,10 @@ def build_parametric_map(catalog: StarCatalog | str | os.PathLike, output: str |
     catalog : StarCatalog or path
         The stars (a path is read with :func:`~dustmaps_ext_build.parametric.catalog.read_catalog`).
     output : path
-        The FITS table to write (the ``data_v3.fits`` layout).
+        The FITS table to write (the ``data_v3.fits`` layout; a name ending in ``.gz`` is
+        gzip-compressed, which makes the table of a small region a few MB). It is written
+        under a temporary name and renamed once complete: a build killed while writing
+        leaves no ``output``, and running it again (``resume``) only redoes the write.
     work_dir : path
         Folder for the prepared inputs and the per-block results (``blocks/``); keep it to
         resume a killed build.
@@ -377,6 +446,9 @@ def build_parametric_map(catalog: StarCatalog | str | os.PathLike, output: str |
         Floating type of the table columns.
     column_map : mapping, optional
         Column renaming when ``catalog`` is a path.
+    catalog_format, hdf5_group : str, optional
+        ``format`` and ``hdf5_group`` of
+        :func:`~dustmaps_ext_build.parametric.catalog.read_catalog` when ``catalog`` is a path.
 
     Returns
     -------
@@ -387,15 +459,18 @@ def build_parametric_map(catalog: StarCatalog | str | os.PathLike, output: str |
     config = config or ParametricBuildConfig()
     output = Path(output)
     if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"{output} exists; choose another output or replace it "
+                              "(overwrite=True; --overwrite on the command line)")
     if not isinstance(catalog, StarCatalog):
-        catalog = read_catalog(catalog, column_map=column_map)
+        catalog = read_catalog(catalog, column_map=column_map, format=catalog_format,
+                               hdf5_group=hdf5_group)
     work = Path(work_dir)
     block_ids, job, fingerprint = plan_build(catalog, work, config)
     paths = run_blocks(block_ids, job, work / "blocks", scheduler=scheduler, n_workers=n_workers,
                        progress=progress, resume=resume, fingerprint=fingerprint)
     results = load_blocks(paths)
-    np.savez(work / "sightlines.npz", **results)
+    with atomic_output(work / "sightlines.npz", suffix=".npz") as tmp:
+        np.savez(tmp, **results)
     table = assemble_table(results, config, dtype=dtype)
     write_parametric_table(output, table, overwrite=overwrite, dtype=dtype)
     logger.info("wrote %s (%d sightlines, %d fitted)", output, results["nside"].size,

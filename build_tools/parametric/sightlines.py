@@ -17,17 +17,12 @@ import math
 import healpy as hp
 import numpy as np
 
+from dustmaps_ext.healpix import check_nside
+
 __all__ = [
     "adaptive_sightlines", "nuniq", "from_nuniq", "resolution_deg", "decentration_weight",
     "uncertainty_weights", "stars_nested_index", "sightline_centres",
 ]
-
-
-def _check_nside(nside: int, name: str = "nside") -> int:
-    nside = int(nside)
-    if nside < 1 or nside & (nside - 1):
-        raise ValueError(f"{name} must be a positive power of two, got {nside}")
-    return nside
 
 
 def nuniq(nside, ipix) -> np.ndarray:
@@ -51,7 +46,7 @@ def resolution_deg(nside) -> np.ndarray:
 
 def stars_nested_index(l_deg, b_deg, nside: int) -> np.ndarray:
     """NESTED pixel index of each star at ``nside``."""
-    return hp.ang2pix(_check_nside(nside), np.asarray(l_deg, float), np.asarray(b_deg, float),
+    return hp.ang2pix(check_nside(nside), np.asarray(l_deg, float), np.asarray(b_deg, float),
                       nest=True, lonlat=True).astype(np.int64)
 
 
@@ -86,8 +81,8 @@ def adaptive_sightlines(ipix_max, *, threshold: int = 20, nside_max: int = 1024,
         Stars inside each sightline pixel.
         Sightlines are sorted by NESTED position (equivalently by NUNIQ within a level).
     """
-    nside_max = _check_nside(nside_max, "nside_max")
-    nside_min = _check_nside(nside_min, "nside_min")
+    nside_max = check_nside(nside_max, "nside_max")
+    nside_min = check_nside(nside_min, "nside_min")
     if nside_min > nside_max:
         raise ValueError("nside_min must not exceed nside_max")
     if threshold < 1:

@@ -24,16 +24,17 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 import astropy.units as u
 
+from dustmaps_ext.files import atomic_output
+from dustmaps_ext.formats import bayestar19 as bayestar19_format
+
 from ..galaxy import SimulatedGalaxy, default_galaxy
 from .decaps import DM_BIN_EDGES
 
 __all__ = ["PIXEL_INFO_DTYPE", "write_bayestar19", "simulated_bayestar_pixels",
            "write_simulated_bayestar19"]
 
-#: Record type of ``pixel_info`` in bayestar2019.h5.
-PIXEL_INFO_DTYPE = np.dtype([("nside", "<u4"), ("healpix_index", "<u8"),
-                             ("DM_reliable_min", "<f4"), ("DM_reliable_max", "<f4"),
-                             ("converged", "u1")])
+#: Record type of ``pixel_info`` in bayestar2019.h5 (the format's fact).
+PIXEL_INFO_DTYPE = bayestar19_format.PIXEL_INFO_DTYPE
 
 
 def write_bayestar19(path, *, nside, healpix_index, samples, best_fit, dm_reliable_min,
@@ -64,9 +65,9 @@ def write_bayestar19(path, *, nside, healpix_index, samples, best_fit, dm_reliab
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    hp_idx = np.asarray(healpix_index, dtype=np.uint64)
+    hp_idx = np.asarray(healpix_index, dtype=PIXEL_INFO_DTYPE["healpix_index"])
     n_pix = hp_idx.size
-    nside = np.broadcast_to(np.asarray(nside, dtype=np.uint32), (n_pix,))
+    nside = np.broadcast_to(np.asarray(nside, dtype=PIXEL_INFO_DTYPE["nside"]), (n_pix,))
     edges = np.asarray(dm_bin_edges, dtype=np.float32)
     samples = np.asarray(samples, dtype=np.float32)
     best_fit = np.asarray(best_fit, dtype=np.float32)
@@ -81,8 +82,8 @@ def write_bayestar19(path, *, nside, healpix_index, samples, best_fit, dm_reliab
     info["healpix_index"] = hp_idx
     info["DM_reliable_min"] = dm_reliable_min
     info["DM_reliable_max"] = dm_reliable_max
-    info["converged"] = np.asarray(converged).astype(np.uint8)
-    with h5py.File(path, "w") as f:
+    info["converged"] = np.asarray(converged).astype(PIXEL_INFO_DTYPE["converged"])
+    with atomic_output(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         d = f.create_dataset("pixel_info", data=info)
         d.attrs["DM_bin_edges"] = edges
         chunks = (max(1, min(n_pix, 1024)), samples.shape[1], edges.size)

@@ -20,13 +20,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dustmaps_ext.files import atomic_output
+from dustmaps_ext.formats import decaps as decaps_format
+from dustmaps_ext.healpix import check_nside
+
 __all__ = ["PUBLISHED_CHUNK_PIXELS", "DM_BIN_EDGES", "create_decaps_release", "write_decaps_release"]
 
-#: Pixels per HDF5 chunk in the published files.
-PUBLISHED_CHUNK_PIXELS = 200_842
+#: Pixels per HDF5 chunk in the published files (the format's fact).
+PUBLISHED_CHUNK_PIXELS = decaps_format.PUBLISHED_CHUNK_PIXELS
 
 #: The 120 distance-modulus edges of the release (4.0 to 18.875 in steps of 0.125).
-DM_BIN_EDGES = (4.0 + 0.125 * np.arange(120)).astype(np.float32)
+DM_BIN_EDGES = decaps_format.DM_BIN_EDGES
 
 
 def create_decaps_release(path: str | Path, *, nside: int, healpix_index, dm_reliable_min,
@@ -44,17 +48,19 @@ def create_decaps_release(path: str | Path, *, nside: int, healpix_index, dm_rel
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    hp_idx = np.asarray(healpix_index, dtype=np.uint64)
+    nside = check_nside(nside)
+    dtypes = decaps_format.PIXEL_DTYPES
+    hp_idx = np.asarray(healpix_index, dtype=dtypes["healpix_index"])
     n_pix = hp_idx.size
     if n_pix and np.any(np.diff(hp_idx.astype(np.int64)) <= 0):
         raise ValueError("healpix_index must be strictly increasing")
     if n_pix and int(hp_idx[-1]) >= 12 * nside ** 2:
         raise ValueError(f"healpix_index holds pixels beyond nside={nside}")
     edges = np.asarray(dm_bin_edges, dtype=np.float32)
-    per_pixel = {"DM_reliable_min": np.asarray(dm_reliable_min, dtype=np.float32),
-                 "DM_reliable_max": np.asarray(dm_reliable_max, dtype=np.float32),
-                 "converged": np.asarray(converged).astype(np.uint8),
-                 "infilled": np.asarray(infilled).astype(np.uint8)}
+    per_pixel = {"DM_reliable_min": np.asarray(dm_reliable_min, dtype=dtypes["DM_reliable_min"]),
+                 "DM_reliable_max": np.asarray(dm_reliable_max, dtype=dtypes["DM_reliable_max"]),
+                 "converged": np.asarray(converged).astype(dtypes["converged"]),
+                 "infilled": np.asarray(infilled).astype(dtypes["infilled"])}
     if n_stars is not None:
         n_stars = np.asarray(n_stars)
         if n_stars.size and (np.any(n_stars < 0) or n_stars.max() > np.iinfo(np.uint32).max):
@@ -75,7 +81,8 @@ def create_decaps_release(path: str | Path, *, nside: int, healpix_index, dm_rel
             info.create_dataset(name, data=arr)
         for name, n_slots in (("mean", 1), ("samples", n_samples)):
             if n_slots:
-                f.create_dataset(name, shape=(n_pix, n_slots, edges.size), dtype=np.float16,
+                f.create_dataset(name, shape=(n_pix, n_slots, edges.size),
+                                 dtype=decaps_format.VALUE_DTYPE,
                                  chunks=(chunk_rows, 1, 1), compression="gzip",
                                  compression_opts=compression_level, shuffle=True)
     except BaseException:
@@ -126,24 +133,26 @@ def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, s
     """
     n_pix = np.size(healpix_index)
     n_dist = np.size(dm_bin_edges)
-    mean = np.asarray(mean, dtype=np.float16)
+    mean = np.asarray(mean, dtype=decaps_format.VALUE_DTYPE)
     if mean.ndim == 2:
         mean = mean[:, None, :]
     if mean.shape != (n_pix, 1, n_dist):
         raise ValueError(f"mean must have shape ({n_pix}, 1, {n_dist}); got {mean.shape}")
     if samples is not None:
-        samples = np.asarray(samples, dtype=np.float16)
+        samples = np.asarray(samples, dtype=decaps_format.VALUE_DTYPE)
         if samples.ndim != 3 or samples.shape[0] != n_pix or samples.shape[2] != n_dist:
             raise ValueError(f"samples must have shape ({n_pix}, n_samples, {n_dist}); "
                              f"got {samples.shape}")
     n_samples = 0 if samples is None else samples.shape[1]
-    with create_decaps_release(path, nside=nside, healpix_index=healpix_index,
-                               dm_reliable_min=dm_reliable_min, dm_reliable_max=dm_reliable_max,
-                               converged=converged, infilled=infilled, n_samples=n_samples,
-                               dm_bin_edges=dm_bin_edges, chunk_pixels=chunk_pixels,
-                               compression_level=compression_level, overwrite=overwrite,
-                               n_stars=n_stars) as f:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    with atomic_output(path, suffix=".h5") as tmp, create_decaps_release(
+            tmp, nside=nside, healpix_index=healpix_index, dm_reliable_min=dm_reliable_min,
+            dm_reliable_max=dm_reliable_max, converged=converged, infilled=infilled,
+            n_samples=n_samples, dm_bin_edges=dm_bin_edges, chunk_pixels=chunk_pixels,
+            compression_level=compression_level, overwrite=True, n_stars=n_stars) as f:
         f["mean"][...] = mean
         if samples is not None:
             f["samples"][...] = samples
-    return Path(path)
+    return path

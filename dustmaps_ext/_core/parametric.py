@@ -27,13 +27,14 @@ and the build pipeline's fit (:mod:`dustmaps_ext_build.parametric.model`) both c
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numba
 import numpy as np
+
+from .threads import PARALLEL_MIN_POINTS, max_threads, parallel_slot, run_tasks
 
 __all__ = [
     "TABLE_COLUMNS", "CLOUD_COLUMNS", "DERIVED_FIELDS", "EBV_FIELDS", "AUX_FIELDS",
@@ -497,8 +498,6 @@ def _profiles(rec, aux, r, x, ebv, dens):
 
 # --------------------------------------------------------------------------- dispatch
 
-#: Inputs at least this long run on all cores (see :func:`evaluate`).
-PARALLEL_MIN_POINTS = 4096
 #: Smallest number of points handed to one thread at a time.
 CHUNK_POINTS = 32768
 #: Inputs at least this long are processed block of rows by block of rows.
@@ -510,38 +509,6 @@ RELEASE_MIN_POINTS = 16384
 BLOCK_ROWS_LOG2 = 20
 #: Points are ordered by buckets of ``2**BUCKET_ROWS_LOG2`` rows within a block.
 BUCKET_ROWS_LOG2 = 10
-
-# numba's default (workqueue) threading layer must not run two parallel kernels at once:
-# parallel kernels (the RING pixel lookup of the Wang et al. map) run under this lock (see
-# parallel_slot), and a caller that finds it taken runs the serial one. The model kernels
-# are serial and release the GIL; large inputs run them on a pool of Python threads
-# (independent blocks of points: no barrier to wait for, and safe to call from any number
-# of threads).
-_PARALLEL_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def parallel_slot(n_points: int) -> Iterator[bool]:
-    """Whether a parallel kernel may run now on ``n_points`` points.
-
-    Yields True (holding the one parallel slot of the process until the block ends) for
-    inputs of :data:`PARALLEL_MIN_POINTS` points or more when no other parallel kernel is
-    running, else False (the caller then runs its serial kernel)::
-
-        with parallel_slot(n) as parallel:
-            (kernel_parallel if parallel else kernel_serial)(...)
-    """
-    parallel = n_points >= PARALLEL_MIN_POINTS and _PARALLEL_LOCK.acquire(blocking=False)
-    try:
-        yield parallel
-    finally:
-        if parallel:
-            _PARALLEL_LOCK.release()
-
-
-def _n_threads() -> int:
-    return max(1, numba.config.NUMBA_NUM_THREADS)
-
 
 def evaluate(records: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
              distances: np.ndarray | None, *, components: bool = False,
@@ -606,7 +573,7 @@ def evaluate(records: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
         for first_bucket in range(0, n_buckets, per_block):
             lo = starts[1 + first_bucket]
             hi = starts[1 + min(first_bucket + per_block, n_buckets)]
-            step = max(CHUNK_POINTS, -(-(hi - lo) // _n_threads()))
+            step = max(CHUNK_POINTS, -(-(hi - lo) // max_threads()))
             for a in range(lo, hi, step):
                 tasks.append((a, min(a + step, hi), first_bucket << BUCKET_ROWS_LOG2))
         tasks = [t for t in tasks if t[1] > t[0]]
@@ -626,15 +593,7 @@ def evaluate(records: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
                 if done:
                     release(first, min(first + (1 << BLOCK_ROWS_LOG2), rec.shape[0]))
 
-        if n >= PARALLEL_MIN_POINTS and len(tasks) > 1 and _n_threads() > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=_n_threads()) as pool:
-                for _ in pool.map(run, tasks):
-                    pass
-        else:
-            for task in tasks:
-                run(task)
+        run_tasks(run, tasks, parallel=n >= PARALLEL_MIN_POINTS)
 
     if not components:
         return outs[0]

@@ -20,7 +20,8 @@ import healpy as hp
 import numba
 import numpy as np
 
-__all__ = ["lb_to_nested", "nested_to_lb", "lb_to_ring", "PixelIndex", "stable_order"]
+__all__ = ["check_nside", "in_lon_lat_box", "lb_to_nested", "nested_to_lb", "lb_to_ring", "PixelIndex",
+           "stable_order"]
 
 
 def stable_order(keys: np.ndarray) -> np.ndarray:
@@ -55,11 +56,59 @@ def _lb_arrays(l_deg, b_deg):
     return l_deg, b_deg
 
 
-def _check_nside(nside: int) -> int:
-    nside = int(nside)
-    if nside < 1 or nside & (nside - 1):
-        raise ValueError(f"nside must be a positive power of two; got {nside}")
-    return nside
+def check_nside(nside, name: str = "nside") -> int:
+    """``nside`` as an int, checked to be a positive power of two (the HEALPix rule).
+
+    Parameters
+    ----------
+    nside : int
+        The value to check.
+    name : str
+        What to call it in the error message.
+
+    Raises
+    ------
+    ValueError
+        If it is not a positive power of two (the message names ``name`` and the value).
+    """
+    value = int(nside)
+    if value != nside or value < 1 or value & (value - 1):
+        raise ValueError(f"{name} must be a positive power of two; got {nside}")
+    return value
+
+
+
+def in_lon_lat_box(l_deg, b_deg, l_range_deg, b_range_deg) -> np.ndarray:
+    """Whether Galactic directions lie inside a longitude-latitude box (open boundaries).
+
+    The one boundary rule of the package: ``l_lo < l < l_hi`` along increasing longitude
+    (the range may wrap through l = 0, e.g. ``(239, 366)``; a range of 360 deg or more takes
+    every longitude) and ``b_lo < b < b_hi``. NaN directions are outside.
+
+    Parameters
+    ----------
+    l_deg, b_deg : array_like
+        Galactic longitude and latitude (deg), broadcastable.
+    l_range_deg : (float, float)
+        ``(l_lo, l_hi)`` with ``l_lo < l_hi``; ``l_hi`` may exceed 360.
+    b_range_deg : (float, float)
+        ``(b_lo, b_hi)``.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+    """
+    l_lo, l_hi = (float(v) for v in l_range_deg)
+    b_lo, b_hi = (float(v) for v in b_range_deg)
+    if not (l_hi > l_lo and b_hi > b_lo):
+        raise ValueError(f"need l_lo < l_hi and b_lo < b_hi; got l {l_range_deg}, b {b_range_deg}")
+    l_deg = np.asarray(l_deg, dtype=np.float64)
+    b_deg = np.asarray(b_deg, dtype=np.float64)
+    span = l_hi - l_lo
+    with np.errstate(invalid="ignore"):
+        dl = np.mod(l_deg - l_lo, 360.0)
+        in_l = np.isfinite(l_deg) if span >= 360.0 else (dl > 0.0) & (dl < span)
+        return in_l & (b_deg > b_lo) & (b_deg < b_hi)
 
 
 def lb_to_nested(nside: int, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
@@ -83,7 +132,7 @@ def lb_to_nested(nside: int, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray
     numpy.ndarray of int64
         Pixel indices; -1 where l or b is not finite or |b| > 90 deg.
     """
-    nside = _check_nside(nside)
+    nside = check_nside(nside)
     l_deg, b_deg = _lb_arrays(l_deg, b_deg)
     pix = np.empty(l_deg.shape, dtype=np.int64)
     _lb_to_nested(np.int64(nside), np.int64(nside.bit_length() - 1),
@@ -164,7 +213,7 @@ def _lb_to_nested(nside, order, l_deg, b_deg, out):
 
 def nested_to_lb(nside: int, pix: np.ndarray):
     """Galactic (l, b) in deg of the centres of HEALPix NESTED pixels at ``nside``."""
-    nside = _check_nside(nside)
+    nside = check_nside(nside)
     return hp.pix2ang(nside, np.asarray(pix, dtype=np.int64), nest=True, lonlat=True)
 
 
@@ -188,14 +237,14 @@ def lb_to_ring(nside: int, l_deg: np.ndarray, b_deg: np.ndarray, *,
     parallel : bool
         Run the kernel on all cores. numba's default threading layer runs one parallel
         kernel at a time: callers that may run concurrently must serialise (see
-        :func:`dustmaps_ext._core.parametric.parallel_slot`).
+        :func:`dustmaps_ext._core.threads.parallel_slot`).
 
     Returns
     -------
     numpy.ndarray of int64
         Pixel indices; -1 where l or b is not finite or |b| > 90 deg.
     """
-    nside = _check_nside(nside)
+    nside = check_nside(nside)
     l_deg, b_deg = _lb_arrays(l_deg, b_deg)
     lf = np.ascontiguousarray(l_deg).ravel()
     bf = np.ascontiguousarray(b_deg).ravel()
@@ -307,7 +356,7 @@ class PixelIndex:
                  coarse_nside: int | None = None, sort: bool = False) -> None:
         nsides = np.atleast_1d(np.asarray(nside, dtype=np.int64))
         for n in np.unique(nsides):
-            _check_nside(int(n))
+            check_nside(int(n))
         self.nside_max = int(nsides.max())
         self.nside_min = int(nsides.min())
         self.n_rows = int(np.shape(healpix_index)[0])

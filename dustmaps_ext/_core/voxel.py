@@ -1,17 +1,20 @@
 """The checked functional core of voxel-map queries (DECaPS; Bayestar19).
 
 :func:`query_voxels` turns Galactic ``l, b`` (and optional distance) arrays into reddening
-and flags for any store that follows the convention of :mod:`dustmaps_ext._io.layouts`
-(slot 0 the mean, slots 1..n_samples the samples). Everything here works on plain arrays.
+and flags for any store that implements :class:`VoxelStore` (slot 0 the mean or best fit,
+slots 1..n_samples the samples; the stores of :mod:`dustmaps_ext._io.decaps` and
+:mod:`dustmaps_ext._io.bayestar19` subclass it). Everything here works on plain arrays.
 
-A store may declare, as class attributes,
+Besides its data, a store declares (class attributes with defaults in :class:`VoxelStore`)
 
 * ``value_dtype``: the type of its values, ``float16`` (default; stored as uint16 bit
   patterns) or ``float32`` (Bayestar19); answers come in that type;
 * ``slot0``: ``'mean'`` (default: slot 0 holds the mean map, DECaPS) or ``'best'``
   (slot 0 holds the best fit, Bayestar19: mode ``'best'`` reads it and mode ``'mean'`` is
   numpy's mean over the samples of the interpolated values, as dustmaps computes it);
-* ``flag_dtypes``: the flag layouts (with, without distances); default DECaPS'.
+* ``flag_dtypes``: the flag layouts (with, without distances); default DECaPS';
+* ``chunk_coords``: coordinates answered between two :meth:`~VoxelStore.release` calls
+  (None: any number at once, for a map in RAM).
 
 Results follow dustmaps 1.0.14 exactly for the deterministic modes (float16 DECaPS shown;
 a float32 store answers float32 where this table says float16):
@@ -31,23 +34,66 @@ percentile        (n,) or (n, n_pct) float64   (n, n_dist) or (n, n_dist, n_pct)
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from . import los
+from . import los, threads
 from .modes import (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE, as_generator, check_mode,
                     draw_key, parse_pct, per_pixel_draw)
-from .pixels import lb_to_nested, stable_order
+from .pixels import PixelIndex, lb_to_nested, stable_order
 
-_DEFAULT_FLAGS = (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE)
+__all__ = ["VoxelStoreInfo", "PixelTable", "VoxelStore", "distance_modulus", "query_voxels",
+           "flag_fields"]
 
-__all__ = ["distance_modulus", "query_voxels", "flag_fields", "MAX_THREADS"]
 
-#: Threads a large query uses (the kernels release the GIL); at most 8.
-MAX_THREADS = max(1, min(8, os.cpu_count() or 1))
-#: Queries smaller than this stay on the calling thread.
+@runtime_checkable
+class VoxelStoreInfo(Protocol):
+    """What the core needs to know of a map file: its distance-modulus edges."""
+
+    dm_bin_edges: np.ndarray
+
+    @property
+    def n_dist(self) -> int:
+        """Number of distance-modulus edges."""
+
+
+@runtime_checkable
+class PixelTable(Protocol):
+    """The per-pixel part of a map: the pixel index and the flags of rows."""
+
+    index: PixelIndex
+
+    def flags(self, rows: np.ndarray) -> dict:
+        """``converged``, ``infilled`` (bool) and ``dm_min``, ``dm_max`` (float32) of each
+        row; rows of -1 give False and NaN."""
+
+
+@runtime_checkable
+class VoxelStore(Protocol):
+    """The interface of a voxel map's store, as :func:`query_voxels` uses it.
+
+    Stores subclass this class explicitly, inheriting the defaults of the class attributes.
+    """
+
+    info: VoxelStoreInfo
+    pixels: PixelTable
+    n_samples: int
+    chunk_coords: int | None = None
+    value_dtype: ClassVar[np.dtype] = np.dtype(np.float16)
+    slot0: ClassVar[str] = "mean"
+    flag_dtypes: ClassVar[tuple[np.dtype, np.dtype]] = (FLAGS_WITH_DISTANCE,
+                                                         FLAGS_WITHOUT_DISTANCE)
+
+    def data_for(self, rows: np.ndarray, want_samples: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(data, local_rows)``: an array ``(rows', n_slots, n_dist)`` holding the asked
+        rows (uint16 float16 bit patterns, or float32) and each query row's place in it."""
+
+    def release(self) -> None:
+        """Free what answering the last chunk of coordinates touched."""
+
+#: Queries smaller than this stay on the calling thread; larger ones use the package's
+#: threads (:mod:`dustmaps_ext._core.threads`; the kernels release the GIL).
 PARALLEL_MIN_COORDS = 65536
 
 
@@ -71,7 +117,7 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
 
     Parameters
     ----------
-    store : InMemoryStore, MappedStore or PublishedRowStore
+    store : VoxelStore
         The map.
     l_deg, b_deg : numpy.ndarray, shape (n,), or None
         Galactic coordinates (deg); may be None when ``rows`` is given.
@@ -123,8 +169,8 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
         d_kpc = np.asarray(d_kpc, dtype=np.float64)
     dm = None if d_kpc is None else np.empty(n, dtype=np.float64)
     n_samples = store.n_samples
-    value_dtype = np.dtype(getattr(store, "value_dtype", np.float16))
-    slot0 = getattr(store, "slot0", "mean")
+    value_dtype = np.dtype(store.value_dtype)
+    slot0 = store.slot0
     if mode == "best" and slot0 != "best":
         raise ValueError("mode 'best' needs a map whose slot 0 is a best fit")
     computed_mean = mode == "mean" and slot0 != "mean"
@@ -191,7 +237,8 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
 
 
 def _run_in_chunks(answer, n: int, chunk_coords: int | None, keys: np.ndarray | None) -> None:
-    """Call ``answer(sel)`` on chunks of the n coordinates, on up to :data:`MAX_THREADS` threads.
+    """Call ``answer(sel)`` on chunks of the n coordinates, on the package's threads
+    (:func:`dustmaps_ext._core.threads.run_tasks`).
 
     A store with a chunk size (a memory map or a file) is answered in order of ``keys``
     (pixels or rows), so consecutive coordinates touch neighbouring parts of the file, and
@@ -206,17 +253,11 @@ def _run_in_chunks(answer, n: int, chunk_coords: int | None, keys: np.ndarray | 
         step = chunk_coords
     else:
         order = None
-        parts = MAX_THREADS if n >= PARALLEL_MIN_COORDS else 1
+        parts = threads.max_threads() if n >= PARALLEL_MIN_COORDS else 1
         step = -(-n // parts) if n else 1
     chunks = [slice(a, min(a + step, n)) if order is None else order[a:a + step]
               for a in range(0, n, step)]
-    if len(chunks) > 1 and MAX_THREADS > 1 and n >= PARALLEL_MIN_COORDS:
-        with ThreadPoolExecutor(max_workers=MAX_THREADS) as pool:
-            for done in pool.map(answer, chunks):
-                pass
-    else:
-        for sel in chunks:
-            answer(sel)
+    threads.run_tasks(answer, chunks, parallel=n >= PARALLEL_MIN_COORDS)
 
 
 def _empty_pixel_flags(n: int) -> dict:
@@ -292,7 +333,7 @@ def flag_fields(pix: dict, dm: np.ndarray | None) -> dict:
 
 
 def _flags(store, pix, dm):
-    with_d, without_d = getattr(store, "flag_dtypes", _DEFAULT_FLAGS)
+    with_d, without_d = store.flag_dtypes
     dtype = with_d if dm is not None else without_d
     fields = flag_fields(pix, dm)
     flags = np.empty(pix["dm_min"].size, dtype=dtype)

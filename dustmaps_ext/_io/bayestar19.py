@@ -1,6 +1,8 @@
-"""The Bayestar19 file: checks and an in-RAM store.
+"""The Bayestar19 format (Green et al. 2019), in one place: facts, checks and an in-RAM store.
 
-The release of Green et al. (2019), Harvard Dataverse doi:10.7910/DVN/2EJ9TX.
+Facts: the Dataverse DOI (:data:`DOI`), the file name (:data:`FILE_NAME`), where dustmaps
+looks for it (:func:`default_map_path`), and the record type of ``pixel_info``
+(:data:`PIXEL_INFO_DTYPE`), which the reader checks and the build pipeline's writer writes.
 
 Layout of ``bayestar2019.h5`` as dustmaps' ``BayestarQuery`` reads it:
 
@@ -24,17 +26,48 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from .._core.modes import BAYESTAR_FLAGS_WITH_DISTANCE, BAYESTAR_FLAGS_WITHOUT_DISTANCE
 from .._core.pixels import PixelIndex
-from .layouts import InMemoryStore, MapFileError, PixelArrays
+from ..errors import MapFileError
+from .files import map_data_dir, missing_map_error, open_hdf5
+from .stores import InMemoryStore, PixelArrays
 
-__all__ = ["Bayestar19FileInfo", "inspect_bayestar19_file", "Bayestar19Store", "load_bayestar19"]
+__all__ = ["DOI", "FILE_NAME", "PIXEL_INFO_DTYPE", "default_map_path", "Bayestar19FileInfo",
+           "inspect_bayestar19_file", "Bayestar19Store", "load_bayestar19"]
 
 logger = logging.getLogger(__name__)
 
-_PIXEL_FIELDS = ("nside", "healpix_index", "DM_reliable_min", "DM_reliable_max", "converged")
+#: Dataverse DOI of the Bayestar19 release (Green et al. 2019).
+DOI = "10.7910/DVN/2EJ9TX"
+#: File name of the release, as ``dustmaps.bayestar.BayestarQuery(version='bayestar2019')`` reads it.
+FILE_NAME = "bayestar2019.h5"
+#: Record type of ``pixel_info`` in ``bayestar2019.h5``.
+PIXEL_INFO_DTYPE = np.dtype([("nside", "<u4"), ("healpix_index", "<u8"),
+                             ("DM_reliable_min", "<f4"), ("DM_reliable_max", "<f4"),
+                             ("converged", "u1")])
+_PIXEL_FIELDS = PIXEL_INFO_DTYPE.names
+
+
+def bayestar_dir() -> Path:
+    """``<dustmaps data_dir>/bayestar``, read at call time."""
+    return map_data_dir("bayestar")
+
+
+def default_map_path() -> Path:
+    """``<dustmaps data_dir>/bayestar/bayestar2019.h5``, where dustmaps' BayestarQuery looks.
+
+    Raises
+    ------
+    FileNotFoundError
+        If it is not there; the message says how to download it.
+    """
+    path = bayestar_dir() / FILE_NAME
+    if not path.is_file():
+        raise missing_map_error("Bayestar19 map", f": {path} is missing", "dustmaps_ext.bayestar",
+                                "dustmaps_ext.bayestar.fetch()", "dustmaps-ext fetch bayestar2019")
+    return path
 
 
 @dataclass(frozen=True)
@@ -64,14 +97,7 @@ def inspect_bayestar19_file(path) -> Bayestar19FileInfo:
         inconsistent shapes.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Bayestar19 map file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise MapFileError(f"{path} is not a readable HDF5 file (truncated, corrupt or not "
-                           f"HDF5 at all): {exc}") from exc
-    with f:
+    with open_hdf5(path, "Bayestar19 map") as f:
         problems = []
         info = f.get("pixel_info")
         if not isinstance(info, h5py.Dataset) or info.dtype.names is None:

@@ -41,12 +41,14 @@ import numpy as np
 import numpy.lib.recfunctions as rfn
 
 from .._coords import galactic_arrays, restore_shape
-from .._core.pixels import lb_to_nested
+from .._core.pixels import in_lon_lat_box, lb_to_nested
 from .download import RetryPolicy, check_free_space, file_lock, format_bytes
-from .layouts import (
-    _PIXEL_DATASETS,
-    _PIXEL_DTYPES,
-    MapFileError,
+from ..errors import MapFileError, OutsideFetchedRegionError
+from .decaps import (
+    B_RANGE_DEG,
+    L_RANGE_DEG,
+    PIXEL_DATASETS,
+    PIXEL_DTYPES,
     _inspect_open,
     inspect_decaps_file,
     load_in_memory,
@@ -55,7 +57,8 @@ from .layouts import (
 from .remote import BlockCache, RangeReader, RemoteFile
 
 __all__ = ["CUTOUT_ATTR", "CutoutCoverage", "OutsideFetchedRegionError", "Region",
-           "cutout_regions", "fetch_cutout", "in_decaps_footprint", "region_pixels",
+           "cutout_regions", "decaps_cutout_path", "fetch_cutout", "index_path",
+           "regions_argument", "in_decaps_footprint", "region_pixels",
            "write_query_file"]
 
 logger = logging.getLogger(__name__)
@@ -69,12 +72,6 @@ MERGE_GAP = 1 << 20
 #: Largest single Range request (bytes) when coalescing chunks.
 MAX_REQUEST_BYTES = 256 << 20
 
-# the DECaPS footprint (Zucker et al. 2025, §2): 239 < l or l < 6 deg, |b| < 10 deg
-_FOOTPRINT_L_MIN, _FOOTPRINT_L_MAX, _FOOTPRINT_B = 239.0, 6.0, 10.0
-
-
-class OutsideFetchedRegionError(ValueError):
-    """A coordinate lies in the DECaPS footprint but outside every region of a cutout."""
 
 
 @dataclass(frozen=True)
@@ -121,12 +118,10 @@ def region_pixels(nside: int, regions: Sequence) -> np.ndarray:
 
 
 def in_decaps_footprint(l_deg, b_deg, margin_deg: float = 0.0) -> np.ndarray:
-    """True inside the DECaPS footprint (239 < l or l < 6 deg, |b| < 10 deg), widened by
-    ``margin_deg`` on every side."""
-    l_deg = np.mod(np.asarray(l_deg, dtype=float), 360.0)
-    b_deg = np.asarray(b_deg, dtype=float)
-    return (((l_deg > _FOOTPRINT_L_MIN - margin_deg) | (l_deg < _FOOTPRINT_L_MAX + margin_deg))
-            & (np.abs(b_deg) < _FOOTPRINT_B + margin_deg))
+    """True inside the DECaPS footprint (:func:`dustmaps_ext._io.decaps.in_footprint`),
+    widened by ``margin_deg`` on every side."""
+    return in_lon_lat_box(l_deg, b_deg, (L_RANGE_DEG[0] - margin_deg, L_RANGE_DEG[1] + margin_deg),
+                          (B_RANGE_DEG[0] - margin_deg, B_RANGE_DEG[1] + margin_deg))
 
 
 def cutout_regions(f: h5py.File) -> list[Region] | None:
@@ -331,13 +326,13 @@ def _read_rows(f: h5py.File, remote: RemoteFile, plan: dict, table: dict, names:
 
     grp = f["pixel_info"]
     chunk_rows = f["mean"].chunks[0]
-    parts: dict[str, list] = {n: [] for n in ("healpix_index", *_PIXEL_DATASETS[1:], *names)}
+    parts: dict[str, list] = {n: [] for n in ("healpix_index", *PIXEL_DATASETS[1:], *names)}
     for row in tqdm(sorted(plan), desc="DECaPS cutout", unit="row", disable=not progress):
         positions, pixels = plan[row]
         a = row * chunk_rows
         lo, hi = int(positions.min()), int(positions.max()) + 1
         parts["healpix_index"].append(pixels)
-        for name in _PIXEL_DATASETS[1:]:
+        for name in PIXEL_DATASETS[1:]:
             parts[name].append(grp[name][a + lo:a + hi][positions - lo])
         for name in names:
             chunks = table[(row, name)]
@@ -373,8 +368,8 @@ def write_query_file(dst: Path, pixel_attrs: dict, arrays: dict, root_attrs: dic
             grp = f.create_group("pixel_info")
             for key, value in pixel_attrs.items():
                 grp.attrs[key] = value
-            for name in _PIXEL_DATASETS:
-                grp.create_dataset(name, data=np.asarray(arrays[name], dtype=_PIXEL_DTYPES[name]))
+            for name in PIXEL_DATASETS:
+                grp.create_dataset(name, data=np.asarray(arrays[name], dtype=PIXEL_DTYPES[name]))
             for name in ("mean", "samples"):
                 if name in arrays:
                     f.create_dataset(name, data=np.asarray(arrays[name], dtype=np.float16))
@@ -403,7 +398,7 @@ def _read_existing(path: Path, names: Sequence[str]) -> tuple[dict, list, dict |
             raise MapFileError(f"{path} exists and is not a DECaPS cutout; move it away")
         source = json.loads(f.attrs[SOURCE_ATTR])
         grp = f["pixel_info"]
-        arrays = {name: grp[name][()] for name in _PIXEL_DATASETS}
+        arrays = {name: grp[name][()] for name in PIXEL_DATASETS}
     info = inspect_decaps_file(path)
     n_samples = info.n_samples if "samples" in names else 0
     data = load_in_memory(info, n_samples=n_samples, progress=False).data.view(np.float16)
@@ -514,7 +509,7 @@ def _fetch_locked(reader: RangeReader, dest: Path, new_regions: list, size, chec
         cache.save(index_path(dest))
     arrays = {}
     for name, chunks in parts.items():
-        dtype = np.float16 if name in names else _PIXEL_DTYPES[name]
+        dtype = np.float16 if name in names else PIXEL_DTYPES[name]
         if chunks:
             new = np.concatenate(chunks).astype(dtype, copy=False)
         else:
@@ -538,59 +533,15 @@ def _fetch_locked(reader: RangeReader, dest: Path, new_regions: list, size, chec
 
 def decaps_cutout_path(mean_only: bool = False) -> Path:
     """Where ``fetch(region=...)`` keeps the DECaPS cutout under the current data directory."""
-    from .fetchers import decaps_paths
+    from .decaps import decaps_paths
 
     original, _ = decaps_paths(mean_only)
     return original.with_name(f"{original.stem}_cutout.h5")
 
 
-def _regions_argument(region) -> list[Region]:
+def regions_argument(region) -> list[Region]:
     """One ``(l, b, radius)`` triple, or a sequence of them, as Regions."""
     items = list(region) if not isinstance(region, Region) else [region]
     if items and not isinstance(items[0], (Region, Sequence, np.ndarray)):
         items = [region]
     return [Region.parse(r) for r in items]
-
-
-def fetch_decaps_region(region, mean_only: bool = False, silence_warnings: bool = False,
-                        clobber: bool = False, base_url: str | None = None, *,
-                        progress: bool = True) -> Path:
-    """Add the pixels of a sky cone (or several) to the local DECaPS cutout.
-
-    The published file is found by DOI in Dataverse as for a full fetch; only the HDF5
-    chunks that hold the region's pixels are read (HTTP Range requests). See
-    :func:`dustmaps_ext._io.fetchers.fetch_decaps` for the parameters.
-
-    Returns
-    -------
-    Path
-        The cutout, ``<data_dir>/decaps/<published stem>_cutout.h5``.
-    """
-    from .dataverse import find_file
-    from .fetchers import (
-        DECAPS_DOI,
-        LARGE_DOWNLOAD_BYTES,
-        _confirm,
-        _retry,
-        decaps_paths,
-    )
-
-    regions = _regions_argument(region)
-    original, _ = decaps_paths(mean_only)
-    dest = decaps_cutout_path(mean_only)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if clobber:
-        with file_lock(dest):
-            dest.unlink(missing_ok=True)
-            index_path(dest).unlink(missing_ok=True)
-    info = find_file(DECAPS_DOI, original.name, base_url, retry=_retry())
-
-    def confirm(value_bytes: int) -> None:
-        if value_bytes >= LARGE_DOWNLOAD_BYTES:
-            _confirm(f"About to download {format_bytes(value_bytes)} of {original.name} from "
-                     f"{info.base_url} for the region(s) "
-                     f"{', '.join(str(r) for r in regions)} into {dest}.", silence_warnings)
-
-    return fetch_cutout(info.access_url, dest, regions, size=info.size, checksum=info.checksum,
-                        filename=info.filename, retry=_retry(), confirm=confirm,
-                        progress=progress)

@@ -14,7 +14,8 @@ from typing import Any
 
 import requests
 
-from .download import DownloadError, RetryPolicy, get_json
+from ..errors import DataverseError, DownloadError
+from .download import RetryPolicy, get_json
 
 __all__ = [
     "DATAVERSE_URL_ENV",
@@ -34,10 +35,6 @@ DATAVERSE_URL_ENV = "DUSTMAPS_EXT_DATAVERSE_URL"
 
 # Dataverse checksum type names -> hashlib names.
 _HASH_NAMES = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
-
-
-class DataverseError(DownloadError):
-    """The dataset or the requested file is not where it should be."""
 
 
 @dataclass(frozen=True)

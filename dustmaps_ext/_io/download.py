@@ -6,16 +6,27 @@ trust the result:
 * bytes go to ``<dest>.part``; ``dest`` appears (``os.replace``, atomic on one file system)
   only after the size, the checksum and an optional caller check have passed, so a file under
   its final name is always a complete, verified file;
-* an existing ``.part`` is resumed with an HTTP ``Range`` request; a server that ignores
-  ``Range`` (answers 200 instead of 206) is handled by starting over from byte 0;
+* an existing ``.part`` is resumed with an HTTP ``Range`` request, and every byte received
+  is kept: the body is read as the network delivers it (not in whole blocks), and what was
+  received before a dropped connection, a stall or a Ctrl-C is flushed and fsynced to the
+  ``.part`` so that the next attempt (or the next call) resumes from the last byte written;
+* an answer that does not continue the ``.part`` (a server that ignores ``Range`` and
+  answers 200, or a ``Content-Range`` that does not start where it was asked to) makes the
+  download start over from byte 0, at most :data:`MAX_RESTARTS` times, and the bytes received
+  over all attempts are bounded (:data:`TRANSFER_BUDGET` times the file's size), so a server
+  that does not honour ``Range`` and keeps dropping the connection fails with a clear error
+  instead of downloading the start of the file for ever;
 * timeouts, dropped connections and 5xx / 408 / 429 answers are retried with exponential
   backoff (:class:`RetryPolicy`); the count of consecutive failures is bounded and is reset
-  whenever an attempt brought new bytes;
+  whenever an attempt took the ``.part`` past its longest size so far;
+* a host that cannot be reached at all (its name does not resolve, the network is
+  unreachable, the connection is refused) gets one quick retry and then a one-line
+  :class:`DownloadError` naming the host ("no network?") instead of minutes of backoff;
 * free disk space is checked before the transfer starts (:func:`check_free_space`);
 * a lock file ``<dest>.lock`` (:func:`file_lock`) makes a second fetch of the same file fail
   at once with a clear error instead of writing into the same ``.part``;
-* the body is streamed in large blocks (4 MiB by default) and hashed while it streams, and a
-  tqdm bar (bytes, rate, ETA on stderr) shows progress unless ``progress=False``.
+* the body is hashed while it streams and written through a 4 MiB buffer, and a tqdm bar
+  (bytes, rate, ETA on stderr) shows progress unless ``progress=False``.
 
 Nothing here knows about Dataverse, DOIs or particular maps: see :mod:`.dataverse` and
 :mod:`.fetchers`.
@@ -23,22 +34,34 @@ Nothing here knows about Dataverse, DOIs or particular maps: see :mod:`.datavers
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import shutil
 import socket
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+
+from ..errors import (  # noqa: F401 (re-exported)
+    ChecksumError,
+    DownloadError,
+    DownloadLockedError,
+    InsufficientSpaceError,
+)
 
 __all__ = [
     "BLOCK_SIZE",
     "DEFAULT_RETRY",
+    "MAX_RESTARTS",
+    "TRANSFER_BUDGET",
     "ChecksumError",
     "DownloadError",
     "DownloadLockedError",
@@ -54,8 +77,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Bytes read from the socket and written to disk at a time.
+#: Bytes written to disk at a time (the size of the write buffer), and the most bytes asked
+#: of the socket in one read.
 BLOCK_SIZE = 4 * 2**20
+
+#: Times one download may start over from byte 0 because the server's answer does not
+#: continue the ``.part`` (``Range`` ignored, a wrong ``Content-Range``, 416).
+MAX_RESTARTS = 3
+
+#: The bytes received over all attempts of one download may reach this many times the
+#: file's size (plus :data:`BLOCK_SIZE`); past that the download fails.
+TRANSFER_BUDGET = 4
 
 #: Extra free space demanded beyond the bytes a download needs (file-system slack).
 SPACE_MARGIN = 16 * 2**20
@@ -66,23 +98,18 @@ _RETRY_STATUSES = frozenset({408, 429})
 #: A lock file whose owner cannot be read is considered stale after this many seconds.
 _UNREADABLE_LOCK_GRACE_S = 60.0
 
+#: Longest wait before the one retry given to a host that could not be reached at all.
+_UNREACHABLE_RETRY_S = 0.5
+
+# errno values of a connection attempt that says the machine cannot reach the host at all
+_UNREACHABLE_ERRNOS = {
+    errno.ENETUNREACH: "the network is unreachable",
+    errno.EHOSTUNREACH: "no route to the host",
+    errno.ECONNREFUSED: "the connection was refused",
+    errno.ENETDOWN: "the network is down",
+}
+
 _sleep = time.sleep  # indirection so tests can record the backoff delays
-
-
-class DownloadError(OSError):
-    """A download could not be completed (network, server or verification failure)."""
-
-
-class ChecksumError(DownloadError):
-    """A file's size or checksum differs from the one published for it."""
-
-
-class DownloadLockedError(DownloadError):
-    """Another process (or thread) is already downloading the same file."""
-
-
-class InsufficientSpaceError(DownloadError):
-    """The disk does not have enough free space for the download and what follows it."""
 
 
 class _Retryable(Exception):
@@ -257,7 +284,7 @@ def file_digest(path: str | os.PathLike, hash_name: str = "md5", *, block_size: 
     desc : str, optional
         Label of the bar.
     """
-    from tqdm import tqdm
+    from ..progress import tqdm
 
     path = Path(path)
     hasher = hashlib.new(hash_name)
@@ -275,9 +302,38 @@ def file_digest(path: str | os.PathLike, hash_name: str = "md5", *, block_size: 
 # --------------------------------------------------------------------------- retry loop
 
 
+def _unreachable_reason(exc: BaseException) -> str | None:
+    """Why the host could not be reached at all, if that is what ``exc`` says; else None.
+
+    Walks the exception's causes (``requests`` wraps urllib3's errors, which wrap the
+    socket's): a name that does not resolve, an unreachable network or host, a refused
+    connection. Timeouts, resets and HTTP errors are not "unreachable".
+    """
+    stack, seen = [exc], set()
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror) or type(err).__name__ == "NameResolutionError":
+            return "its name could not be resolved"
+        if isinstance(err, OSError) and err.errno in _UNREACHABLE_ERRNOS:
+            return _UNREACHABLE_ERRNOS[err.errno]
+        stack.extend([getattr(err, "reason", None), err.__cause__, err.__context__])
+        stack.extend(a for a in err.args if isinstance(a, BaseException))
+    return None
+
+
+def _host_of(exc: BaseException, url: str | None) -> str:
+    request = getattr(exc, "request", None)  # the request that failed, after any redirect
+    return urlsplit(getattr(request, "url", None) or url or "").netloc or "the server"
+
+
 def _run_with_retries(attempt: Callable[[], Any], policy: RetryPolicy, what: str,
-                      made_progress: Callable[[], bool] = lambda: False) -> Any:
+                      made_progress: Callable[[], bool] = lambda: False,
+                      url: str | None = None) -> Any:
     failures = 0
+    unreachable_retried = False
     while True:
         try:
             return attempt()
@@ -285,7 +341,20 @@ def _run_with_retries(attempt: Callable[[], Any], policy: RetryPolicy, what: str
             raise DownloadError(f"{what} failed: {exc}") from exc
         except (_Retryable, requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
-            failures = 1 if made_progress() else failures + 1
+            progressed = made_progress()
+            reason = None if isinstance(exc, _Retryable) else _unreachable_reason(exc)
+            if reason is not None and not progressed:
+                host = _host_of(exc, url)
+                if unreachable_retried:
+                    raise DownloadError(f"{what} failed: cannot reach {host}: {reason} "
+                                        "(no network?)") from None
+                unreachable_retried = True
+                wait = min(_UNREACHABLE_RETRY_S, policy.backoff_base)
+                logger.warning("%s: cannot reach %s (%s); one retry in %.3g s", what, host,
+                               reason, wait)
+                _sleep(wait)
+                continue
+            failures = 1 if progressed else failures + 1
             if failures > policy.max_retries:
                 raise DownloadError(f"{what} failed after {failures} attempts in a row: "
                                     f"{exc}") from exc
@@ -306,7 +375,7 @@ def _check_status(resp: requests.Response, what: str) -> None:
 def _session(session: requests.Session | None) -> requests.Session:
     if session is not None:
         return session
-    from .. import __version__
+    from .._version import __version__
 
     s = requests.Session()
     s.headers["User-Agent"] = f"dustmaps_ext/{__version__} python-requests/{requests.__version__}"
@@ -337,7 +406,7 @@ def get_json(url: str, *, params: dict | None = None, retry: RetryPolicy | None 
                                     f"(starts with {resp.text[:80]!r})") from exc
 
     try:
-        return _run_with_retries(attempt, policy, f"GET {url}")
+        return _run_with_retries(attempt, policy, f"GET {url}", url=url)
     finally:
         if own_session:
             sess.close()
@@ -346,19 +415,71 @@ def get_json(url: str, *, params: dict | None = None, retry: RetryPolicy | None 
 # --------------------------------------------------------------------------- download
 
 
-def _content_range(resp: requests.Response) -> tuple[int | None, int | None] | None:
-    """(first byte, total length) from ``Content-Range: bytes a-b/total`` (or ``*/total``).
+def _content_range(resp: requests.Response) -> tuple[int | None, int | None, int | None] | None:
+    """(first byte, last byte, total length) from ``Content-Range: bytes a-b/total``.
 
-    Either element is None where the header has ``*``; None if there is no usable header.
+    ``bytes */total`` gives ``(None, None, total)``; a ``*`` total gives None there. Returns
+    None if there is no usable header.
     """
     value = resp.headers.get("Content-Range", "")
     try:
-        unit, rest = value.split(" ", 1)
+        unit, rest = value.strip().split(" ", 1)
         span, total = rest.split("/", 1)
-        first = None if span.strip() == "*" else int(span.split("-", 1)[0])
-        return first, (None if total.strip() == "*" else int(total))
+        if unit.lower() != "bytes":
+            return None
+        total_n = None if total.strip() == "*" else int(total)
+        if span.strip() == "*":
+            return None, None, total_n
+        first, last = (int(x) for x in span.split("-", 1))
+        return first, last, total_n
     except ValueError:
         return None
+
+
+def _range_problem(resp: requests.Response, offset: int, length: int | None) -> str | None:
+    """Why a 206 answer cannot continue a ``.part`` of ``offset`` bytes; None if it can."""
+    header = resp.headers.get("Content-Range")
+    cr = _content_range(resp)
+    if cr is None or cr[0] is None:
+        return f"the answer to a resume at byte {offset} has no usable Content-Range ({header!r})"
+    first, last, total = cr
+    if first != offset or last < first or (total is not None and last >= total) or (
+            length is not None and length != last - first + 1):
+        return (f"the answer to a resume at byte {offset} has Content-Range {header!r}"
+                + (f" with Content-Length {length}" if length is not None else ""))
+    return None
+
+
+def _body_pieces(resp: requests.Response, size: int) -> Iterator[bytes]:
+    """The body as the network delivers it, at most ``size`` bytes at a time.
+
+    Unlike ``iter_content(size)``, which collects ``size`` bytes before it yields and loses
+    them all when the connection drops part way, every piece received is yielded at once.
+    urllib3's errors are turned into the ``requests`` errors that the retry loop knows.
+    """
+    import urllib3.exceptions as u3
+
+    raw = resp.raw
+    read = getattr(raw, "read1", None)  # urllib3 >= 2: at most one read from the socket
+    if read is None:  # urllib3 1.x: read(amt) returns what arrived before the connection ended
+        size = min(size, 2**16)
+
+        def read(amt):
+            return raw.read(amt, decode_content=True)
+    while True:
+        try:
+            piece = read(size)
+        except u3.SSLError as exc:
+            raise requests.exceptions.SSLError(exc, request=resp.request) from exc
+        except u3.ReadTimeoutError as exc:
+            raise requests.exceptions.ReadTimeout(exc, request=resp.request) from exc
+        except u3.ProtocolError as exc:
+            raise requests.exceptions.ChunkedEncodingError(exc, request=resp.request) from exc
+        except (u3.HTTPError, OSError) as exc:
+            raise requests.ConnectionError(exc, request=resp.request) from exc
+        if not piece:
+            return
+        yield piece
 
 
 def _verify_existing(dest: Path, expected_hash: str | None, hash_name: str,
@@ -452,7 +573,7 @@ def download(url: str, dest: str | os.PathLike, *, expected_hash: str | None = N
 
 def _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber, progress,
                      desc, extra_bytes, validate, retry, block_size, session) -> Path:
-    from tqdm import tqdm
+    from ..progress import tqdm
 
     if block_size < 1:
         raise ValueError(f"block_size must be positive; got {block_size}")
@@ -467,7 +588,8 @@ def _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber
 
     sess = _session(session)
     state: dict[str, Any] = {"hasher": hashlib.new(hash_name), "hashed": 0,
-                             "space_checked": False, "progressed": False}
+                             "space_checked": False, "longest": _size_of(part),
+                             "restarts": 0, "received": 0, "total": expected_size}
 
     def ensure_space(remaining: int | None) -> None:
         if state["space_checked"] or remaining is None:
@@ -475,7 +597,16 @@ def _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber
         check_free_space(dest.parent, remaining + int(extra_bytes), what=f"downloading {dest.name}")
         state["space_checked"] = True
 
-    def restart_part() -> None:
+    def restart_part(why: str) -> None:
+        """Start over from byte 0, a bounded number of times."""
+        state["restarts"] += 1
+        if state["restarts"] > MAX_RESTARTS:
+            raise DownloadError(
+                f"{url} does not honour HTTP Range requests: {why}, and {dest.name} had to "
+                f"start over from byte 0 {MAX_RESTARTS} times already "
+                f"({format_bytes(state['received'])} received in all); giving up. The bytes "
+                f"kept are in {part}; try again later or from another source")
+        logger.warning("%s; starting %s over from byte 0", why, dest.name)
         part.write_bytes(b"")
         state["hasher"] = hashlib.new(hash_name)
         state["hashed"] = 0
@@ -488,16 +619,30 @@ def _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber
                     hasher.update(block)
             state["hasher"], state["hashed"] = hasher, offset
 
+    def count_received(n: int) -> None:
+        state["received"] += n
+        total = state["total"]
+        if total is not None and state["received"] > TRANSFER_BUDGET * total + block_size:
+            raise DownloadError(
+                f"{url}: {format_bytes(state['received'])} received for a file of "
+                f"{format_bytes(total)} ({state['restarts']} restarts from byte 0: the server "
+                f"does not honour HTTP Range requests); giving up. The bytes kept are in {part}")
+
+    def made_progress() -> bool:
+        """Whether the .part is now longer than it ever was during this call."""
+        size = _size_of(part)
+        if size > state["longest"]:
+            state["longest"] = size
+            return True
+        return False
+
     bar = tqdm(total=expected_size, unit="B", unit_scale=True, disable=not progress,
                desc=desc or dest.name, miniters=1, mininterval=0.5)
 
     def attempt() -> None:
-        state["progressed"] = False
-        offset = part.stat().st_size if part.exists() else 0
+        offset = _size_of(part)
         if expected_size is not None and offset > expected_size:
-            logger.warning("%s is longer than the file (%d > %d bytes); starting over",
-                           part, offset, expected_size)
-            restart_part()
+            restart_part(f"{part} is longer than the file ({offset} > {expected_size} bytes)")
             offset = 0
         ensure_space(None if expected_size is None else expected_size - offset)
         if expected_size is not None and offset == expected_size:
@@ -508,56 +653,60 @@ def _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber
         with sess.get(url, headers=headers, stream=True, timeout=policy.timeout) as resp:
             if resp.status_code == 416 and offset:
                 cr = _content_range(resp)
-                if cr is not None and cr[1] == offset:
+                if cr is not None and cr[2] == offset:
                     return  # the .part already holds the whole file
-                logger.warning("server refused to resume %s at byte %d; starting over",
-                               dest.name, offset)
-                restart_part()
+                restart_part(f"the server refused to resume at byte {offset} (HTTP 416)")
                 raise _Retryable("HTTP 416 Range Not Satisfiable")
             _check_status(resp, f"downloading {dest.name}")
             length = resp.headers.get("Content-Length")
             length = int(length) if length is not None and length.isdigit() else None
             if resp.status_code == 206:
-                cr = _content_range(resp)
-                if cr is None or cr[0] != offset:
-                    restart_part()
-                    raise _Retryable(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}"
-                                     f" for a resume at byte {offset}; starting over")
-                total = cr[1] if cr[1] is not None else (
-                    None if length is None else offset + length)
+                problem = _range_problem(resp, offset, length)
+                if problem is not None:
+                    restart_part(problem)
+                    raise _Retryable(problem)
+                total = _content_range(resp)[2]
+                if total is None and length is not None:
+                    total = offset + length
             else:
                 if offset:
-                    logger.info("server ignored the Range request for %s; downloading it again "
-                                "from the start", dest.name)
-                    restart_part()
+                    restart_part(f"the server ignored the Range request for byte {offset} "
+                                 f"(HTTP {resp.status_code})")
                     offset = 0
                 total = length
             if expected_size is not None and total is not None and total != expected_size:
                 raise DownloadError(f"{url} serves {total} bytes but {dest.name} should have "
                                     f"{expected_size}: the server's file is not the one expected")
+            if state["total"] is None:
+                state["total"] = total
             ensure_space(None if total is None else total - offset)
             sync_hash(offset)
             bar.reset(total=total if total is not None else expected_size)
             bar.update(offset)
             written = offset
             hasher = state["hasher"]
-            with open(part, "ab") as fh:
-                for chunk in resp.iter_content(chunk_size=block_size):
-                    fh.write(chunk)
-                    hasher.update(chunk)
-                    state["hashed"] += len(chunk)
-                    written += len(chunk)
-                    state["progressed"] = True
-                    bar.update(len(chunk))
-                fh.flush()
-                os.fsync(fh.fileno())
+            # every piece received is written (through the buffer) and hashed at once; on any
+            # exit, Ctrl-C included, the buffer is flushed and fsynced, so the .part holds
+            # every byte received and the next attempt resumes from its end
+            with open(part, "ab", buffering=block_size) as fh:
+                try:
+                    for piece in _body_pieces(resp, block_size):
+                        fh.write(piece)
+                        hasher.update(piece)
+                        state["hashed"] += len(piece)
+                        written += len(piece)
+                        count_received(len(piece))
+                        bar.update(len(piece))
+                finally:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             if total is not None and written < total:
                 raise _Retryable(f"connection closed after {written} of {total} bytes")
 
     try:
         part.touch()
-        _run_with_retries(attempt, policy, f"downloading {url}",
-                          made_progress=lambda: state["progressed"])
+        _run_with_retries(attempt, policy, f"downloading {url}", made_progress=made_progress,
+                          url=url)
     finally:
         bar.close()
         if session is None:
@@ -586,6 +735,13 @@ def _download_locked(url, dest, expected_hash, hash_name, expected_size, clobber
     _fsync_dir(dest.parent)
     logger.info("downloaded %s (%s) to %s", url, format_bytes(size), dest)
     return dest
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -26,31 +26,36 @@ import json
 import logging
 import os
 import sys
-import warnings
 import zlib
 from pathlib import Path
 
-from .dataverse import find_file
-from .download import (
-    BLOCK_SIZE,
+from ..errors import (
     DownloadError,
     DownloadLockedError,
+    FetchConsentError,
     InsufficientSpaceError,
-    check_free_space,
-    download,
-    file_lock,
-    format_bytes,
+    InvalidDownloadError,
+)
+from . import bayestar19 as _bayestar19
+from . import decaps as _decaps
+from . import wang2025 as _wang2025
+from .cutout import decaps_cutout_path, fetch_cutout, index_path, regions_argument
+from .dataverse import find_file, resolve_base_url
+from .decaps import decaps_paths, repack, repacked_bytes
+from .download import BLOCK_SIZE, check_free_space, download, file_lock, format_bytes
+from .files import atomic_output, write_json_atomic
+from .wang2025 import (
+    check_fits_header,
+    check_fits_table,
+    convert_table,
+    read_fits_table_header,
+    wang2025_paths,
 )
 
 __all__ = [
-    "BAYESTAR2019_DOI",
-    "DECAPS_DOI",
     "FetchConsentError",
     "InvalidDownloadError",
     "LARGE_DOWNLOAD_BYTES",
-    "WANG2025_MIRROR_URL",
-    "WANG2025_URL",
-    "WANG2025_URL_ENV",
     "decaps_paths",
     "fetch_bayestar2019",
     "fetch_decaps",
@@ -60,74 +65,42 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Dataverse DOI of the DECaPS 3D dust map release (Zucker et al. 2025).
-DECAPS_DOI = "10.7910/DVN/J9JCKO"
-#: Dataverse DOI of the Bayestar19 release (Green et al. 2019).
-BAYESTAR2019_DOI = "10.7910/DVN/2EJ9TX"
-
-#: Pixels, samples and distance bins of the DECaPS release (for the repacked-size estimate).
-DECAPS_NPIX = 51_415_400
-DECAPS_NSAMPLES = 5
-DECAPS_NDIST = 120
-# published sizes of the release (Dataverse doi:10.7910/DVN/J9JCKO), for scaling the
-# repacked-size estimate
-DECAPS_SAMPLES_BYTES = 33_800_000_000
-DECAPS_MEAN_BYTES = 8_000_000_000
-
 #: Downloads at least this large ask for consent first (like dustmaps' DECaPS fetch).
 LARGE_DOWNLOAD_BYTES = 1_000_000_000
 
-#: Primary URL of the parametric map's table (GitHub release of dustmaps3d).
-WANG2025_URL = "https://github.com/Grapeknight/dustmaps3d/releases/download/v3/data_v3.fits.gz"
-#: Mirror at the China-VO NADC (record DOI 10.12149/101619), tried when the primary fails.
-WANG2025_MIRROR_URL = "https://nadc.china-vo.org/res/file_upload/download?id=51939"
-#: Environment variable that replaces :data:`WANG2025_URL`.
-WANG2025_URL_ENV = "DUSTMAPS_EXT_WANG2025_URL"
-
-#: Rows of ``data_v3.fits``: one per HEALPix RING pixel at nside 1024. The evaluator needs the
-#: full table, so a table of another length is refused (tests shrink this to stay fast).
-WANG2025_NROWS = 12 * 1024**2
-#: Columns ``data_v3.fits`` must have (as dustmaps3d 2.2.13 reads them; kpc and mag).
-WANG2025_COLUMNS = (
-    "b_lim", "bubble", "diffuse_dust_rho", "h",
-    "distance_1", "span_1", "Cum_EBV_1", "distance_2", "span_2", "Cum_EBV_2",
-    "distance_3", "span_3", "Cum_EBV_3", "distance_4", "span_4", "Cum_EBV_4",
-    "sigma", "sigma_0_2", "sigma_1_4", "sigma_2_max", "max_distance",
-)
+# Names this module had before each format got its home: read-only views of the homes'
+# facts (set those on the homes, e.g. dustmaps_ext._io.wang2025.URL, to change them).
+_FORMERLY_HERE = {
+    "DECAPS_DOI": (_decaps, "DOI"), "BAYESTAR2019_DOI": (_bayestar19, "DOI"),
+    "DECAPS_NPIX": (_decaps, "NPIX"), "DECAPS_NSAMPLES": (_decaps, "N_SAMPLES"),
+    "DECAPS_NDIST": (_decaps, "N_DIST"), "WANG2025_URL": (_wang2025, "URL"),
+    "WANG2025_MIRROR_URL": (_wang2025, "MIRROR_URL"), "WANG2025_URL_ENV": (_wang2025, "URL_ENV"),
+    "WANG2025_NROWS": (_wang2025, "NROWS"), "WANG2025_COLUMNS": (_wang2025, "COLUMNS"),
+}
 
 
-class FetchConsentError(RuntimeError):
-    """A large download needs consent that was not (or could not be) given."""
+def __getattr__(name: str):
+    if name in _FORMERLY_HERE:
+        module, attr = _FORMERLY_HERE[name]
+        return getattr(module, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class InvalidDownloadError(DownloadError):
-    """The downloaded bytes are not the expected file (e.g. an HTML error page)."""
-
-
-# --------------------------------------------------------------------------- hooks
+# --------------------------------------------------------------------------- converters
+# Seams for the tests, which replace the (slow) conversions.
 
 
 def _repack_hook(src: Path, dst: Path, *, progress: bool) -> Path:
-    """Convert a published-layout DECaPS file to the fast layout (lazy import)."""
-    from ..decaps import repack
-
+    """Convert a published-layout DECaPS file to the fast layout."""
     return Path(repack(src, dst, progress=progress))
 
 
 def _convert_hook(src: Path, dst: Path, *, progress: bool) -> Path:
-    """Convert ``data_v3.fits`` to the evaluator's layout (lazy import)."""
-    from ..wang2025 import convert_table
-
+    """Convert ``data_v3.fits`` to the evaluator's layout."""
     return Path(convert_table(src, dst, progress=progress))
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _data_dir() -> Path:
-    from dustmaps.std_paths import data_dir
-
-    return Path(data_dir())
 
 
 def _retry():
@@ -175,9 +148,7 @@ def _read_record(product: Path) -> dict | None:
 
 
 def _write_record(product: Path, **source) -> None:
-    tmp = _record_path(product).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"size": _size(product), **source}, indent=1))
-    os.replace(tmp, _record_path(product))
+    write_json_atomic(_record_path(product), {"size": _size(product), **source}, indent=1)
 
 
 def _drop_product(product: Path) -> None:
@@ -188,34 +159,12 @@ def _drop_product(product: Path) -> None:
 # --------------------------------------------------------------------------- DECaPS
 
 
-def decaps_paths(mean_only: bool = False) -> tuple[Path, Path]:
-    """(published file, repacked file) of the DECaPS map under the current data directory."""
-    directory = _data_dir() / "decaps"
-    original = directory / ("decaps_mean.h5" if mean_only else "decaps_mean_and_samples.h5")
-    return original, directory / f"{original.stem}_repacked.h5"
-
-
-def _repacked_bytes(mean_only: bool, published_bytes: int | None = None) -> int:
-    """Size of the repacked copy: uncompressed float16 values of every pixel.
-
-    For the real release that is 74.0 GB (12.3 GB mean-only). When the published file's
-    size is known (a mirror or a test server may serve a smaller map), the estimate scales
-    with it by the real release's ratio of repacked to published bytes.
-    """
-    values = DECAPS_NDIST * (1 if mean_only else 1 + DECAPS_NSAMPLES)
-    real = DECAPS_NPIX * values * 2
-    if not published_bytes:
-        return real
-    real_published = DECAPS_MEAN_BYTES if mean_only else DECAPS_SAMPLES_BYTES
-    return int(published_bytes * real / real_published)
-
-
 def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobber: bool = False,
                  repack: bool = True, base_url: str | None = None, *, progress: bool = True,
                  keep_original: bool = True, region=None) -> Path:
     """Download the DECaPS 3D dust map, verify it and prepare it for fast queries.
 
-    The file is looked up by DOI (:data:`DECAPS_DOI`) through the Dataverse API, downloaded
+    The file is looked up by DOI (:data:`dustmaps_ext._io.decaps.DOI`) through the Dataverse API, downloaded
     into ``<data_dir>/decaps/`` (resumable, retried, verified against the published MD5) and,
     with ``repack=True``, converted to the fast layout of the query classes
     (``<name>_repacked.h5`` beside it).
@@ -263,10 +212,8 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
         The file could not be found, downloaded or verified (subclasses say which).
     """
     if region is not None:
-        from .cutout import fetch_decaps_region
-
-        return fetch_decaps_region(region, mean_only, silence_warnings, clobber, base_url,
-                                   progress=progress)
+        return _fetch_decaps_region(region, mean_only, silence_warnings, clobber, base_url,
+                                    progress)
     original, repacked = decaps_paths(mean_only)
     directory = original.parent
     directory.mkdir(parents=True, exist_ok=True)
@@ -276,25 +223,19 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
             _dispose_original(original, repacked, keep_original)
             return repacked
 
-        info = find_file(DECAPS_DOI, original.name, base_url, retry=_retry())
+        needs_download = clobber or not original.exists()
+        if needs_download:  # before any network access: a refusal touches nothing
+            _confirm_decaps_download(original, mean_only, repack, base_url, silence_warnings)
+        info = find_file(_decaps.DOI, original.name, base_url, retry=_retry())
         if clobber and repack:
             _drop_product(repacked)
-        repack_bytes = (max(0, _repacked_bytes(mean_only, info.size) - _size(repacked))
+        repack_bytes = (max(0, repacked_bytes(mean_only, info.size) - _size(repacked))
                         if repack else 0)
-        if clobber or not original.exists():
+        if needs_download:
             part = original.with_name(original.name + ".part")
             to_download = (info.size or 0) - (0 if clobber else _size(part))
             check_free_space(directory, to_download + repack_bytes,
                              what=f"{original.name}" + (" and its repacked copy" if repack else ""))
-            if (info.size or 0) >= LARGE_DOWNLOAD_BYTES:
-                what = (f"About to download {original.name} ({format_bytes(info.size)}) from "
-                        f"{info.base_url} into {directory}")
-                if repack:
-                    what += (f", then repack it for fast queries (about "
-                             f"{format_bytes(_repacked_bytes(mean_only, info.size))} more)")
-                if not mean_only:
-                    what += "; mean_only=True fetches the mean map alone (about 8 GB)"
-                _confirm(what + ".", silence_warnings)
         download(info.access_url, original, expected_hash=info.checksum,
                  hash_name=info.hash_name or "md5", expected_size=info.size, clobber=clobber,
                  progress=progress, extra_bytes=repack_bytes, retry=_retry())
@@ -303,7 +244,7 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
 
         # A repacked file without a completion record is an interrupted repack: repack()
         # resumes it. (A complete one returned early above; clobber=True removed it.)
-        check_free_space(directory, max(0, _repacked_bytes(mean_only, _size(original)) - _size(repacked)),
+        check_free_space(directory, max(0, repacked_bytes(mean_only, _size(original)) - _size(repacked)),
                          what=f"repacking {original.name}")
         logger.info("repacking %s into %s", original, repacked)
         result = _repack_hook(original, repacked, progress=progress)
@@ -311,6 +252,51 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
                       checksum=info.checksum)
         _dispose_original(original, result, keep_original)
         return result
+
+
+def _fetch_decaps_region(region, mean_only: bool, silence_warnings: bool, clobber: bool,
+                         base_url: str | None, progress: bool) -> Path:
+    """``fetch_decaps(region=...)``: add sky cones to the local cutout (see
+    :mod:`dustmaps_ext._io.cutout`); the published file is found by DOI as for a full fetch."""
+    regions = regions_argument(region)
+    original, _ = decaps_paths(mean_only)
+    dest = decaps_cutout_path(mean_only)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if clobber:
+        with file_lock(dest):
+            dest.unlink(missing_ok=True)
+            index_path(dest).unlink(missing_ok=True)
+    info = find_file(_decaps.DOI, original.name, base_url, retry=_retry())
+
+    def confirm(value_bytes: int) -> None:
+        if value_bytes >= LARGE_DOWNLOAD_BYTES:
+            _confirm(f"About to download {format_bytes(value_bytes)} of {original.name} from "
+                     f"{info.base_url} for the region(s) "
+                     f"{', '.join(str(r) for r in regions)} into {dest}.", silence_warnings)
+
+    return fetch_cutout(info.access_url, dest, regions, size=info.size, checksum=info.checksum,
+                        filename=info.filename, retry=_retry(), confirm=confirm,
+                        progress=progress)
+
+
+def _confirm_decaps_download(original: Path, mean_only: bool, repack: bool,
+                             base_url: str | None, silence_warnings: bool) -> None:
+    """Ask for consent to the DECaPS download from the release's published size.
+
+    It runs before the Dataverse metadata is read, so an offline user is asked at once and a
+    refusal (or a session without a terminal) makes no network request.
+    """
+    published = _decaps.PUBLISHED_BYTES[_decaps.MEAN_ONLY if mean_only else _decaps.MEAN_AND_SAMPLES]
+    if published < LARGE_DOWNLOAD_BYTES:
+        return
+    what = (f"About to download {original.name} (about {format_bytes(published)}) from "
+            f"{resolve_base_url(base_url)} into {original.parent}")
+    if repack:
+        what += (f", then repack it for fast queries (about "
+                 f"{format_bytes(repacked_bytes(mean_only))} more)")
+    if not mean_only:
+        what += "; mean_only=True fetches the mean map alone (about 8 GB)"
+    _confirm(what + ".", silence_warnings)
 
 
 def _dispose_original(original: Path, repacked: Path, keep_original: bool) -> None:
@@ -336,7 +322,7 @@ def fetch_bayestar2019(clobber: bool = False, base_url: str | None = None, *,
 
     The file goes to ``<data_dir>/bayestar/bayestar2019.h5``, the default path of
     ``dustmaps.bayestar.BayestarQuery(version='bayestar2019')``, and is verified against the
-    checksum of its Dataverse record (:data:`BAYESTAR2019_DOI`).
+    checksum of its Dataverse record (:data:`dustmaps_ext._io.bayestar19.DOI`).
 
     Parameters
     ----------
@@ -354,9 +340,9 @@ def fetch_bayestar2019(clobber: bool = False, base_url: str | None = None, *,
     Path
         The verified file.
     """
-    dest = _data_dir() / "bayestar" / "bayestar2019.h5"
+    dest = _bayestar19.bayestar_dir() / _bayestar19.FILE_NAME
     dest.parent.mkdir(parents=True, exist_ok=True)
-    info = find_file(BAYESTAR2019_DOI, dest.name, base_url, retry=_retry())
+    info = find_file(_bayestar19.DOI, dest.name, base_url, retry=_retry())
     if (clobber or not dest.exists()) and (info.size or 0) >= LARGE_DOWNLOAD_BYTES:
         _confirm(f"About to download {dest.name} ({format_bytes(info.size)}) from "
                  f"{info.base_url} into {dest.parent}.", silence_warnings)
@@ -368,98 +354,15 @@ def fetch_bayestar2019(clobber: bool = False, base_url: str | None = None, *,
 # --------------------------------------------------------------------------- Wang et al. 2025
 
 
-def wang2025_paths() -> tuple[Path, Path, Path]:
-    """(``data_v3.fits.gz``, ``data_v3.fits``, converted table) under the current data directory."""
-    directory = _data_dir() / "wang2025"
-    return (directory / "data_v3.fits.gz", directory / "data_v3.fits",
-            directory / "data_v3_columns.h5")
-
-
 def _wang2025_urls(url: str | None) -> list[str]:
-    primary = url or os.environ.get(WANG2025_URL_ENV) or WANG2025_URL
-    return [primary] + ([WANG2025_MIRROR_URL] if WANG2025_MIRROR_URL != primary else [])
+    primary = url or os.environ.get(_wang2025.URL_ENV) or _wang2025.URL
+    mirror = _wang2025.MIRROR_URL
+    return [primary] + ([mirror] if mirror != primary else [])
 
 
 def _looks_like_html(head: bytes) -> bool:
     text = head.lstrip().lower()
     return text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
-
-
-_FITS_BLOCK = 2880
-_MAX_HDUS = 16
-
-
-def _hdu_data_bytes(header) -> int:
-    """Bytes of an HDU's data, padded to whole FITS blocks (FITS standard, section 4.4.1)."""
-    naxis = int(header.get("NAXIS", 0))
-    if naxis == 0:
-        return 0
-    n = 1
-    for i in range(1, naxis + 1):
-        n *= int(header[f"NAXIS{i}"])
-    n = abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (
-        int(header.get("PCOUNT", 0)) + n)
-    return -(-n // _FITS_BLOCK) * _FITS_BLOCK
-
-
-def _skip(fh, n: int) -> None:
-    while n > 0:
-        block = fh.read(min(n, BLOCK_SIZE))
-        if not block:
-            raise EOFError("file ends inside an HDU")
-        n -= len(block)
-
-
-def _read_table_header(fh, where: str):
-    """Read FITS headers from a stream up to the first binary table; returns that header.
-
-    Returns ``(header, bytes consumed including the table's data)`` without reading the data.
-    """
-    from astropy.io import fits
-
-    offset = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a bad header is reported by the exception below
-        try:
-            for index in range(_MAX_HDUS):
-                start = fh.tell() if hasattr(fh, "tell") else None
-                header = fits.Header.fromfile(fh)
-                if index == 0 and header.get("SIMPLE") is not True:
-                    raise ValueError("the first header lacks SIMPLE = T")
-                size = (fh.tell() - start) if start is not None else 0
-                offset += size + _hdu_data_bytes(header)
-                if header.get("XTENSION") == "BINTABLE":
-                    return header, offset
-                _skip(fh, _hdu_data_bytes(header))
-        except (ValueError, KeyError, EOFError, OSError) as exc:
-            raise InvalidDownloadError(f"{where} is not a readable FITS file "
-                                       f"({type(exc).__name__}: {exc})") from exc
-    raise InvalidDownloadError(f"{where} holds no FITS binary table in its first "
-                               f"{_MAX_HDUS} HDUs")
-
-
-def _check_table_header(header, where: str) -> None:
-    """The table must have every model column and one row per nside-1024 pixel."""
-    names = [str(header.get(f"TTYPE{i}", "")).strip()
-             for i in range(1, int(header.get("TFIELDS", 0)) + 1)]
-    missing = [c for c in WANG2025_COLUMNS if c not in names]
-    if missing:
-        raise InvalidDownloadError(f"{where} is not the Wang et al. (2025) table: it lacks the "
-                                   f"columns {missing}")
-    nrows = int(header.get("NAXIS2", -1))
-    if nrows != WANG2025_NROWS:
-        raise InvalidDownloadError(f"{where} has {nrows} rows; the Wang et al. (2025) table has "
-                                   f"{WANG2025_NROWS} (one per nside-1024 pixel)")
-
-
-def _check_wang_table(path: Path) -> None:
-    """Check a plain ``data_v3.fits`` from its headers, and that its data is all there."""
-    with open(path, "rb") as fh:
-        header, needed = _read_table_header(fh, str(path))
-    _check_table_header(header, str(path))
-    if _size(path) < needed:
-        raise InvalidDownloadError(f"{path} is truncated: {_size(path)} bytes, its headers "
-                                   f"announce {needed}")
 
 
 def _check_wang_gzip(path: Path, source: str) -> None:
@@ -474,7 +377,7 @@ def _check_wang_gzip(path: Path, source: str) -> None:
     try:
         with gzip.open(path, "rb") as fh:
             try:
-                header, _ = _read_table_header(fh, f"{where} is a gzip file, but it")
+                header, _ = read_fits_table_header(fh, f"{where} is a gzip file, but it")
             finally:
                 while fh.read(BLOCK_SIZE):  # the rest, so that the CRC is checked
                     pass
@@ -482,7 +385,7 @@ def _check_wang_gzip(path: Path, source: str) -> None:
         if isinstance(exc, InvalidDownloadError):
             raise
         raise InvalidDownloadError(f"{where} is a damaged gzip file ({exc})") from exc
-    _check_table_header(header, f"{where} is a gzip file, but it")
+    check_fits_header(header, f"{where} is a gzip file, but it")
 
 
 def _gzip_isize(path: Path) -> int:
@@ -493,33 +396,26 @@ def _gzip_isize(path: Path) -> int:
 
 
 def _unpack(gz: Path, dest: Path, progress: bool) -> None:
-    from tqdm import tqdm
+    from ..progress import tqdm
 
-    part = dest.with_name(dest.name + ".part")
     estimate = _gzip_isize(gz)
     check_free_space(dest.parent, estimate, what=f"unpacking {gz.name}")
-    try:
+    with atomic_output(dest) as part:
         with gzip.open(gz, "rb") as src, open(part, "wb") as out, tqdm(
                 total=estimate, unit="B", unit_scale=True, disable=not progress,
                 desc=f"unpack {gz.name}", leave=False) as bar:
             while block := src.read(BLOCK_SIZE):
                 out.write(block)
                 bar.update(len(block))
-            out.flush()
-            os.fsync(out.fileno())
-        _check_wang_table(part)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, dest)
+        check_fits_table(part)
 
 
 def fetch_wang2025(clobber: bool = False, url: str | None = None, *, progress: bool = True) -> Path:
     """Download the parametric map of Wang et al. (2025), check it and prepare it.
 
     ``data_v3.fits.gz`` is downloaded from ``url`` (default ``$DUSTMAPS_EXT_WANG2025_URL`` or
-    the GitHub release, :data:`WANG2025_URL`), falling back to the NADC mirror
-    (:data:`WANG2025_MIRROR_URL`) when that fails. It must be an intact gzip (full CRC check)
+    the GitHub release, :data:`dustmaps_ext._io.wang2025.URL`), falling back to the NADC mirror
+    (:data:`dustmaps_ext._io.wang2025.MIRROR_URL`) when that fails. It must be an intact gzip (full CRC check)
     of a FITS table with every column of the model and one row per nside-1024 pixel; then it
     is unpacked to ``<data_dir>/wang2025/data_v3.fits`` (the ``.gz`` is removed) and converted
     to the evaluator's layout (``data_v3_columns.h5``).
@@ -556,7 +452,7 @@ def fetch_wang2025(clobber: bool = False, url: str | None = None, *, progress: b
             gz.with_name(gz.name + ".part").unlink(missing_ok=True)
         if fits_path.exists():
             try:
-                _check_wang_table(fits_path)
+                check_fits_table(fits_path)
             except InvalidDownloadError as exc:
                 raise InvalidDownloadError(f"{exc}. Delete it or pass clobber=True to download "
                                            "it again") from exc
@@ -585,7 +481,7 @@ def _obtain_wang_gzip(gz: Path, sources: list[str], progress: bool, clobber: boo
         except InvalidDownloadError as exc:
             logger.warning("%s; downloading it again", exc)
             gz.unlink()
-    unpacked_estimate = WANG2025_NROWS * len(WANG2025_COLUMNS) * 8
+    unpacked_estimate = _wang2025.NROWS * len(_wang2025.COLUMNS) * 8
     errors = []
     for source in sources:
         try:

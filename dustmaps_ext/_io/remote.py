@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from ..errors import TransferBudgetError
 from .download import (
     DEFAULT_RETRY,
     DownloadError,
     RetryPolicy,
+    _body_pieces,
     _check_status,
     _content_range,
     _Retryable,
@@ -49,10 +51,6 @@ METADATA_BLOCK = 32 * 1024
 BULK_READ = 256 * 1024
 # statuses that mean a redirected (signed, expiring) URL is no longer valid
 _STALE_REDIRECT = frozenset({401, 403, 404, 410})
-
-
-class TransferBudgetError(DownloadError):
-    """A remote read would exceed the bytes or requests allowed for the transfer."""
 
 
 @dataclass
@@ -169,7 +167,7 @@ class RangeReader:
                         "region cutouts cannot be read from it (fetch the whole map instead)")
                 self._check_range(resp, first, stop)
                 self._location = resp.url or self._location
-                for piece in _pieces_as_received(resp, 1 << 20):
+                for piece in _body_pieces(resp, 1 << 20):
                     if len(out) + len(piece) > stop - start:
                         raise DownloadError(f"{self.url} sent more bytes than the range "
                                             f"{first}-{stop - 1} it announced")
@@ -181,7 +179,7 @@ class RangeReader:
                                  f"{stop - first} bytes of a range")
 
         _run_with_retries(attempt, self.retry, f"reading bytes {start}-{stop - 1} of {self.url}",
-                          made_progress=lambda: state["progressed"])
+                          made_progress=lambda: state["progressed"], url=self._location)
         return bytes(out)
 
     def _check_range(self, resp: requests.Response, first: int, stop: int) -> None:
@@ -207,28 +205,6 @@ class RangeReader:
         if length is not None and length.isdigit() and int(length) != stop - first:
             raise _Retryable(f"Content-Length {length} does not match the range "
                              f"{first}-{stop - 1}")
-
-
-def _pieces_as_received(resp: requests.Response, size: int):
-    """The body as the network delivers it (at most ``size`` bytes a piece), so that the
-    bytes received before a dropped connection are kept; urllib3's errors become the
-    ``requests`` errors that the retry loop retries."""
-    import urllib3.exceptions as u3
-
-    raw = resp.raw
-    read = getattr(raw, "read1", None) or (lambda n: raw.read(min(n, 1 << 16)))
-    while True:
-        try:
-            piece = read(size)
-        except u3.ReadTimeoutError as exc:
-            raise requests.exceptions.ReadTimeout(exc, request=resp.request) from exc
-        except u3.ProtocolError as exc:
-            raise requests.exceptions.ChunkedEncodingError(exc, request=resp.request) from exc
-        except (u3.HTTPError, OSError) as exc:
-            raise requests.ConnectionError(exc, request=resp.request) from exc
-        if not piece:
-            return
-        yield piece
 
 
 class BlockCache:

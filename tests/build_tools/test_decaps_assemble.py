@@ -17,9 +17,9 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from dustmaps_ext_build.decaps import assemble, infill, pipeline
-from dustmaps_ext_build.runner import _save_block
+from dustmaps_ext_build.runner import save_block
 from dustmaps_ext_build.writers.decaps import write_decaps_release
-from tests.reference import assert_same_hdf5, quiet
+from helpers.reference import assert_same_hdf5, quiet
 
 NSIDE, NSIDE_BLOCK, N_SAMPLES = 64, 8, 1
 L_RANGE, B_RANGE = (5.0, 100.0), (-13.0, 13.0)  # ring image rows 43-85, columns 4-71
@@ -99,7 +99,8 @@ def data(tmp_path_factory):
     samples[miss] = np.nan
     n_stars = np.where(miss, 3, 40).astype(np.int32)
     dm_min = np.where(miss, np.nan, 6.0 + 0.01 * (pix % 7)).astype(np.float32)
-    dm_max = np.where(miss, np.nan, 15.0).astype(np.float32)
+    # some fitted pixels without a reliable distance range (too few effective stars)
+    dm_max = np.where(miss | (pix % 11 == 3), np.nan, 15.0).astype(np.float32)
     converged = ~miss & (pix % 5 != 0)
     block_dir = tmp / "blocks"
     block_dir.mkdir()
@@ -111,7 +112,7 @@ def data(tmp_path_factory):
                "mean": mean[s], "samples": samples[s], "converged": converged[s],
                "fitted": ~miss[s], "dm_reliable_min": dm_min[s], "dm_reliable_max": dm_max[s],
                "attempts": np.ones(s.sum(), np.int32)}  # extra keys are ignored
-        paths.append(_save_block(block_dir, int(blk), res))
+        paths.append(save_block(block_dir, int(blk), res))
     # the untiled reference: infill the whole map, then write it in one go
     maps = np.concatenate([mean[None], np.moveaxis(samples, 1, 0)])
     filled, infilled = infill.infill_maps(pix, NSIDE, maps, miss, window=CFG.infill_window,
@@ -153,7 +154,10 @@ def test_one_tile_equals_the_untiled_reference_and_reads_in_dustmaps(data, tmp_p
                        "n_missing": int(data["miss"].sum()),
                        "n_infilled": int(data["ref"]["infilled"].sum()),
                        "n_converged": int(data["ref"]["converged"].sum()), "n_tiles": 1,
+                       "n_no_reliable_range": int(np.count_nonzero(~data["miss"]
+                                                                   & (data["pix"] % 11 == 3))),
                        "path": out}
+    assert summary["n_no_reliable_range"] > 0
     assert data["ref"]["infilled"].sum() == data["miss"].sum()  # all can be infilled
     # the in-memory wrapper (pipeline.assemble_release) runs the same code; its dict may
     # be in any order
@@ -307,7 +311,7 @@ def test_clear_errors(data, tmp_path):
                                               progress=False)
     with np.load(paths[1]) as z:
         dup = {k: z[k][:2] for k in z.files}
-    bad = _save_block(tmp_path, 777, dup)
+    bad = save_block(tmp_path, 777, dup)
     with pytest.raises(ValueError, match="overlapping pixels"):
         assemble.assemble_release_from_blocks(paths + [bad], tmp_path / "x.h5", tmp_path / "w",
                                               CFG, progress=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dustmaps_ext_build.decaps import cli, mock
-from tests.reference import assert_same_hdf5
+from helpers.reference import assert_same_hdf5
 
 
 def test_config_from_arguments():
@@ -81,3 +81,56 @@ def test_several_shards_or_a_folder_give_the_single_file_map(tmp_path, capsys):
         assert_same_hdf5(tmp_path / f"{name}.h5", tmp_path / "one.h5")
     with h5py.File(tmp_path / "one.h5", "r") as f:
         assert f["pixel_info/healpix_index"].size > 0
+
+
+def test_weighting_and_smoothing_options(tmp_path, monkeypatch, capsys):
+    from dustmaps_ext_build.decaps import pipeline
+
+    parse = cli.make_parser().parse_args
+    assert cli.config_from_args(parse(["s.npz", "o.h5"])).weight_mode == "loglike"
+    assert cli.config_from_args(parse(["s.npz", "o.h5", "--weighting", "image"])).weight_mode \
+        == "image"
+    with pytest.raises(SystemExit):  # the two smoothing flags exclude each other
+        parse(["s.npz", "o.h5", "--no-smooth", "--already-smoothed"])
+    seen = {}
+
+    def fake_build(shards, out, work, cfg, **kw):
+        seen.update(kw, cfg=cfg)
+        return {"n_pixels": 1, "n_converged": 1, "n_infilled": 0, "n_missing": 0,
+                "n_no_reliable_range": 0, "smoothed": kw["smooth"], "unphysical_cut": False}
+
+    monkeypatch.setattr(pipeline, "build_decaps", fake_build)
+    from dustmaps_ext_build.galaxy import default_galaxy
+
+    stars, _ = mock.mock_catalogue(default_galaxy(), 20, np.random.default_rng(0),
+                                   l_range_deg=(329.9, 330.1), b_range_deg=(-1.6, -1.4))
+    path = stars.save(tmp_path / "s.npz")
+    for flags, smooth in [([], True), (["--no-smooth"], False), (["--already-smoothed"], False)]:
+        assert cli.build_decaps_main([str(path), str(tmp_path / "o.h5")] + flags) == 0
+        assert seen["smooth"] is smooth
+        out = capsys.readouterr().out
+        assert ("posteriors smoothed" if smooth else "posteriors not smoothed") in out
+        assert "unphysical-mode cut off (no --max-density curve given)" in out
+
+
+def test_convert_command(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    mu = rng.normal(10.0, 0.3, (5, 400))
+    ebv = rng.normal(0.8, 0.05, (5, 400))
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["mu"], f["ebv"] = mu, ebv
+        f["l"], f["b"] = np.full(5, 300.0), np.zeros(5)
+        f["parallax_mas"] = np.full(5, 1.0)
+    out = tmp_path / "s.npz"
+    assert cli.convert_inputs_main([str(tmp_path / "s.h5"), str(out), "--mu-samples", "mu",
+                                    "--ebv-samples", "ebv"]) == 0
+    from dustmaps_ext_build.decaps.inputs import StarPosteriors
+
+    stars = StarPosteriors.load(out)
+    assert stars.n_star == 5 and np.all(stars.parallax_mas == 1.0)
+    grid = 4.0 + 0.125 * np.arange(120)
+    m = (stars.image(0).sum(axis=1) * grid).sum()
+    assert abs(m - mu[0].mean()) < 0.02
+    assert cli.convert_inputs_main([str(tmp_path / "s.h5"), str(out), "--mu-samples",
+                                    "mu"]) == 2
+    assert "--ebv-samples" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import pytest
 from dustmaps_ext_build.decaps import mock, partition, pipeline, pixelize, sampler
 from dustmaps_ext_build.decaps.inputs import StarPosteriors
 from dustmaps_ext_build.runner import block_path, load_blocks
-from tests.reference import assert_same_hdf5
+from helpers.reference import assert_same_hdf5
 
 
 # --------------------------------------------------------------------------- assignment

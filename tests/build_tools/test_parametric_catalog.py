@@ -17,7 +17,7 @@ def _columns(n=50, seed=0):
             "distance_err_hi": rng.uniform(0, 0.8, n)}
 
 
-@pytest.mark.parametrize("suffix", [".parquet", ".fits", ".h5"])
+@pytest.mark.parametrize("suffix", [".parquet", ".fits", ".h5", ".csv", ".ecsv"])
 def test_round_trip(tmp_path, suffix):
     cat = StarCatalog.from_arrays(_columns())
     path = write_catalog(cat, tmp_path / f"stars{suffix}")
@@ -59,10 +59,12 @@ def test_hdf5_group_and_format_errors(tmp_path):
         read_catalog(path)
     with pytest.raises(ValueError, match="no HDF5 group"):
         read_catalog(path, hdf5_group="lamost")
-    odd = tmp_path / "stars.csv"
+    odd = tmp_path / "stars.votable"
     odd.write_text("l,b\n")
-    with pytest.raises(ValueError, match="cannot tell the catalog format"):
+    with pytest.raises(ValueError, match="cannot tell the catalog format.*--format"):
         read_catalog(odd)
+    with pytest.raises(ValueError, match="unknown catalog format 'votable'.*--format"):
+        read_catalog(odd, format="votable")
     with pytest.raises(FileNotFoundError):
         read_catalog(tmp_path / "absent.fits")
 
@@ -92,3 +94,29 @@ def test_shape_and_type_errors():
     cols["l"] = np.array(["a"] * 10)
     with pytest.raises(TypeError, match="numeric"):
         StarCatalog.from_arrays(cols)
+
+
+def test_csv_written_by_other_tools(tmp_path):
+    """A plain CSV (pandas-style, renamed columns, an empty field) and a gzipped one."""
+    import gzip
+
+    cols = _columns(20)
+    header = ",".join(("EBV_ERR" if c == "ebv_err" else c) for c in cols)
+    lines = [header] + [",".join(repr(float(cols[c][i])) for c in cols) for i in range(20)]
+    lines[3] = lines[3].replace(lines[3].split(",")[2], "", 1)  # a missing ebv value
+    text = "\n".join(lines) + "\n"
+    path = tmp_path / "stars.csv"
+    path.write_text(text)
+    with pytest.warns(RuntimeWarning, match="dropped 1 of 20"):
+        cat = read_catalog(path, column_map={"ebv_err": "EBV_ERR"})
+    assert len(cat) == 19
+    np.testing.assert_array_equal(cat.distance, np.delete(cols["distance"], 2))
+    gz = tmp_path / "stars.csv.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    with pytest.warns(RuntimeWarning):
+        np.testing.assert_array_equal(read_catalog(gz, column_map={"ebv_err": "EBV_ERR"}).l,
+                                      cat.l)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("l,b\n1,2,3,4\n")
+    with pytest.raises(ValueError, match="not a readable CSV"):
+        read_catalog(bad)

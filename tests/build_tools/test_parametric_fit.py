@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dustmaps_ext_build.parametric.fit import (FitConfig, fit_sightline, initial_parameters,
-                                        parameter_bounds, residual_sigma)
+from dustmaps_ext_build.parametric.fit import (FitConfig, data_start_centres, fit_sightline,
+                                               initial_parameters, parameter_bounds,
+                                               residual_sigma, clipped_gaussian_sigma)
 from dustmaps_ext_build.parametric.model import cloud_centres, evaluate_model
 
 # two clouds (centres 0.6 and 1.9 kpc) on a thin diffuse disk, at b = 15 deg
@@ -37,7 +38,7 @@ def test_recovers_a_known_sightline():
     for true_centre in (0.6, 1.9):
         assert np.min(np.abs(centres - true_centre)) < 0.15 * true_centre
     assert res.sigma == pytest.approx(0.03, rel=0.25)
-    assert res.start_sigmas.shape == (4,)
+    assert res.start_sigmas.shape == (4,)  # three fixed sets and the data-driven one
     assert np.all(np.isfinite(res.start_sigmas))
     assert res.max_distance == pytest.approx(x.max())
 
@@ -127,3 +128,69 @@ def test_bad_config():
         FitConfig(start_distances=((1.0, 2.0),))
     with pytest.raises(ValueError, match="exceeds"):
         FitConfig(rho_bounds=(1.0, 0.0))
+
+
+def test_clipping_iterates_to_convergence():
+    rng = np.random.default_rng(8)
+    x, e, w = _stars(rng, n=400, noise=0.02)
+    # outliers of graded size: one pass at 3 sigma (sigma inflated by the big ones) leaves
+    # the moderate ones in; the iteration removes them too
+    bad = rng.choice(x.size, 40, replace=False)
+    e = e.copy()
+    e[bad] += np.linspace(0.08, 1.0, bad.size)
+    single = fit_sightline(x, e, w, B_LIM, config=FitConfig(max_clip_iter=1))
+    res = fit_sightline(x, e, w, B_LIM)
+    assert res.n_clipped > single.n_clipped
+    # converged: at the final fit, no kept star lies beyond 3 sigma of the kept stars
+    resid = e - evaluate_model(res.params, B_LIM, x)
+    sig = residual_sigma(resid[res.kept], w[res.kept])
+    assert np.all(np.abs(resid[res.kept]) <= 3.0 * sig * (1 + 1e-9))
+    assert res.kept.sum() == x.size - res.n_clipped
+    assert np.all(~res.kept[bad[-25:]])  # every outlier of 0.4 mag and more is gone
+    # the refit after the clipping recovers the truth better than the single pass
+    grid = np.linspace(0.2, 3.8, 60)
+    truth = evaluate_model(TRUTH, B_LIM, grid)
+    err = np.median(np.abs(evaluate_model(res.params, B_LIM, grid) - truth))
+    assert err < 0.01
+
+
+def test_sigmas_are_the_gaussian_sigmas_of_the_line_of_sight_stars():
+    rng = np.random.default_rng(9)
+    x, e, w = _stars(rng, n=1000, noise=0.0)
+    own = rng.random(x.size) < 0.3  # the sightline's own stars; the rest are neighbours
+    noise = np.where(own, 0.02, 0.06) * rng.standard_normal(x.size)
+    res = fit_sightline(x, e + noise, w, B_LIM, reliable=own)
+    # the neighbours' larger scatter does not enter the line of sight's sigma
+    assert res.sigma == pytest.approx(0.02, rel=0.1)
+    assert res.sigma_0_2 == pytest.approx(0.02, rel=0.15)
+    assert res.sigma_2_max == pytest.approx(0.02, rel=0.15)
+    # calibrated: about 68% of the line of sight's stars lie within 1 sigma of the curve
+    resid = e + noise - evaluate_model(res.params, B_LIM, x)
+    assert np.mean(np.abs(resid[own]) <= res.sigma) == pytest.approx(0.683, abs=0.04)
+    # the maximum reliable distance is the farthest kept star of the line of sight
+    assert res.max_distance == pytest.approx(x[own & res.kept].max())
+    assert res.max_distance < x.max() or own[np.argmax(x)]
+
+
+def test_clipped_gaussian_sigma_undoes_the_truncation():
+    rng = np.random.default_rng(10)
+    r = rng.normal(0.0, 0.05, 200000)
+    kept = r[np.abs(r) <= 3 * 0.05]
+    assert np.std(kept) == pytest.approx(0.9866 * 0.05, rel=0.005)  # the clipping's bias
+    assert clipped_gaussian_sigma(kept, 3.0) == pytest.approx(0.05, rel=0.005)
+    kept2 = r[np.abs(r) <= 2 * 0.05]
+    assert clipped_gaussian_sigma(kept2, 2.0) == pytest.approx(0.05, rel=0.005)
+    assert np.isnan(clipped_gaussian_sigma(np.array([])))
+
+
+def test_data_start_centres_find_the_jumps():
+    rng = np.random.default_rng(12)
+    x = np.sort(rng.uniform(0.1, 4.0, 500))
+    e = 0.3 * (x > 0.5) + 0.5 * (x > 2.0) + rng.normal(0, 0.02, x.size)
+    centres = data_start_centres(x, e, np.ones(x.size))
+    assert centres.shape == (4,)
+    for jump in (0.5, 2.0):
+        assert np.min(np.abs(centres - jump)) < 0.05 * jump
+    # a flat sightline has no rise: no centre (the fit falls back to a fixed set)
+    flat = data_start_centres(x, np.full(x.size, 0.1), np.ones(x.size))
+    assert np.all(np.isnan(flat))

@@ -46,3 +46,26 @@ def test_outliers_and_reproducibility():
     assert np.mean(a.ebv - truth["ebv_true"]) == pytest.approx(0.05 * 0.15, abs=0.002)
     with pytest.raises(ValueError, match="outlier_fraction"):
         mock_catalog(galaxy, 10, 0, outlier_fraction=1.5)
+
+
+def test_cloud_ladder_at_the_papers_density():
+    from dustmaps_ext_build.parametric.mock import (PAPER_STARS_PER_DEG2, catalog_at_density,
+                                                    cloud_ladder_galaxy, ladder_patches)
+
+    galaxy = cloud_ladder_galaxy()
+    dists = sorted(c.distance_kpc for c in galaxy.clouds)
+    assert dists[0] == pytest.approx(0.3) and dists[-1] == pytest.approx(4.0)
+    patches = ladder_patches(0.5)
+    assert len(patches) == 8
+    # every patch centre crosses its cloud(s) with their full column along the centre
+    (lr, br) = patches[4]
+    found = galaxy.cloud_distances_along(np.mean(lr), np.mean(br), 0.05)
+    assert [round(d, 2) for d, _ in found] == [0.6, 1.8]
+    cat = catalog_at_density(galaxy, patches[:2], seed=3)
+    for lr, br in patches[:2]:
+        inside = (cat.l >= lr[0]) & (cat.l <= lr[1]) & (cat.b >= br[0]) & (cat.b <= br[1])
+        area = (np.radians(0.5) * (np.sin(np.radians(br[1])) - np.sin(np.radians(br[0])))
+                * (180 / np.pi) ** 2)
+        assert inside.sum() == round(PAPER_STARS_PER_DEG2 * area)
+    again = catalog_at_density(galaxy, patches[:2], seed=3)
+    np.testing.assert_array_equal(cat.ebv, again.ebv)

@@ -28,6 +28,7 @@ from dustmaps_ext_build.parametric.model import PARAM_NAMES, evaluate_density, e
 from dustmaps_ext_build.parametric.pipeline import (ParametricBuildConfig, build_parametric_map,
                                              fill_row_values, plan_build)
 from dustmaps_ext_build.parametric.recovery import recovery_metrics
+from dustmaps_ext_build.parametric.sightlines import sightline_centres, stars_nested_index
 from dustmaps_ext_build.runner import run_blocks
 from dustmaps_ext_build.writers.parametric import RELEASE_NSIDE
 
@@ -189,6 +190,14 @@ def test_recovers_the_simulated_galaxy(built):
     assert m["clouds_injected"] >= 50
     assert m["cloud_recovery"] >= 0.5
     assert np.median(m["cloud_distance_rel_err"]) < 0.1
+    # judged against baselines: far better than a map of zeros, and the truth averaged over
+    # the pixel is (as it must be) better still
+    for tag in ("low_b", "high_b"):
+        assert m[f"median_abs_err_{tag}"] <= 0.3 * m[f"median_zero_map_{tag}"]
+        assert m[f"median_pixel_truth_{tag}"] < m[f"median_abs_err_{tag}"]
+    pairs = m["pairs"]
+    assert pairs.size == m["clouds_injected"]
+    assert np.all(pairs["found"][pairs["recovered"]])  # recovered implies found
 
 
 @pytest.mark.slow  # writes a second full-sky table (~1 GB) to compare it byte for byte
@@ -244,6 +253,111 @@ def test_neighbour_weight_cut_keeps_the_accuracy(built, tmp_path):
     for key in ("median_abs_err_low_b", "median_abs_err_high_b"):
         assert cut[key] <= 1.25 * full[key] + 0.002
     assert cut["cloud_recovery"] >= full["cloud_recovery"] - 0.1
+
+
+def _pixel_stars(catalog, nside, ipix):
+    pix = stars_nested_index(catalog.l, catalog.b, RELEASE_NSIDE)
+    shift = 2 * int(round(np.log2(RELEASE_NSIDE // int(nside))))
+    return (pix >> shift) == int(ipix)
+
+
+def test_max_distance_and_sigmas_follow_the_line_of_sight(built):
+    """max_distance: the farthest star of the sightline's own pixel kept by the clipping;
+    sigma: calibrated, ~68% of those stars lie within 1 sigma of the fitted curve."""
+    from dustmaps_ext_build.parametric.catalog import read_catalog
+
+    catalog = read_catalog(built["catalog"])
+    res = built["results"]
+    inside, farther = [], 0
+    for i in np.flatnonzero(res["fitted"])[::3]:
+        own = _pixel_stars(catalog, res["nside"][i], res["ipix"][i])
+        d, e = catalog.distance[own], catalog.ebv[own]
+        assert np.min(np.abs(d - res["max_distance"][i])) < 1e-12  # one of its own stars
+        farther += int(res["max_distance"][i] < d.max())  # the farthest was clipped
+        if np.isfinite(res["sigma"][i]):
+            resid = e - evaluate_model(res["params"][i], res["b_lim"][i], d)
+            inside.append(np.abs(resid) <= res["sigma"][i])
+    assert farther < 0.2 * len(inside)
+    frac = np.concatenate(inside).mean()
+    assert 0.62 <= frac <= 0.74, frac
+
+
+@pytest.mark.slow  # writes a full-sky (gzip) table of the region build (~1 GB before compression)
+def test_region_build_killed_while_writing_is_finished_by_a_rerun(built, tmp_path, monkeypatch):
+    """Issue 16.14: the table is written under a temporary name and renamed; a build
+    killed during that write leaves no output, and the same command finishes the job
+    without refitting. With --l-range/--b-range, only the region's sightlines are fitted
+    and the other rows are NaN."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    out = tmp_path / "region.fits.gz"
+    work = tmp_path / "work"
+    argv = [str(built["catalog"]), str(out), "--work-dir", str(work), "--scheduler",
+            "synchronous", "--no-progress", "--block-nside", str(BLOCK_NSIDE),
+            "--l-range", "115", "125", "--b-range", "15", "25"]
+    def killed_write(self, path, *args, **kwargs):
+        with open(path, "wb") as fh:  # a truncated FITS file, as a kill would leave
+            fh.write(b"SIMPLE  =                    T" + b" " * 2000)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Table, "write", killed_write)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert build_parametric_main(argv) == 130  # the command line reports Ctrl-C, exit 130
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    blocks = sorted((work / "blocks").glob("block_*.npz"))
+    assert blocks
+    stamps = {p: os.stat(p).st_mtime_ns for p in blocks}
+    monkeypatch.undo()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert build_parametric_main(argv) == 0
+    assert {p: os.stat(p).st_mtime_ns for p in blocks} == stamps  # nothing refitted
+    with open(out, "rb") as fh:
+        assert fh.read(2) == b"\x1f\x8b"  # gzip
+    assert out.stat().st_size < 50e6  # the NaN rows compress away
+
+    full = built["results"]
+    with np.load(work / "sightlines.npz") as data:
+        part = {k: data[k] for k in data.files}
+    with fits.open(out) as hdul:
+        table = hdul[1].data
+        assert table.shape == (12 * RELEASE_NSIDE ** 2,)
+        l_c, b_c = hp.pix2ang(RELEASE_NSIDE, np.arange(0, table.shape[0], 997), lonlat=True)
+        config = ParametricBuildConfig(l_range=(115, 125), b_range=(15, 25))
+        sample = np.arange(0, table.shape[0], 997)
+        far = ~config.in_region(l_c, b_c)
+        assert np.all(np.isnan(table["Cum_EBV_1"][sample[far]]))
+        assert np.all(np.isnan(table["max_distance"][sample[far]]))
+        fitted_in = np.flatnonzero(part["fitted"])
+        assert fitted_in.size >= 50
+        l_s, b_s = sightline_centres(part["nside"][fitted_in], part["ipix"][fitted_in])
+        assert np.all(config.in_region(l_s, b_s))
+        # region sightlines are those of the full-sky build, fitted the same way
+        key = {(n, p): i for i, (n, p) in enumerate(zip(full["nside"], full["ipix"]))}
+        for i in fitted_in[::10]:
+            j = key[(part["nside"][i], part["ipix"][i])]
+            np.testing.assert_array_equal(part["params"][i], full["params"][j])
+            rows = _rows_of(int(part["nside"][i]), int(part["ipix"][i]))
+            for k, name in enumerate(PARAM_NAMES):
+                np.testing.assert_array_equal(table[name][rows], np.float32(part["params"][i, k]))
+        # the plane patch (l = 30) was not fitted: NaN there
+        plane = _rows_of(*next((int(n), int(p)) for n, p, f in
+                               zip(full["nside"], full["ipix"], full["fitted"])
+                               if f and sightline_centres([n], [p])[1][0] < 5))
+        assert np.all(np.isnan(table["Cum_EBV_1"][plane]))
+
+
+def test_catalog_format_errors_name_the_cli_option(tmp_path, capsys):
+    odd = tmp_path / "stars.txt"
+    odd.write_text("l,b\n1,2\n")
+    assert build_parametric_main([str(odd), str(tmp_path / "o.fits"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--format" in err and "format=" in err
+    # --format csv reads the same file as CSV (and reports its missing columns)
+    assert build_parametric_main([str(odd), str(tmp_path / "o.fits"), "--no-progress",
+                                  "--format", "csv"]) == 2
+    assert "missing column" in capsys.readouterr().err
 
 
 def test_cli_reports_bad_catalogs(tmp_path, capsys):

@@ -1,6 +1,6 @@
-"""The fake Dataverse of :mod:`tests.fake_dataverse`, with latency, range faults and counting.
+"""The fake Dataverse of :mod:`tests.helpers.fake_dataverse`, with latency, range faults and counting.
 
-:class:`RangeServer` serves like :class:`tests.fake_dataverse.FakeServer` (DOI lookup, the
+:class:`RangeServer` serves like :class:`tests.helpers.fake_dataverse.FakeServer` (DOI lookup, the
 access API's redirect to the store, ``Range: bytes=a-b`` answered with 206 and
 ``Content-Range``) and adds what region cutouts are tested against:
 
@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from tests.fake_dataverse import FakeServer, _Handler
+from helpers.fake_dataverse import FakeServer, _Handler
 
 __all__ = ["RangeServer"]
 

@@ -11,14 +11,20 @@ It serves, from memory:
   behind a 302 as GitHub does).
 
 Byte ranges (``Range: bytes=a-`` / ``a-b``) get 206 answers with ``Content-Range``, unless the
-path is in :attr:`FakeServer.ignore_range` (then 200 and the whole file). Faults are queued per
-path with :meth:`FakeServer.inject` and consumed one per request:
+path is in :attr:`FakeServer.ignore_range` (then 200 and the whole file) or in
+:attr:`FakeServer.wrong_range` (then 206 with the whole file and ``Content-Range: bytes
+0-.../size``, whatever was asked). A path in :attr:`FakeServer.drop_every` has every answer cut
+after that many body bytes (the connection is closed). Faults are queued per path with
+:meth:`FakeServer.inject` and consumed one per request:
 
 * ``"drop"``: announce the full length, send half of it, then close the connection;
+* ``("drop", n)``: the same after ``n`` bytes of the body;
+* ``("stall", n)``: send ``n`` bytes of the body, then send nothing for
+  :attr:`FakeServer.hang_s` seconds and close the connection;
 * an integer status (e.g. ``500``): answer that status with a short body;
 * ``"hang"``: wait :attr:`FakeServer.hang_s` seconds before closing without an answer.
 
-Every request is logged in :attr:`FakeServer.log`. The server runs in daemon threads, stops
+Every request is logged in :attr:`FakeServer.log`, with the body bytes sent. The server runs in daemon threads, stops
 when its ``with`` block ends, and stops itself after ``lifetime_s`` seconds in any case.
 """
 
@@ -45,6 +51,7 @@ class LoggedRequest:
     path: str
     range: str | None
     status: int | None = None
+    sent: int = 0  # body bytes written to the socket
 
 
 @dataclass
@@ -70,6 +77,8 @@ class FakeServer:
     hang_s: float = 1.0
     log: list[LoggedRequest] = field(default_factory=list)
     ignore_range: set[str] = field(default_factory=set)
+    wrong_range: set[str] = field(default_factory=set)
+    drop_every: dict[str, int] = field(default_factory=dict)
     _resources: dict[str, _Resource] = field(default_factory=dict)
     _datasets: dict[str, list[dict]] = field(default_factory=dict)
     _faults: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
@@ -131,12 +140,17 @@ class FakeServer:
         return self.url + path
 
     def inject(self, path: str, *faults) -> None:
-        """Queue faults for the next requests of ``path`` (``"drop"``, ``"hang"`` or a status)."""
+        """Queue faults for the next requests of ``path`` (``"drop"``, ``("drop", n)``,
+        ``("stall", n)``, ``"hang"`` or a status)."""
         self._faults[path].extend(faults)
 
     def requests_for(self, path: str) -> list[LoggedRequest]:
         """Logged requests of one path."""
         return [r for r in self.log if r.path == path]
+
+    def bytes_sent(self, path: str) -> int:
+        """Body bytes sent for one path over all its requests."""
+        return sum(r.sent for r in self.requests_for(path))
 
     # ----------------------------------------------------------------- lifetime
 
@@ -145,7 +159,7 @@ class FakeServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeServer":
+    def start(self) -> FakeServer:
         """Start serving in a daemon thread; returns self."""
         server = self
 
@@ -171,7 +185,7 @@ class FakeServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -197,9 +211,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # keep test output clean
         pass
 
-    def _log(self, status: int | None) -> None:
-        self.fake.log.append(LoggedRequest("GET", urlsplit(self.path).path,
-                                           self.headers.get("Range"), status))
+    def _log(self, status: int | None) -> LoggedRequest:
+        entry = LoggedRequest("GET", urlsplit(self.path).path, self.headers.get("Range"), status)
+        self.fake.log.append(entry)
+        return entry
 
     def _simple(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
         self._log(status)
@@ -209,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         path = parts.path
         faults = self.fake._faults.get(path)
@@ -236,10 +251,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        self._serve(path, resource, drop=(fault == "drop"))
+        self._serve(path, resource, fault)
 
     def _metadata(self, persistent_id: str) -> None:
-        doi = persistent_id[4:] if persistent_id.startswith("doi:") else persistent_id
+        doi = persistent_id.removeprefix("doi:")
         files = self.fake._datasets.get(doi)
         if files is None:
             body = {"status": "ERROR", "message": f"Dataset with Persistent ID {persistent_id} "
@@ -250,13 +265,15 @@ class _Handler(BaseHTTPRequestHandler):
                                                            "files": files}}}
         self._simple(200, json.dumps(body).encode(), "application/json")
 
-    def _serve(self, path: str, resource: _Resource, drop: bool) -> None:
+    def _serve(self, path: str, resource: _Resource, fault) -> None:
         content = resource.content
         size = len(content)
         start, end = 0, size
         status = 200
         rng = self.headers.get("Range")
-        if rng and path not in self.fake.ignore_range:
+        if rng and path in self.fake.wrong_range:
+            status = 206  # claims a range, sends the file from byte 0
+        elif rng and path not in self.fake.ignore_range:
             first, _, last = rng.removeprefix("bytes=").partition("-")
             start = int(first)
             end = int(last) + 1 if last else size
@@ -268,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             status = 206
-        self._log(status)
+        entry = self._log(status)
         self.send_response(status)
         self.send_header("Content-Type", resource.content_type)
         self.send_header("Content-Length", str(end - start))
@@ -277,13 +294,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         self.end_headers()
         body = memoryview(content)[start:end]
+        cut, stall = None, False
+        if fault == "drop":
+            cut = len(body) // 2
+        elif isinstance(fault, tuple) and fault[0] in ("drop", "stall"):
+            cut, stall = fault[1], fault[0] == "stall"
+        if path in self.fake.drop_every:
+            cut = min(self.fake.drop_every[path], len(body) if cut is None else cut)
         try:
-            if drop:
-                self.wfile.write(body[: len(body) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
+            if cut is None:
+                self.wfile.write(body)
+                entry.sent = len(body)
                 return
-            self.wfile.write(body)
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            entry.sent = min(cut, len(body))
+            if stall:
+                time.sleep(self.fake.hang_s)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True

@@ -1,0 +1,579 @@
+"""The DECaPS map format (Zucker et al. 2025), in one place: facts, checks, readers, converter.
+
+Facts of the release
+    Dataverse DOI :data:`DOI`, file names :data:`MEAN_AND_SAMPLES` and :data:`MEAN_ONLY`
+    and their published sizes, pixels (:data:`NPIX` at :data:`NSIDE`), samples, the
+    distance-modulus edges :data:`DM_BIN_EDGES`, the chunking of the published files
+    (:data:`PUBLISHED_CHUNK_PIXELS`), the per-pixel datasets and their dtypes
+    (:data:`PIXEL_DTYPES`), the footprint (:data:`L_RANGE_DEG`, :data:`B_RANGE_DEG`,
+    :func:`in_footprint`) and where the files go (:func:`decaps_paths`,
+    :func:`default_map_path`). The query classes, ``fetch()``, the command line and the
+    build pipeline's writer all read them from here.
+
+Published layout (the Zucker et al. 2025 release)
+    ``mean`` (n_pix, 1, 120) and ``samples`` (n_pix, 5, 120), float16, each HDF5 chunk
+    holding 200,842 pixels of ONE (sample, distance) pair, deflate + shuffle. A random
+    pixel touches 6 x 120 chunks, so random access is slow; streaming it whole is fine.
+
+Pixel-major layout (written by :func:`repack`)
+    One HDF5 file whose datasets are contiguous and unfiltered, so they can be memory-mapped:
+
+    * ``data`` (n_pix, 1 + n_samples, n_dist) float16: slot 0 is the mean, slots 1.. are
+      the samples; one pixel's whole answer (1,440 bytes for 6 x 120) lies in one place;
+    * ``pixel_info``: the published attributes and per-pixel datasets (``healpix_index``
+      uint64, ``DM_reliable_min``/``DM_reliable_max`` float32, ``converged``/``infilled``
+      uint8) plus ``coarse_start`` (int64; see :class:`~dustmaps_ext._core.pixels.PixelIndex`);
+    * root attributes ``layout`` (= :data:`PIXEL_MAJOR_LAYOUT`), ``layout_version`` and
+      ``complete`` (written last: a file without it is an interrupted repack).
+
+Stores
+    A store exposes a map to the query core (:class:`~dustmaps_ext._core.voxel.VoxelStore`)
+    with one convention for both layouts: ``data_for(rows, want_samples) -> (data, rows)``
+    returns a uint16 array (float16 bit patterns) whose slot 0 is the mean and slots
+    1..n_samples the samples, and the rows of the query inside it. :class:`InMemoryStore`
+    holds everything in RAM; :class:`MappedStore` memory-maps a pixel-major file and
+    releases the pages it touched after each chunk of coordinates, so its resident memory
+    stays bounded; :class:`PublishedRowStore` reads only the requested rows of a published
+    file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from ..progress import tqdm
+
+from .._core.pixels import PixelIndex, in_lon_lat_box
+from .._core.voxel import VoxelStore
+from ..errors import MapFileError
+from .files import (
+    fsync_dir,
+    fsync_file,
+    map_data_dir,
+    map_read_only,
+    missing_map_error,
+    open_hdf5,
+    release_pages,
+    write_json_atomic,
+)
+from .stores import InMemoryStore, PixelArrays
+
+__all__ = ["DOI", "MEAN_AND_SAMPLES", "MEAN_ONLY", "NSIDE", "NPIX", "N_SAMPLES", "N_DIST",
+           "DM_MIN", "DM_STEP", "DM_BIN_EDGES", "PUBLISHED_CHUNK_PIXELS", "PIXEL_DATASETS",
+           "PIXEL_DTYPES", "VALUE_DTYPE", "L_RANGE_DEG", "B_RANGE_DEG", "in_footprint",
+           "decaps_dir", "decaps_paths", "default_repacked_path", "default_map_path",
+           "repacked_bytes", "MapFileError", "PIXEL_MAJOR_LAYOUT", "DecapsFileInfo",
+           "inspect_decaps_file", "InMemoryStore", "MappedStore", "PublishedRowStore",
+           "load_in_memory", "repack"]
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- facts
+#: Dataverse DOI of the DECaPS 3D dust map release (Zucker et al. 2025).
+DOI = "10.7910/DVN/J9JCKO"
+#: File of the release with the mean and five posterior samples (about 33.8 GB).
+MEAN_AND_SAMPLES = "decaps_mean_and_samples.h5"
+#: File of the release with the mean map only (about 8 GB).
+MEAN_ONLY = "decaps_mean.h5"
+#: Published sizes of the two files (bytes), for scaling the repacked-size estimate.
+PUBLISHED_BYTES = {MEAN_AND_SAMPLES: 33_800_000_000, MEAN_ONLY: 8_000_000_000}
+#: HEALPix nside (NESTED) of the release.
+NSIDE = 8192
+#: Pixels, samples and distance-modulus edges of the release.
+NPIX = 51_415_400
+N_SAMPLES = 5
+N_DIST = 120
+#: The distance-modulus edges: 4.0 to 18.875 mag in steps of 0.125 (120 edges).
+DM_MIN = 4.0
+DM_STEP = 0.125
+DM_BIN_EDGES = (DM_MIN + DM_STEP * np.arange(N_DIST)).astype(np.float32)
+DM_BIN_EDGES.flags.writeable = False
+#: Pixels per HDF5 chunk in the published files.
+PUBLISHED_CHUNK_PIXELS = 200_842
+#: Per-pixel datasets of ``pixel_info`` and their dtypes (both layouts; readers and writers).
+PIXEL_DTYPES = {"healpix_index": np.dtype(np.uint64), "DM_reliable_min": np.dtype(np.float32),
+                "DM_reliable_max": np.dtype(np.float32), "converged": np.dtype(np.uint8),
+                "infilled": np.dtype(np.uint8)}
+PIXEL_DATASETS = tuple(PIXEL_DTYPES)
+#: dtype of the stored reddening values (``mean``, ``samples``, ``data``).
+VALUE_DTYPE = np.dtype(np.float16)
+#: The footprint of the map: 239 < l < 366 (i.e. l < 6) deg and |b| < 10 deg (Zucker et al. 2025).
+L_RANGE_DEG = (239.0, 366.0)
+B_RANGE_DEG = (-10.0, 10.0)
+
+PIXEL_MAJOR_LAYOUT = "dustmaps_ext/decaps-pixel-major"
+LAYOUT_VERSION = 1
+
+
+def in_footprint(l_deg, b_deg) -> np.ndarray:
+    """Whether Galactic directions (deg) lie in the DECaPS footprint, 239 < l < 366 deg (l
+    wraps through 0) and |b| < 10 deg, with the package's one boundary rule
+    (:func:`dustmaps_ext.healpix.in_lon_lat_box`: open boundaries)."""
+    return in_lon_lat_box(l_deg, b_deg, L_RANGE_DEG, B_RANGE_DEG)
+
+
+def decaps_dir() -> Path:
+    """``<dustmaps data_dir>/decaps``, read at call time."""
+    return map_data_dir("decaps")
+
+
+def default_repacked_path(src) -> Path:
+    """Where :func:`repack` writes by default: ``<stem>_repacked.h5`` beside ``src``."""
+    src = Path(src)
+    return src.with_name(src.stem + "_repacked.h5")
+
+
+def decaps_paths(mean_only: bool = False) -> tuple[Path, Path]:
+    """(published file, repacked file) of the DECaPS map under the current data directory."""
+    original = decaps_dir() / (MEAN_ONLY if mean_only else MEAN_AND_SAMPLES)
+    return original, default_repacked_path(original)
+
+
+def default_map_path(mean_only: bool = False) -> Path:
+    """The DECaPS file a query class opens when given no file name.
+
+    Looks in ``dustmaps.config['data_dir']/decaps/`` for, in order, the repacked and the
+    published file of the requested kind (for ``mean_only``, the mean file first, then the
+    mean-and-samples file), and last for a region cutout (``fetch(region=...)``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If none is there; the message says how to download it.
+    """
+    names = [MEAN_ONLY, MEAN_AND_SAMPLES] if mean_only else [MEAN_AND_SAMPLES]
+    folder = decaps_dir()
+    candidates = []
+    for name in names:
+        candidates += [default_repacked_path(folder / name), folder / name]
+    candidates += [folder / f"{Path(name).stem}_cutout.h5" for name in names]
+    for path in candidates:
+        if path.is_file():
+            return path
+    how = "dustmaps_ext.decaps.fetch(mean_only=True)" if mean_only else "dustmaps_ext.decaps.fetch()"
+    raise missing_map_error(
+        "DECaPS map", f" ({folder}); looked for " + ", ".join(p.name for p in candidates),
+        "dustmaps_ext.decaps", how,
+        "dustmaps-ext fetch decaps" + (" --mean-only" if mean_only else ""))
+
+
+def repacked_bytes(mean_only: bool, published_bytes: int | None = None) -> int:
+    """Size of the repacked copy: uncompressed float16 values of every pixel.
+
+    For the real release that is 74.0 GB (12.3 GB mean-only). When the published file's
+    size is known (a mirror or a test server may serve a smaller map), the estimate scales
+    with it by the real release's ratio of repacked to published bytes.
+    """
+    values = N_DIST * (1 if mean_only else 1 + N_SAMPLES)
+    real = NPIX * values * VALUE_DTYPE.itemsize
+    if not published_bytes:
+        return real
+    return int(published_bytes * real / PUBLISHED_BYTES[MEAN_ONLY if mean_only else MEAN_AND_SAMPLES])
+
+
+@dataclass(frozen=True)
+class DecapsFileInfo:
+    """What a DECaPS file holds, checked by :func:`inspect_decaps_file`."""
+
+    path: Path
+    layout: str  # "published" or "pixel-major"
+    nside: int
+    dm_bin_edges: np.ndarray
+    n_pix: int
+    n_samples: int  # 0 for a mean-only file
+
+    @property
+    def n_dist(self) -> int:
+        return int(self.dm_bin_edges.size)
+
+
+def inspect_decaps_file(path) -> DecapsFileInfo:
+    """Check that ``path`` is a complete DECaPS map file and describe it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    MapFileError
+        If it is not HDF5, misses groups, datasets or attributes of the DECaPS layouts,
+        has inconsistent shapes, is an unfinished repack, or is shorter than its contents.
+    """
+    path = Path(path)
+    with open_hdf5(path, "DECaPS map") as f:
+        return _inspect_open(path, f)
+
+
+def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
+    problems = []
+    info = f.get("pixel_info")
+    if not isinstance(info, h5py.Group):
+        raise MapFileError(f"{path} is not a DECaPS map: it has no 'pixel_info' group "
+                           f"(top-level items: {sorted(f.keys())})")
+    for attr in ("nside", "DM_bin_edges"):
+        if attr not in info.attrs:
+            problems.append(f"attribute pixel_info.{attr}")
+    for name in PIXEL_DATASETS:
+        if not isinstance(info.get(name), h5py.Dataset):
+            problems.append(f"dataset pixel_info/{name}")
+    layout = f.attrs.get("layout", None)
+    if isinstance(layout, bytes):
+        layout = layout.decode()
+    pixel_major = layout == PIXEL_MAJOR_LAYOUT
+    value_sets = ("data",) if pixel_major else ("mean",)
+    for name in value_sets:
+        if not isinstance(f.get(name), h5py.Dataset):
+            problems.append(f"dataset {name}")
+    if problems:
+        raise MapFileError(f"{path} is not a complete DECaPS map file; missing: " + ", ".join(problems))
+
+    nside = int(info.attrs["nside"])
+    edges = np.asarray(info.attrs["DM_bin_edges"], dtype=np.float32)
+    n_pix = int(info["healpix_index"].shape[0])
+    for name in PIXEL_DATASETS:
+        if info[name].shape != (n_pix,):
+            problems.append(f"pixel_info/{name} has shape {info[name].shape}, expected ({n_pix},)")
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+        problems.append("pixel_info.DM_bin_edges must be an increasing 1D array")
+    n_dist = edges.size
+    if pixel_major:
+        if f.attrs.get("layout_version", -1) != LAYOUT_VERSION:
+            problems.append(f"layout_version {f.attrs.get('layout_version')} (expected {LAYOUT_VERSION})")
+        if not f.attrs.get("complete", False):
+            raise MapFileError(f"{path} is an unfinished repack (it lacks the 'complete' mark); "
+                               "run dustmaps_ext.decaps.repack() again to finish it")
+        data = f["data"]
+        if data.ndim != 3 or data.shape[0] != n_pix or data.shape[2] != n_dist or data.shape[1] < 1:
+            problems.append(f"data has shape {data.shape}, expected ({n_pix}, 1 + n_samples, {n_dist})")
+        n_samples = data.shape[1] - 1 if data.ndim == 3 else 0
+        if not problems:
+            _check_contiguous_extent(path, f, ["data"] + [f"pixel_info/{n}" for n in PIXEL_DATASETS])
+    else:
+        mean = f["mean"]
+        if mean.shape != (n_pix, 1, n_dist):
+            problems.append(f"mean has shape {mean.shape}, expected ({n_pix}, 1, {n_dist})")
+        samples = f.get("samples")
+        n_samples = 0
+        if samples is not None:
+            if samples.ndim != 3 or samples.shape[0] != n_pix or samples.shape[2] != n_dist:
+                problems.append(f"samples has shape {samples.shape}, expected ({n_pix}, n_samples, {n_dist})")
+            else:
+                n_samples = samples.shape[1]
+    if problems:
+        raise MapFileError(f"{path} is not a consistent DECaPS map file: " + "; ".join(problems))
+    return DecapsFileInfo(path=path, layout="pixel-major" if pixel_major else "published",
+                          nside=nside, dm_bin_edges=edges, n_pix=n_pix, n_samples=n_samples)
+
+
+def _check_contiguous_extent(path: Path, f: h5py.File, names) -> None:
+    size = path.stat().st_size
+    for name in names:
+        dset = f[name]
+        offset = dset.id.get_offset()
+        if dset.chunks is not None or dset.compression is not None or (offset is None and dset.size):
+            raise MapFileError(f"{path}: dataset {name} is not stored contiguously; repack the file")
+        if dset.size and offset + dset.id.get_storage_size() > size:
+            raise MapFileError(f"{path} is truncated: dataset {name} ends at byte "
+                               f"{offset + dset.id.get_storage_size()} but the file has {size} bytes")
+
+
+# --------------------------------------------------------------------------- stores
+class MappedStore(VoxelStore):
+    """A pixel-major file, memory-mapped; touched pages are released after each chunk.
+
+    Parameters
+    ----------
+    info : DecapsFileInfo
+        A pixel-major file (see :func:`inspect_decaps_file`).
+    chunk_coords : int
+        Coordinates answered between two releases of the mapped pages. Each coordinate
+        touches one place in the pixel table and one in the values; the kernel maps file
+        pages in blocks (large folios: ~180 kB per fault measured on Linux 6.18), so
+        resident memory stays below roughly ``chunk_coords x 400 kB``.
+    """
+
+    def __init__(self, info: DecapsFileInfo, chunk_coords: int = 512) -> None:
+        if info.layout != "pixel-major":
+            raise ValueError("MappedStore needs a pixel-major file; call repack() first")
+        self.info = info
+        self.chunk_coords = int(chunk_coords)
+        with h5py.File(info.path, "r") as f:
+            offsets = {name: (f[name].id.get_offset(), f[name].dtype, f[name].shape)
+                       for name in ["data"] + [f"pixel_info/{n}" for n in PIXEL_DATASETS]
+                       + ["pixel_info/coarse_start"]}
+            coarse_nside = int(f["pixel_info/coarse_start"].attrs["coarse_nside"])
+        self._mmap = map_read_only(info.path)
+        views = {}
+        for name, (offset, dtype, shape) in offsets.items():
+            count = int(np.prod(shape))
+            views[name] = np.frombuffer(self._mmap, dtype=dtype, count=count,
+                                        offset=offset).reshape(shape)
+        self.data = views["data"].view(np.uint16)
+        self.n_samples = self.data.shape[1] - 1
+        coarse_start = np.array(views["pixel_info/coarse_start"])  # small: keep in RAM
+        index = PixelIndex(views["pixel_info/healpix_index"], info.nside,
+                           coarse_start=coarse_start, coarse_nside=coarse_nside)
+        self.pixels = PixelArrays(index, views["pixel_info/DM_reliable_min"],
+                                  views["pixel_info/DM_reliable_max"],
+                                  views["pixel_info/converged"], views["pixel_info/infilled"])
+
+    def data_for(self, rows: np.ndarray, want_samples: bool):
+        return self.data, rows
+
+    def release(self) -> None:
+        """Drop the mapped pages from this process's resident set (they stay in the page cache)."""
+        release_pages(self._mmap)
+
+
+class PublishedRowStore(VoxelStore):
+    """Reads only the requested pixels of a published-layout file (slow; repack for speed)."""
+
+    chunk_coords = 4096
+
+    def __init__(self, info: DecapsFileInfo, *, mean_only: bool = False) -> None:
+        self.info = info
+        self._h5 = h5py.File(info.path, "r")
+        self._lock = threading.Lock()  # h5py serialises anyway; keep reads whole
+        self.n_samples = 0 if mean_only else info.n_samples
+        grp = self._h5["pixel_info"]
+        index = PixelIndex(grp["healpix_index"][()], info.nside)
+        self.pixels = _LazyPixelArrays(index, grp, self._lock)
+
+    def data_for(self, rows: np.ndarray, want_samples: bool):
+        uniq, inverse = np.unique(rows[rows >= 0], return_inverse=True)
+        block = np.empty((uniq.size, 1 + self.n_samples, self.info.n_dist), dtype=np.uint16)
+        local = np.full(rows.shape, -1, dtype=np.int64)
+        local[rows >= 0] = inverse
+        if uniq.size:
+            with self._lock:
+                if want_samples:
+                    block[:, 1:, :] = self._h5["samples"][uniq, :self.n_samples, :].view(np.uint16)
+                else:
+                    block[:, :1, :] = self._h5["mean"][uniq, :, :].view(np.uint16)
+        return block, local
+
+    def release(self) -> None:
+        """Nothing to release: read blocks are freed with the query."""
+
+
+class _LazyPixelArrays(PixelArrays):
+    """Per-pixel flags read from the file for just the rows asked for."""
+
+    def __init__(self, index: PixelIndex, grp: h5py.Group, lock: threading.Lock) -> None:
+        self.index = index
+        self._grp = grp
+        self._lock = lock
+
+    def flags(self, rows: np.ndarray) -> dict:
+        inside = rows >= 0
+        uniq, inverse = np.unique(rows[inside], return_inverse=True)
+        out = {"converged": np.zeros(rows.shape, bool), "infilled": np.zeros(rows.shape, bool),
+               "dm_min": np.full(rows.shape, np.nan, np.float32),
+               "dm_max": np.full(rows.shape, np.nan, np.float32)}
+        if uniq.size:
+            with self._lock:
+                vals = {k: self._grp[k][uniq] for k in PIXEL_DATASETS[1:]}
+            out["converged"][inside] = vals["converged"][inverse] != 0
+            out["infilled"][inside] = vals["infilled"][inverse] != 0
+            out["dm_min"][inside] = vals["DM_reliable_min"][inverse]
+            out["dm_max"][inside] = vals["DM_reliable_max"][inverse]
+        return out
+
+
+def load_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bool = True) -> InMemoryStore:
+    """Read a DECaPS file (either layout) into RAM with ``n_samples`` sample slots.
+
+    Memory use is the arrays' own size plus one read block: the values are written
+    straight into the final float16 array, never through a float64 copy.
+    """
+    n_slots = 1 + n_samples
+    data = np.empty((info.n_pix, n_slots, info.n_dist), dtype=np.float16)
+    with open_hdf5(info.path, "DECaPS map") as f:
+        try:
+            grp = f["pixel_info"]
+            pix = {name: grp[name][()] for name in PIXEL_DATASETS}
+            coarse = None
+            if info.layout == "pixel-major":
+                src = f["data"]
+                step = max(1, (64 << 20) // max(1, src.shape[1] * src.shape[2] * 2))
+                blocks = [(a, min(a + step, info.n_pix)) for a in range(0, info.n_pix, step)]
+                whole = n_slots == src.shape[1]
+                for a, b in tqdm(blocks, desc="Loading DECaPS map", unit="block", disable=not progress):
+                    if whole:
+                        src.read_direct(data, np.s_[a:b], np.s_[a:b])
+                    else:
+                        data[a:b] = src[a:b, :n_slots, :]
+                if "coarse_start" in grp:
+                    coarse = (grp["coarse_start"][()], int(grp["coarse_start"].attrs["coarse_nside"]))
+            else:
+                mean, samples = f["mean"], f.get("samples")
+                step = _published_block_rows(mean, info.n_pix)
+                blocks = [(a, min(a + step, info.n_pix)) for a in range(0, info.n_pix, step)]
+                for a, b in tqdm(blocks, desc="Loading DECaPS map", unit="block", disable=not progress):
+                    mean.read_direct(data, np.s_[a:b, :, :], np.s_[a:b, 0:1, :])
+                    if n_samples:
+                        samples.read_direct(data, np.s_[a:b, :n_samples, :], np.s_[a:b, 1:, :])
+        except OSError as exc:
+            raise MapFileError(f"{info.path} could not be read completely (truncated or corrupt): {exc}") from exc
+    if coarse is not None:
+        index = PixelIndex(pix["healpix_index"], info.nside, coarse_start=coarse[0], coarse_nside=coarse[1])
+    else:
+        index = PixelIndex(pix["healpix_index"], info.nside)
+    pixels = PixelArrays(index, pix["DM_reliable_min"], pix["DM_reliable_max"],
+                         pix["converged"], pix["infilled"])
+    return InMemoryStore(info, data.view(np.uint16), pixels)
+
+
+def _published_block_rows(dset: h5py.Dataset, n_pix: int) -> int:
+    """Rows per read: whole published chunks, so each chunk is decompressed exactly once."""
+    chunk_rows = dset.chunks[0] if dset.chunks else 65536
+    return max(1, min(n_pix, chunk_rows))
+
+
+# --------------------------------------------------------------------------- repack
+def _fingerprint(src: Path, info: DecapsFileInfo) -> dict:
+    st = src.stat()
+    return {"src": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "n_pix": info.n_pix, "n_samples": info.n_samples, "n_dist": info.n_dist,
+            "layout_version": LAYOUT_VERSION}
+
+
+def repack(src, dst=None, *, progress: bool = True, coarse_nside: int = 256) -> Path:
+    """Convert a published-layout DECaPS file into the pixel-major layout.
+
+    The conversion streams the source one published chunk row at a time (about 290 MB of
+    values for 200,842 pixels x 6 x 120), writes straight into the final byte positions of
+    ``<dst>.partial`` and records its progress in ``<dst>.partial.json`` after each block,
+    so an interrupted repack resumes where it stopped (or starts over if the source
+    changed). Only a finished file is renamed to ``dst``; ``dst`` is never left half-written.
+
+    Parameters
+    ----------
+    src : str or Path
+        A published-layout file (``decaps_mean_and_samples.h5`` or ``decaps_mean.h5``).
+    dst : str or Path, optional
+        Output file; default ``<src stem>_repacked.h5`` beside ``src``.
+    progress : bool
+        Show a tqdm progress bar.
+    coarse_nside : int
+        nside of the coarse pixel index stored with the file.
+
+    Returns
+    -------
+    Path
+        ``dst``.
+    """
+    src = Path(src)
+    dst = Path(dst) if dst is not None else default_repacked_path(src)
+    info = inspect_decaps_file(src)
+    if info.layout != "published":
+        raise ValueError(f"{src} is already in the pixel-major layout")
+    coarse_nside = min(int(coarse_nside), info.nside)
+    partial = dst.with_name(dst.name + ".partial")
+    state_path = dst.with_name(dst.name + ".partial.json")
+    fingerprint = _fingerprint(src, info)
+    rows_done = 0
+    if partial.exists() and state_path.exists():
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError):
+            state = {}
+        if state.get("fingerprint") == fingerprint:
+            rows_done = int(state.get("rows_done", 0))
+            logger.info("resuming repack of %s at pixel %d of %d", src, rows_done, info.n_pix)
+    if rows_done == 0:
+        _create_pixel_major(src, partial, info, coarse_nside)
+        _write_state(state_path, fingerprint, 0)
+
+    n_slots = 1 + info.n_samples
+    with h5py.File(partial, "r") as out:
+        data_offset = out["data"].id.get_offset()
+    row_bytes = n_slots * info.n_dist * 2
+    with h5py.File(src, "r") as f:
+        mean, samples = f["mean"], f.get("samples")
+        step = _published_block_rows(mean, info.n_pix)
+        start = (rows_done // step) * step
+        blocks = [(a, min(a + step, info.n_pix)) for a in range(start, info.n_pix, step)]
+        buf = np.empty((step, n_slots, info.n_dist), dtype=np.float16)
+        fd = os.open(partial, os.O_WRONLY)
+        try:
+            bar = tqdm(total=info.n_pix, initial=start, desc="Repacking DECaPS", unit="pix",
+                       unit_scale=True, disable=not progress)
+            with bar:
+                for a, b in blocks:
+                    view = buf[:b - a]
+                    mean.read_direct(view, np.s_[a:b, :, :], np.s_[:, 0:1, :])
+                    if samples is not None:
+                        samples.read_direct(view, np.s_[a:b, :, :], np.s_[:, 1:, :])
+                    _pwrite_all(fd, memoryview(view).cast("B"), data_offset + a * row_bytes)
+                    os.fsync(fd)
+                    _write_state(state_path, fingerprint, b)
+                    bar.update(b - a)
+        finally:
+            os.close(fd)
+    with h5py.File(partial, "r+") as out:
+        out.attrs["complete"] = True
+    fsync_file(partial)
+    os.replace(partial, dst)
+    fsync_dir(dst.parent)
+    state_path.unlink(missing_ok=True)
+    logger.info("repacked %s -> %s", src, dst)
+    return dst
+
+
+def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
+    while len(buf):
+        n = os.pwrite(fd, buf, offset)
+        buf = buf[n:]
+        offset += n
+
+
+def _write_state(path: Path, fingerprint: dict, rows_done: int) -> None:
+    write_json_atomic(path, {"fingerprint": fingerprint, "rows_done": rows_done})
+
+
+def _create_pixel_major(src: Path, partial: Path, info: DecapsFileInfo, coarse_nside: int) -> None:
+    """Write the metadata and per-pixel datasets; allocate ``data`` (values come later)."""
+    n_slots = 1 + info.n_samples
+    shift = 2 * int(np.log2(info.nside // coarse_nside))
+    counts = np.zeros(12 * coarse_nside ** 2, dtype=np.int64)
+    step = 1 << 22
+    with h5py.File(src, "r") as f, h5py.File(partial, "w") as out:
+        out.attrs["layout"] = PIXEL_MAJOR_LAYOUT
+        out.attrs["layout_version"] = LAYOUT_VERSION
+        out.attrs["source"] = str(src.name)
+        grp_in = f["pixel_info"]
+        grp = out.create_group("pixel_info")
+        for key, value in grp_in.attrs.items():
+            grp.attrs[key] = value
+        grp.attrs["n_samples"] = np.int64(info.n_samples)
+        last = -1  # the last pixel index seen, to check the order across blocks
+        for name in PIXEL_DATASETS:
+            dset = grp.create_dataset(name, shape=(info.n_pix,), dtype=PIXEL_DTYPES[name])
+            for a in range(0, info.n_pix, step):
+                b = min(a + step, info.n_pix)
+                block = grp_in[name][a:b]
+                dset[a:b] = block.astype(PIXEL_DTYPES[name])
+                if name == "healpix_index":
+                    if int(block[0]) <= last:
+                        raise MapFileError(f"{src}: pixel_info/healpix_index is not sorted")
+                    if np.any(np.diff(block.astype(np.int64)) <= 0):
+                        raise MapFileError(f"{src}: pixel_info/healpix_index is not sorted")
+                    last = int(block[-1])
+                    counts += np.bincount(block.astype(np.int64) >> shift, minlength=counts.size)
+        coarse = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        cs = grp.create_dataset("coarse_start", data=coarse)
+        cs.attrs["coarse_nside"] = np.int64(coarse_nside)
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        space = h5py.h5s.create_simple((info.n_pix, n_slots, info.n_dist))
+        h5py.h5d.create(out.id, b"data", h5py.h5t.IEEE_F16LE, space, dcpl=dcpl)
+        out["data"].attrs["slots"] = "mean," + ",".join(f"sample{k}" for k in range(info.n_samples))
