@@ -231,6 +231,11 @@ def _register_fetch(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--base-url", default=None,
                    help="Dataverse installation (default: $DUSTMAPS_EXT_DATAVERSE_URL or "
                         "https://dataverse.harvard.edu)")
+    d.add_argument("--region", nargs=3, type=float, action="append", default=None,
+                   metavar=("L", "B", "RADIUS"),
+                   help="fetch only the cone of RADIUS deg around Galactic (L, B) deg into a "
+                        "local cutout, through HTTP Range requests (repeat for several cones; "
+                        "later calls add to the same cutout)")
     d.set_defaults(handler=_run_fetch)
 
     w = targets.add_parser("wang2025", parents=[common],
@@ -248,7 +253,14 @@ def _register_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
-    if args.target == "decaps":
+    if args.target == "decaps" and args.region:
+        from .decaps import fetch as fetch_decaps
+
+        path = fetch_decaps(mean_only=args.mean_only, silence_warnings=args.yes,
+                            clobber=args.clobber, base_url=args.base_url,
+                            progress=args.progress, region=args.region)
+        print(f"DECaPS cutout ready: {path}")
+    elif args.target == "decaps":
         from .decaps import fetch as fetch_decaps
         from .formats import decaps
 

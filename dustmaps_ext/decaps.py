@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ._core.modes import ALL_MODES
 from ._core.params import check_bool, check_int
+from ._io.cutout import CutoutCoverage
 from ._io.decaps import (
     MEAN_AND_SAMPLES,
     MEAN_ONLY,
@@ -36,10 +37,11 @@ from ._io.decaps_compact import CompactStore, load_compact_in_memory, repack
 from ._pickle import ReopenByPath
 from ._io.fetchers import fetch_decaps as fetch
 from ._voxel_map import VoxelDustMap, check_max_samples
-from .errors import LayoutPerformanceWarning, MapFileError
+from .errors import LayoutPerformanceWarning, MapFileError, OutsideFetchedRegionError
 
 __all__ = ["DECaPSQuery", "DECaPSQueryLite", "fetch", "repack", "default_map_path", "MapFileError",
-           "LayoutPerformanceWarning", "MEAN_AND_SAMPLES", "MEAN_ONLY", "REPACK_LAYOUTS"]
+           "LayoutPerformanceWarning", "MEAN_AND_SAMPLES", "MEAN_ONLY", "REPACK_LAYOUTS",
+           "OutsideFetchedRegionError"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ class _DECaPSBase(ReopenByPath, VoxelDustMap):
 
     _store = None
 
-    def __init__(self, map_fname, mean_only: bool) -> None:
+    def __init__(self, map_fname, mean_only: bool, outside_regions: str = "raise") -> None:
         super().__init__()
         path = Path(map_fname) if map_fname is not None else default_map_path(mean_only)
         mean_only = check_bool(mean_only, "mean_only")
@@ -59,6 +61,7 @@ class _DECaPSBase(ReopenByPath, VoxelDustMap):
                                "or download the mean-and-samples file (fetch())")
         self._mean_only = bool(mean_only)
         self._valid_modes = ("mean",) if mean_only else ALL_MODES
+        self._coverage = CutoutCoverage.of_file(path, self._info.nside, outside_regions)
 
     @property
     def n_samples(self) -> int:
@@ -102,11 +105,16 @@ class _DECaPSBase(ReopenByPath, VoxelDustMap):
 
         Raises
         ------
+        OutsideFetchedRegionError
+            On a region cutout (``fetch(region=...)``), for a position inside the DECaPS
+            footprint that no fetched region covers (unless ``outside_regions='nan'``).
         ValueError
             For an unknown mode or an invalid ``pct``.
         TypeError
             If ``coords`` is not a SkyCoord.
         """
+        if self._coverage is not None:  # a region cutout: refuse or flag unfetched positions
+            return self._coverage.answer(self._answer, coords, mode, return_flags, pct, rng)
         return self._answer(coords, mode, return_flags, pct, rng)
 
 
@@ -125,6 +133,12 @@ class DECaPSQuery(_DECaPSBase):
         Load only the mean; only ``mode='mean'`` is then available.
     progress : bool, keyword-only
         Show a progress bar while loading.
+    outside_regions : {'raise', 'nan'}, keyword-only
+        For a region cutout (``fetch(region=...)``): a position inside the DECaPS footprint
+        but outside every fetched region raises :class:`OutsideFetchedRegionError` naming
+        the regions (default), or, with ``'nan'``, gets NaN and a ``fetched=False`` field in
+        the flags (``fetched`` is added to the flags of every cutout query). Ignored for a
+        full map.
 
     Notes
     -----
@@ -135,9 +149,9 @@ class DECaPSQuery(_DECaPSBase):
     """
 
     def __init__(self, map_fname=None, max_samples: int | None = None, mean_only: bool = False,
-                 *, progress: bool = True) -> None:
+                 *, progress: bool = True, outside_regions: str = "raise") -> None:
         progress = check_bool(progress, "progress")
-        super().__init__(map_fname, mean_only)
+        super().__init__(map_fname, mean_only, outside_regions)
         n_samples = 0 if mean_only else check_max_samples(max_samples, self._info.n_samples,
                                                           self._info.path)
         logger.info("loading %s into RAM (%.2f GB)", self._info.path,
@@ -145,7 +159,8 @@ class DECaPSQuery(_DECaPSBase):
         load = load_compact_in_memory if self._info.layout == "compact" else load_in_memory
         self._store = load(self._info, n_samples=n_samples, progress=progress)
         self._remember_init(map_fname=self._info.path, max_samples=max_samples,
-                            mean_only=self._mean_only, progress=progress)
+                            mean_only=self._mean_only, progress=progress,
+                            outside_regions=outside_regions)
 
 
 class DECaPSQueryLite(_DECaPSBase):
@@ -165,15 +180,22 @@ class DECaPSQueryLite(_DECaPSBase):
         answered in order of pixel, so the pages of one chunk lie close together; the
         kernel maps file pages in blocks (large folios, ~180 kB per fault measured here),
         so resident memory stays below roughly ``chunk_coords x 400 kB``.
+    outside_regions : {'raise', 'nan'}, keyword-only
+        For a region cutout (``fetch(region=...)``): a position inside the DECaPS footprint
+        but outside every fetched region raises :class:`OutsideFetchedRegionError` naming
+        the regions (default), or, with ``'nan'``, gets NaN and a ``fetched=False`` field in
+        the flags (``fetched`` is added to the flags of every cutout query). Ignored for a
+        full map.
 
     Notes
     -----
     One object may be queried from several threads at once.
     """
 
-    def __init__(self, map_fname=None, mean_only: bool = False, *, chunk_coords: int = 512) -> None:
+    def __init__(self, map_fname=None, mean_only: bool = False, *, chunk_coords: int = 512,
+                 outside_regions: str = "raise") -> None:
         chunk_coords = check_int(chunk_coords, "chunk_coords", 1)
-        super().__init__(map_fname, mean_only)
+        super().__init__(map_fname, mean_only, outside_regions)
         if self._info.layout == "pixel-major":
             self._store = MappedStore(self._info, chunk_coords=chunk_coords)
         elif self._info.layout == "compact":
@@ -185,4 +207,4 @@ class DECaPSQueryLite(_DECaPSBase):
                 "DECaPSQueryLite fast", LayoutPerformanceWarning, stacklevel=2)
             self._store = PublishedRowStore(self._info, mean_only=mean_only)
         self._remember_init(map_fname=self._info.path, mean_only=self._mean_only,
-                            chunk_coords=chunk_coords)
+                            chunk_coords=chunk_coords, outside_regions=outside_regions)

@@ -37,6 +37,8 @@ __all__ = [
     "FetchConsentError",
     "LayoutPerformanceWarning",
     "DataDirWarning",
+    "OutsideFetchedRegionError",
+    "TransferBudgetError",
 ]
 
 
@@ -79,3 +81,11 @@ class LayoutPerformanceWarning(UserWarning):
 class DataDirWarning(UserWarning):
     """dustmaps' data directory lies inside the Python environment (its default), where the
     maps would fill the disk that holds the environment and be lost with it."""
+
+
+class TransferBudgetError(DownloadError):
+    """A remote read would exceed the bytes or requests allowed for the transfer."""
+
+
+class OutsideFetchedRegionError(ValueError):
+    """A coordinate lies in the DECaPS footprint but outside every region of a cutout."""

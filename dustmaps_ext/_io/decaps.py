@@ -171,7 +171,7 @@ def default_map_path(mean_only: bool = False) -> Path:
 
     Looks in ``dustmaps.config['data_dir']/decaps/`` for, in order, the repacked and the
     published file of the requested kind (for ``mean_only``, the mean file first, then the
-    mean-and-samples file).
+    mean-and-samples file), and last for a region cutout (``fetch(region=...)``).
 
     Raises
     ------
@@ -183,6 +183,7 @@ def default_map_path(mean_only: bool = False) -> Path:
     candidates = []
     for name in names:
         candidates += [default_repacked_path(folder / name), folder / name]
+    candidates += [folder / f"{Path(name).stem}_cutout.h5" for name in names]
     for path in candidates:
         if path.is_file():
             return path

@@ -39,6 +39,7 @@ from ..errors import (
 from . import bayestar19 as _bayestar19
 from . import decaps as _decaps
 from . import wang2025 as _wang2025
+from .cutout import decaps_cutout_path, fetch_cutout, index_path, regions_argument
 from .dataverse import find_file, resolve_base_url
 from .decaps import REPACK_LAYOUTS, decaps_paths, repack_peak_bytes, repacked_bytes
 from .decaps_compact import repack
@@ -161,7 +162,7 @@ def _drop_product(product: Path) -> None:
 
 def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobber: bool = False,
                  repack: bool = True, base_url: str | None = None, *, progress: bool = True,
-                 keep_original: bool = True, layout: str = "compact") -> Path:
+                 keep_original: bool = True, layout: str = "compact", region=None) -> Path:
     """Download the DECaPS 3D dust map, verify it and prepare it for fast queries.
 
     The file is looked up by DOI (:data:`dustmaps_ext._io.decaps.DOI`) through the Dataverse API, downloaded
@@ -196,6 +197,14 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
         for mean and samples (5.8 GB mean only; measured on a realistic simulation, the real
         values may compress differently), needing twice that for a moment while it is
         written. ``'pixel-major'``: uncompressed, 74.0 GB (12.3 GB mean only).
+    region : (l_deg, b_deg, radius_deg) or sequence of them, keyword-only
+        Fetch only this sky cone (Galactic degrees): the HDF5 chunks of the published file
+        that hold its pixels (HEALPix inclusive disc at the map's nside) are read through
+        HTTP Range requests and added to the local cutout
+        ``<data_dir>/decaps/<published stem>_cutout.h5``, which is returned. Several calls
+        add regions to the same cutout; ``clobber=True`` starts a new one; ``repack``, ``keep_original``
+        and ``layout`` do not apply (the cutout is written in the compact layout). The query classes answer on the cutout as on the
+        full map inside its regions and refuse positions of the footprint outside them.
 
     Returns
     -------
@@ -209,6 +218,9 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
     DownloadError
         The file could not be found, downloaded or verified (subclasses say which).
     """
+    if region is not None:
+        return _fetch_decaps_region(region, mean_only, silence_warnings, clobber, base_url,
+                                    progress)
     if layout not in REPACK_LAYOUTS:
         raise ValueError(f"layout must be one of {REPACK_LAYOUTS}; got {layout!r}")
     original, repacked = decaps_paths(mean_only)
@@ -250,6 +262,31 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
                       checksum=info.checksum)
         _dispose_original(original, result, keep_original)
         return result
+
+
+def _fetch_decaps_region(region, mean_only: bool, silence_warnings: bool, clobber: bool,
+                         base_url: str | None, progress: bool) -> Path:
+    """``fetch_decaps(region=...)``: add sky cones to the local cutout (see
+    :mod:`dustmaps_ext._io.cutout`); the published file is found by DOI as for a full fetch."""
+    regions = regions_argument(region)
+    original, _ = decaps_paths(mean_only)
+    dest = decaps_cutout_path(mean_only)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if clobber:
+        with file_lock(dest):
+            dest.unlink(missing_ok=True)
+            index_path(dest).unlink(missing_ok=True)
+    info = find_file(_decaps.DOI, original.name, base_url, retry=_retry())
+
+    def confirm(value_bytes: int) -> None:
+        if value_bytes >= LARGE_DOWNLOAD_BYTES:
+            _confirm(f"About to download {format_bytes(value_bytes)} of {original.name} from "
+                     f"{info.base_url} for the region(s) "
+                     f"{', '.join(str(r) for r in regions)} into {dest}.", silence_warnings)
+
+    return fetch_cutout(info.access_url, dest, regions, size=info.size, checksum=info.checksum,
+                        filename=info.filename, retry=_retry(), confirm=confirm,
+                        progress=progress)
 
 
 def _confirm_decaps_download(original: Path, mean_only: bool, repack: bool,
