@@ -645,29 +645,26 @@ def load_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bool = Tru
     """
     n_slots = 1 + n_samples
     data = np.empty((info.n_pix, n_slots, info.n_dist), dtype=np.float16)
-    with open_hdf5(info.path, "DECaPS map") as f:
-        try:
-            pixels = read_pixel_arrays(f, info)
-            if info.layout == "pixel-major":
-                src = f["data"]
-                step = max(1, (64 << 20) // max(1, src.shape[1] * src.shape[2] * 2))
-                blocks = [(a, min(a + step, info.n_pix)) for a in range(0, info.n_pix, step)]
-                whole = n_slots == src.shape[1]
-                for a, b in tqdm(blocks, desc="Loading DECaPS map", unit="block", disable=not progress):
-                    if whole:
-                        src.read_direct(data, np.s_[a:b], np.s_[a:b])
-                    else:
-                        data[a:b] = src[a:b, :n_slots, :]
-            else:
-                mean, samples = f["mean"], f.get("samples")
-                step = _published_block_rows(mean, info.n_pix)
-                blocks = [(a, min(a + step, info.n_pix)) for a in range(0, info.n_pix, step)]
-                for a, b in tqdm(blocks, desc="Loading DECaPS map", unit="block", disable=not progress):
-                    mean.read_direct(data, np.s_[a:b, :, :], np.s_[a:b, 0:1, :])
-                    if n_samples:
-                        samples.read_direct(data, np.s_[a:b, :n_samples, :], np.s_[a:b, 1:, :])
-        except OSError as exc:
-            raise MapFileError(f"{info.path} could not be read completely (truncated or corrupt): {exc}") from exc
+    with open_hdf5(info.path, "DECaPS map") as f, _reading(info.path, "the map"):
+        pixels = read_pixel_arrays(f, info)
+        if info.layout == "pixel-major":
+            src = f["data"]
+            step = max(1, (64 << 20) // max(1, src.shape[1] * src.shape[2] * 2))
+            blocks = [(a, min(a + step, info.n_pix)) for a in range(0, info.n_pix, step)]
+            whole = n_slots == src.shape[1]
+            for a, b in tqdm(blocks, desc="Loading DECaPS map", unit="block", disable=not progress):
+                if whole:
+                    src.read_direct(data, np.s_[a:b], np.s_[a:b])
+                else:
+                    data[a:b] = src[a:b, :n_slots, :]
+        else:
+            mean, samples = f["mean"], f.get("samples")
+            step = _published_block_rows(mean, info.n_pix)
+            blocks = [(a, min(a + step, info.n_pix)) for a in range(0, info.n_pix, step)]
+            for a, b in tqdm(blocks, desc="Loading DECaPS map", unit="block", disable=not progress):
+                mean.read_direct(data, np.s_[a:b, :, :], np.s_[a:b, 0:1, :])
+                if n_samples:
+                    samples.read_direct(data, np.s_[a:b, :n_samples, :], np.s_[a:b, 1:, :])
     return InMemoryStore(info, data.view(np.uint16), pixels)
 
 

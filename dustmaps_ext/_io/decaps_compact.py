@@ -201,7 +201,8 @@ def write_compact(dst, *, nside: int, dm_bin_edges, n_samples: int,
     pixel_attrs : mapping, optional
         Further ``pixel_info`` attributes to keep (the release's).
     source : str
-        Recorded as the ``source`` attribute.
+        The file the values come from: named in error messages, its file name recorded as
+        the ``source`` attribute.
     coarse_nside : int
         nside of the coarse pixel index.
     progress : bool
@@ -228,7 +229,7 @@ def write_compact(dst, *, nside: int, dm_bin_edges, n_samples: int,
                 out.attrs["layout_version"] = COMPACT_VERSION
                 out.attrs["codec"] = COMPACT_CODEC
                 out.attrs["n_slots"] = np.int64(n_slots)
-                out.attrs["source"] = str(source)
+                out.attrs["source"] = Path(str(source)).name  # (messages name the whole path)
                 attrs = {**(pixel_attrs or {}), "nside": np.int64(nside), "DM_bin_edges": edges,
                          "n_samples": np.int64(n_samples)}
                 write_pixel_info(out, pixel_columns, nside=int(nside), n_pix=n_pix,
@@ -313,7 +314,7 @@ def repack_compact(src, dst, *, progress: bool = True, coarse_nside: int = 256) 
                                n_samples=info.n_samples,
                                pixel_columns={name: grp[name] for name in PIXEL_DATASETS},
                                value_blocks=(view for _, _, view in published_blocks(f, info)),
-                               pixel_attrs=dict(grp.attrs), source=src.name,
+                               pixel_attrs=dict(grp.attrs), source=str(src),
                                coarse_nside=coarse_nside, progress=progress)
     logger.info("repacked %s -> %s (compact layout)", src, dst)
     return result
