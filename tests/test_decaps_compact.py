@@ -84,9 +84,20 @@ def test_codec_round_trips_any_float16_profile():
     for values in (anything, monotone, cents, constant):
         records, offsets = compact._encode_block(values)
         out = np.empty_like(values)
-        assert profile_codec.decode_rows(records, offsets, np.arange(n), 3, 120,
+        assert profile_codec.decode_rows(records, offsets, np.arange(n), 3, 3, np.empty(0, np.int64), 120,
                                          profile_codec.CENT_TABLE, profile_codec.FLOAT_TABLE, out) == n
         assert np.array_equal(out, values)
+        # every prefix of distances, of the mean alone and of all slots, equals the full decode
+        rows = rng.permutation(n)
+        upto = rng.integers(0, 121, n)
+        upto[:121] = np.arange(121)
+        for n_read in (1, 2, 3):
+            part = np.full_like(values, 0xFFFF)
+            assert profile_codec.decode_rows(records, offsets, rows, 3, n_read, upto, 120,
+                                             profile_codec.CENT_TABLE, profile_codec.FLOAT_TABLE,
+                                             part) == n
+            for j, r in enumerate(rows):
+                assert np.array_equal(part[j, :n_read, :upto[j]], values[r, :n_read, :upto[j]])
     # cents profiles cost far less than raw ones (the compact layout's point)
     assert compact._encode_block(cents)[0].size < 0.25 * cents.nbytes
 

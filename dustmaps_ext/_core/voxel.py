@@ -14,7 +14,10 @@ Besides its data, a store declares (class attributes with defaults in :class:`Vo
   numpy's mean over the samples of the interpolated values, as dustmaps computes it);
 * ``flag_dtypes``: the flag layouts (with, without distances); default DECaPS';
 * ``chunk_coords``: coordinates answered between two :meth:`~VoxelStore.release` calls
-  (None: any number at once, for a map in RAM).
+  (None: any number at once, for a map in RAM);
+* ``decodes_prefix``: True for a store whose ``data_for`` takes ``upto`` (the number of
+  leading distances each row needs) and then decodes only those (a compressed store); the
+  core passes it for queries with distances.
 
 Results follow dustmaps 1.0.14 exactly for the deterministic modes (float16 DECaPS shown;
 a float32 store answers float32 where this table says float16):
@@ -43,8 +46,8 @@ from .modes import (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE, as_generator, c
                     draw_key, parse_pct, per_pixel_draw)
 from .pixels import PixelIndex, lb_to_nested, stable_order
 
-__all__ = ["VoxelStoreInfo", "PixelTable", "VoxelStore", "distance_modulus", "query_voxels",
-           "flag_fields"]
+__all__ = ["VoxelStoreInfo", "PixelTable", "VoxelStore", "distance_modulus", "distances_needed",
+           "query_voxels", "flag_fields"]
 
 
 @runtime_checkable
@@ -84,6 +87,7 @@ class VoxelStore(Protocol):
     slot0: ClassVar[str] = "mean"
     flag_dtypes: ClassVar[tuple[np.dtype, np.dtype]] = (FLAGS_WITH_DISTANCE,
                                                          FLAGS_WITHOUT_DISTANCE)
+    decodes_prefix: ClassVar[bool] = False
 
     def data_for(self, rows: np.ndarray, want_samples: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(data, local_rows)``: an array ``(rows', n_slots, n_dist)`` holding the asked
@@ -91,6 +95,19 @@ class VoxelStore(Protocol):
 
     def release(self) -> None:
         """Free what answering the last chunk of coordinates touched."""
+
+
+def distances_needed(dm: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """How many leading distance edges interpolating at each ``dm`` reads (0 for NaN).
+
+    :func:`~dustmaps_ext._core.los.values_at_distmod` reads edges ``k - 1`` and ``k``, where
+    ``k`` is the first edge ``>= dm`` (edge 0 below the first, the last beyond it).
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    k = np.searchsorted(edges, dm, side="left")
+    needed = np.minimum(k, edges.size - 1) + 1
+    needed[np.isnan(dm)] = 0
+    return needed
 
 #: Queries smaller than this stay on the calling thread; larger ones use the package's
 #: threads (:mod:`dustmaps_ext._core.threads`; the kernels release the GIL).
@@ -206,7 +223,10 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
         all_rows[sel] = r
         if dm is not None:
             dm[sel] = distance_modulus(d_kpc[sel])
-        data, local = store.data_for(r, want_samples)
+        if dm is not None and store.decodes_prefix:
+            data, local = store.data_for(r, want_samples, upto=distances_needed(dm[sel], edges))
+        else:
+            data, local = store.data_for(r, want_samples)
         if mode == "random_sample":
             per = slot_per_coord[sel]
         elif mode == "random_sample_per_pix":
