@@ -195,6 +195,11 @@ def test_inconsistent_offsets_dtype_and_unfinished_files_are_refused(release, tm
         f.attrs["codec"] = "something-else"
     with pytest.raises(MapFileError, match="codec.h5.*codec 'something-else'"):
         DECaPSQueryLite(codec)
+    older = _copy(release["compact"], tmp_path / "older.h5")
+    with h5py.File(older, "r+") as f:  # version 1 coded the samples one after another
+        f.attrs["layout_version"] = 1
+    with pytest.raises(MapFileError, match="older.h5 is a compact file of layout version 1.*repack"):
+        DECaPSQueryLite(older)
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(release["compact"].read_bytes()[:-3000])
     with pytest.raises(MapFileError, match="truncated"):

@@ -38,6 +38,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 __all__ = ["CODEC_NAME", "DECODE_ERRORS", "CENT_TABLE", "FLOAT_TABLE", "MODE_BITS", "MODE_CENTS", "MODE_CENTS_CONTEXT", "MODE_RAW",
            "decode_rows", "encode_pixels", "max_record_bytes"]
@@ -125,15 +128,6 @@ def _cost_context(steps, lengths, m):
 
 
 @numba.njit(cache=True, nogil=True)
-def _bit_length16(x):
-    """Bit length of 0 <= x < 2**16 by table."""
-    hi = x >> 8
-    if hi:
-        return 16 - _LEADING_ZEROS[hi]
-    return 8 - _LEADING_ZEROS[x]
-
-
-@numba.njit(cache=True, nogil=True)
 def _previous_lengths(steps, out):
     """P_i of mode 1: bit length of the previous step (0 for the first)."""
     out[0] = 0
@@ -215,6 +209,18 @@ def _flush(acc, nacc, out, pos):
     return acc & ((1 << nacc) - 1), nacc, pos
 
 
+@intrinsic
+def _leading_zeros64(typingctx, x):
+    """Leading zero bits of a 64-bit integer (64 for 0): one instruction."""
+    if not isinstance(x, types.Integer) or x.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return types.int64(x), codegen
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _order(mode, m, context, last):
     """Exp-Golomb order of a value: from the mean's step length (mode 0), the previous step
@@ -222,7 +228,7 @@ def _order(mode, m, context, last):
     if mode == MODE_CENTS_CONTEXT:
         return min(_MAX_K, max(0, context + m - _CONTEXT_BIAS))
     if mode == MODE_BITS:
-        return min(_MAX_K, max(0, _bit_length16(last) + m - _CONTEXT_BIAS))
+        return min(_MAX_K, max(0, 64 - _leading_zeros64(last) + m - _CONTEXT_BIAS))
     return m
 
 
@@ -325,13 +331,9 @@ def _read_value(stream, end, bp, acc, nacc, mode, k, prev):
         nacc += 8
     if mode == MODE_RAW:
         return acc, nacc - 16, bp, (acc >> (nacc - 16)) & 0xFFFF
-    z = _LEADING_ZEROS[(acc >> (nacc - 8)) & 255]
-    if z == 8:
-        z = 8 + _LEADING_ZEROS[(acc >> (nacc - 16)) & 255]
-        if z == 16:
-            z = 16 + _LEADING_ZEROS[(acc >> (nacc - 24)) & 255]
-            if z > _MAX_ZEROS:
-                return acc, nacc, bp, _ERR_CODE
+    z = _leading_zeros64(acc << (64 - nacc))  # the nacc fresh bits at the top, zeros below
+    if z > _MAX_ZEROS:
+        return acc, nacc, bp, _ERR_CODE
     width = 2 * z + 1 + k
     code = (acc >> (nacc - width)) & ((1 << width) - 1)
     cur = prev + code - (1 << k)  # code = q << k | low, q = (x >> k) + 1
