@@ -90,6 +90,8 @@ class CompactStore(VoxelStore):
     """
 
     decodes_prefix = True
+    #: decoding costs more than reading: queries this large already run on the package's threads
+    parallel_min_coords = 8192
 
     def __init__(self, info: DecapsFileInfo, *, mean_only: bool = False, chunk_coords: int = 4096) -> None:
         if info.layout != "compact":
@@ -140,7 +142,7 @@ class CompactStore(VoxelStore):
             inverse = np.empty(in_rows.size, dtype=np.int64)
             inverse[order] = np.cumsum(first) - 1
             wanted = np.maximum.reduceat(np.asarray(upto)[inside][order], starts) if starts.size else starts
-        block = np.empty((uniq.size, 1 + self.n_samples, self.info.n_dist), dtype=np.uint16)
+        block = np.empty((uniq.size, n_read, self.info.n_dist), dtype=np.uint16)
         local[inside] = inverse
         if uniq.size:
             self.decode_into(uniq, n_read, block, wanted)
