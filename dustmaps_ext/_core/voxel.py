@@ -113,6 +113,7 @@ def distances_needed(dm: np.ndarray, edges: np.ndarray) -> np.ndarray:
     needed[np.isnan(dm)] = 0
     return needed
 
+
 #: Queries smaller than this stay on the calling thread; larger ones use the package's
 #: threads (:mod:`dustmaps_ext._core.threads`; the kernels release the GIL).
 PARALLEL_MIN_COORDS = 65536
