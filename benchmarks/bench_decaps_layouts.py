@@ -85,6 +85,9 @@ def main(argv=None) -> None:
     import h5py
     from astropy.coordinates import SkyCoord
 
+    from dustmaps_ext._core.threads import max_threads
+    from dustmaps_ext._core.voxel import PARALLEL_MIN_COORDS
+    from dustmaps_ext._io.decaps_compact import CompactStore
     from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, repack
 
     published = build(args.workdir, args.pixels, log)
@@ -110,7 +113,7 @@ def main(argv=None) -> None:
     # the same source for both: the compact file written from the pixel-major one (encoding
     # only), as the 16-pixel copy is; a repack from the published file also decompresses it
     log("compact from the pixel-major file ...")
-    from dustmaps_ext.formats.decaps_compact import write_compact
+    from dustmaps_ext._io.decaps_compact import write_compact
 
     with h5py.File(paths["pixel-major"]) as f:
         grp = f["pixel_info"]
@@ -151,6 +154,7 @@ def main(argv=None) -> None:
                 log(f"{name} {mode} {n}")
                 q[(name, mode, n)] = _best(lambda p=peer, c=coords, md=mode: p.query(c, mode=md),
                                            3 if n < 10 ** 6 else 1)
+    load_queries = os.getloadavg()
     same = all(np.array_equal(peers["lite compact"].query(sky[10_000], mode=m),
                               peers["lite pixel-major"].query(sky[10_000], mode=m), equal_nan=True)
                for m in ("mean", "samples"))
@@ -180,7 +184,11 @@ def main(argv=None) -> None:
     w("")
     w(f"- Machine: {m.get('cores', os.cpu_count())} cores, Python {sys.version.split()[0]}; load average "
       f"{' / '.join(f'{x:.2f}' for x in load_start)} at the start and "
-      f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} at the end (the CPU is shared with other work).")
+      f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} at the end (the CPU is shared with other work); "
+      f"the package's threads: {max_threads()} (queries of at least "
+      f"{CompactStore.parallel_min_coords:,} coordinates on a compact file, "
+      f"{PARALLEL_MIN_COORDS:,} on the others, run on them).")
+    w(f"- Load average sampled during the Lite queries: {' / '.join(f'{x:.2f}' for x in load_queries)}.")
     w(f"- Map: realistic simulated release (`write_realistic_decaps`), {n_pix:,} pixels at nside 2048, "
       f"{n_slots - 1} samples, {n_dist} distances; raw float16 {raw_bytes / 1e9:.2f} GB. Files in the page cache.")
     w("- Coordinates: those of `bench_decaps.py` (80% on map pixels, 20% around the footprint), first n.")

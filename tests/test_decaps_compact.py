@@ -12,6 +12,8 @@ from dustmaps_ext_build.simulated_release import (
 )
 
 from dustmaps_ext._core import profile_codec
+from dustmaps_ext._core.los import values_at_distmod
+from dustmaps_ext._core.voxel import distances_needed
 from dustmaps_ext._io import decaps_compact as compact
 from dustmaps_ext._io.decaps import inspect_decaps_file
 from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, MapFileError, repack
@@ -84,11 +86,44 @@ def test_codec_round_trips_any_float16_profile():
     for values in (anything, monotone, cents, constant):
         records, offsets = compact._encode_block(values)
         out = np.empty_like(values)
-        assert profile_codec.decode_rows(records, offsets, np.arange(n), 3, 120,
+        assert profile_codec.decode_rows(records, offsets, np.arange(n), 3, 3, np.empty(0, np.int64), 120,
                                          profile_codec.CENT_TABLE, profile_codec.FLOAT_TABLE, out) == n
         assert np.array_equal(out, values)
+        # every prefix of distances, of the mean alone and of all slots, equals the full decode
+        rows = rng.permutation(n)
+        upto = rng.integers(0, 121, n)
+        upto[:121] = np.arange(121)
+        for n_read in (1, 2, 3):
+            part = np.full_like(values, 0xFFFF)
+            assert profile_codec.decode_rows(records, offsets, rows, 3, n_read, upto, 120,
+                                             profile_codec.CENT_TABLE, profile_codec.FLOAT_TABLE,
+                                             part) == n
+            for j, r in enumerate(rows):
+                assert np.array_equal(part[j, :n_read, :upto[j]], values[r, :n_read, :upto[j]])
     # cents profiles cost far less than raw ones (the compact layout's point)
     assert compact._encode_block(cents)[0].size < 0.25 * cents.nbytes
+
+
+def test_distances_needed_cover_what_interpolation_reads():
+    """The prefix a compact store decodes for a query with distances holds every value the
+    interpolation reads: values beyond it, garbled, change no answer."""
+    rng = np.random.default_rng(8)
+    edges = np.arange(120, dtype=np.float32) * np.float32(0.125) + np.float32(4.0)
+    data = np.sort(rng.integers(0, 20000, (400, 3, 120)), axis=2).astype(np.uint16)
+    dm = np.concatenate([edges, edges[:-1] + 0.06, [3.0, 3.99, 18.875, 18.9, 25.0, np.nan],
+                         rng.uniform(2.0, 21.0, 400 - 245)])
+    needed = distances_needed(dm, edges)
+    garbled = data.copy()
+    for i, n in enumerate(needed):
+        garbled[i, :, n:] = 0x7C00  # +inf
+    rows = np.arange(400)
+    for slot_first, n_slots in ((0, 1), (1, 2)):
+        full = values_at_distmod(data, rows, dm, edges, slot_first=slot_first, n_slots=n_slots)
+        part = values_at_distmod(garbled, rows, dm, edges, slot_first=slot_first, n_slots=n_slots)
+        assert np.array_equal(full, part, equal_nan=True) and np.isfinite(full[:-1]).any()
+    assert needed[:120].tolist() == list(range(1, 121))  # at an edge: up to it
+    assert needed[120:239].tolist() == list(range(2, 121))  # between edges: up to the next
+    assert needed[239:244].tolist() == [1, 1, 120, 120, 120] and needed[244] == 0  # NaN: nothing
 
 
 # --------------------------------------------------------------------- compact queries = dustmaps
@@ -184,6 +219,11 @@ def test_inconsistent_offsets_dtype_and_unfinished_files_are_refused(release, tm
         f.attrs["codec"] = "something-else"
     with pytest.raises(MapFileError, match="codec.h5.*codec 'something-else'"):
         DECaPSQueryLite(codec)
+    older = _copy(release["compact"], tmp_path / "older.h5")
+    with h5py.File(older, "r+") as f:  # version 1 coded the samples one after another
+        f.attrs["layout_version"] = 1
+    with pytest.raises(MapFileError, match="older.h5 is a compact file of layout version 1.*repack"):
+        DECaPSQueryLite(older)
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(release["compact"].read_bytes()[:-3000])
     with pytest.raises(MapFileError, match="truncated"):

@@ -367,6 +367,7 @@ def test_small_chunks_give_the_same_answers(maps, ours):
 @pytest.mark.parametrize("which", ["full/repacked", "lite/repacked"])
 def test_threaded_chunks_give_the_same_answers(ours, which, monkeypatch):
     from dustmaps_ext._core import threads, voxel
+    from dustmaps_ext._io.decaps_compact import CompactStore
 
     q = ours[which]
     coords = _coords(3000, seed=12)
@@ -374,7 +375,9 @@ def test_threaded_chunks_give_the_same_answers(ours, which, monkeypatch):
     serial = {(m, c is coords): q(c, mode=m, pct=[20, 70], return_flags=True)
               for m in ("mean", "samples", "median", "percentile") for c in (coords, no_d)}
     monkeypatch.setattr(voxel, "PARALLEL_MIN_COORDS", 100)
+    monkeypatch.setattr(CompactStore, "parallel_min_coords", 100)  # "lite/repacked" is compact
     monkeypatch.setattr(threads, "MAX_THREADS", 4)
+    assert isinstance(q.store, CompactStore) == (which == "lite/repacked")
     for (m, with_d), (values, flags) in serial.items():
         got, got_flags = q(coords if with_d else no_d, mode=m, pct=[20, 70], return_flags=True)
         assert_identical(got, values)

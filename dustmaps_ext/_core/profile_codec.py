@@ -1,8 +1,12 @@
 """Lossless coding of monotone float16 distance profiles (the compact DECaPS layout's kernels).
 
-One pixel's record is a byte-aligned bit string (most significant bit first) holding its
-slots one after another: slot 0 (the mean), then the samples. Each slot is a 6-bit header --
-a 2-bit mode and a 4-bit parameter ``m`` -- followed by its ``n_dist`` values:
+One pixel's record is a byte-aligned bit string (most significant bit first) holding the
+6-bit headers of its slots (slot 0 the mean, then the samples) -- each a 2-bit mode and a
+4-bit parameter ``m`` --, then the mean's ``n_dist`` values, then the samples' values
+interleaved by distance (value 0 of every sample, then value 1 of every sample, ...). A
+reader that wants the mean stops after it; one that wants the values up to some distance
+(a query with distances: the profiles are running sums) stops after that distance. Each
+slot's values are coded in its mode:
 
 * mode 0, **cents, context order**: the values are ``CENT_TABLE[c]`` (the float16 nearest to
   ``c / 100``) for non-decreasing integers ``c``; coded are ``c[0]`` and the steps
@@ -34,12 +38,15 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 __all__ = ["CODEC_NAME", "DECODE_ERRORS", "CENT_TABLE", "FLOAT_TABLE", "MODE_BITS", "MODE_CENTS", "MODE_CENTS_CONTEXT", "MODE_RAW",
            "decode_rows", "encode_pixels", "max_record_bytes"]
 
 #: Name (and version) of this coding, recorded in the files that use it.
-CODEC_NAME = "monotone-exp-golomb-1"
+CODEC_NAME = "monotone-exp-golomb-2"
 
 MODE_CENTS_CONTEXT, MODE_BITS, MODE_RAW, MODE_CENTS = 0, 1, 2, 3
 _MAX_K = 15
@@ -83,10 +90,10 @@ def _bit_length(x):
 
 
 @numba.njit(cache=True, nogil=True)
-def _context_lengths(mean_bits, floats, out):
-    """L_i of mode 0 from slot 0's bit patterns."""
+def _context_lengths(mean_bits, floats, out, count):
+    """L_i of mode 0 from slot 0's bit patterns, for i < count."""
     out[0] = 0
-    for i in range(1, mean_bits.size):
+    for i in range(1, count):
         step = (floats[mean_bits[i]] - floats[mean_bits[i - 1]]) * np.float32(100.0)
         if step >= 1.0 and step < 1e9:
             out[i] = _bit_length(np.int64(step))
@@ -121,15 +128,6 @@ def _cost_context(steps, lengths, m):
 
 
 @numba.njit(cache=True, nogil=True)
-def _bit_length16(x):
-    """Bit length of 0 <= x < 2**16 by table."""
-    hi = x >> 8
-    if hi:
-        return 16 - _LEADING_ZEROS[hi]
-    return 8 - _LEADING_ZEROS[x]
-
-
-@numba.njit(cache=True, nogil=True)
 def _previous_lengths(steps, out):
     """P_i of mode 1: bit length of the previous step (0 for the first)."""
     out[0] = 0
@@ -153,8 +151,112 @@ def _best_fixed(steps):
 
 
 @numba.njit(cache=True, nogil=True)
+def _choose_mode(values, s, table, floats, lengths, steps_c, steps_b, previous):
+    """Mode and parameter of slot ``s`` of one pixel's values (n_slots, n_dist) with the fewest
+    bits; fills ``steps_c`` (cent steps) or ``steps_b`` (bit-pattern steps) for the chosen mode."""
+    n_dist = values.shape[1]
+    ok_c = True  # every value is CENT_TABLE[c] for non-decreasing c?
+    prev = 0
+    for i in range(n_dist):
+        f = floats[values[s, i]]
+        if not (f >= 0.0 and f < 655.0):
+            ok_c = False
+            break
+        c = np.int64(np.rint(np.float64(f) * 100.0))
+        if c < prev or table[c] != values[s, i]:
+            ok_c = False
+            break
+        steps_c[i] = c - prev
+        prev = c
+    ok_b = True
+    prev = 0
+    for i in range(n_dist):
+        u = np.int64(values[s, i])
+        if u < prev:
+            ok_b = False
+            break
+        steps_b[i] = u - prev
+        prev = u
+    mode = MODE_RAW
+    m = 0
+    best = 16 * n_dist
+    if ok_c:
+        if s > 0:  # samples: the order predicted by the mean's steps
+            for mc in range(6, 12):
+                cost = _cost_context(steps_c, lengths, mc)
+                if cost < best:
+                    mode, m, best = MODE_CENTS_CONTEXT, mc, cost
+        else:
+            kc, cost = _best_fixed(steps_c)
+            if cost < best:
+                mode, m, best = MODE_CENTS, kc, cost
+    # bit-pattern steps of a cents profile are 10-20 times its cent steps: not tried
+    if ok_b and mode == MODE_RAW:
+        _previous_lengths(steps_b, previous)
+        for mb in range(5, 12):
+            cost = _cost_context(steps_b, previous, mb)
+            if cost < best:
+                mode, m, best = MODE_BITS, mb, cost
+    return mode, m
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _flush(acc, nacc, out, pos):
+    while nacc >= 8:
+        out[pos] = (acc >> (nacc - 8)) & 255
+        pos += 1
+        nacc -= 8
+    return acc & ((1 << nacc) - 1), nacc, pos
+
+
+@intrinsic
+def _leading_zeros64(typingctx, x):
+    """Leading zero bits of a 64-bit integer (64 for 0): one instruction."""
+    if not isinstance(x, types.Integer) or x.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return types.int64(x), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _order(mode, m, context, last):
+    """Exp-Golomb order of a value: from the mean's step length (mode 0), the previous step
+    (mode 1) or fixed (mode 3)."""
+    if mode == MODE_CENTS_CONTEXT:
+        return min(_MAX_K, max(0, context + m - _CONTEXT_BIAS))
+    if mode == MODE_BITS:
+        return min(_MAX_K, max(0, 64 - _leading_zeros64(last) + m - _CONTEXT_BIAS))
+    return m
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _put_value(acc, nacc, out, pos, mode, k, x, raw):
+    """Append one value (its step ``x`` in order ``k``, or the raw pattern in mode 2)."""
+    if mode == MODE_RAW:
+        acc = (acc << 16) | raw
+        nacc += 16
+    else:
+        q = (x >> k) + 1
+        nb = _bit_length(q)
+        acc = (acc << (2 * nb - 1)) | q
+        nacc += 2 * nb - 1
+        acc, nacc, pos = _flush(acc, nacc, out, pos)
+        if k:
+            acc = (acc << k) | (x & ((1 << k) - 1))
+            nacc += k
+    return _flush(acc, nacc, out, pos)
+
+
+@numba.njit(cache=True, nogil=True)
 def encode_pixels(values, table, floats, out, offsets, start_offset):
     """Encode pixels into ``out``; record p starts at ``offsets[p]`` (``offsets[n]`` = end).
+
+    A record holds the headers of all slots, the mean's values, then the samples' values
+    interleaved by distance (value 0 of every sample, value 1 of every sample, ...), so
+    that any prefix of distances can be decoded without the rest.
 
     Parameters
     ----------
@@ -173,93 +275,44 @@ def encode_pixels(values, table, floats, out, offsets, start_offset):
         Bytes written.
     """
     n, n_slots, n_dist = values.shape
+    steps = np.empty((n_slots, n_dist), dtype=np.int64)
     steps_c = np.empty(n_dist, dtype=np.int64)
     steps_b = np.empty(n_dist, dtype=np.int64)
     lengths = np.zeros(n_dist, dtype=np.int64)
     previous = np.zeros(n_dist, dtype=np.int64)
+    modes = np.empty(n_slots, dtype=np.int64)
+    params = np.empty(n_slots, dtype=np.int64)
+    last = np.zeros(n_slots, dtype=np.int64)
     pos = 0
     for p in range(n):
         offsets[p] = start_offset + pos
         acc = 0
         nacc = 0
-        _context_lengths(values[p, 0], floats, lengths)
+        _context_lengths(values[p, 0], floats, lengths, n_dist)
         for s in range(n_slots):
-            ok_c = True  # every value is CENT_TABLE[c] for non-decreasing c?
-            prev = 0
+            mode, m = _choose_mode(values[p], s, table, floats, lengths, steps_c, steps_b, previous)
+            modes[s] = mode
+            params[s] = m
+            chosen = steps_b if mode == MODE_BITS else steps_c
             for i in range(n_dist):
-                f = floats[values[p, s, i]]
-                if not (f >= 0.0 and f < 655.0):
-                    ok_c = False
-                    break
-                c = np.int64(np.rint(np.float64(f) * 100.0))
-                if c < prev or table[c] != values[p, s, i]:
-                    ok_c = False
-                    break
-                steps_c[i] = c - prev
-                prev = c
-            ok_b = True
-            prev = 0
-            for i in range(n_dist):
-                u = np.int64(values[p, s, i])
-                if u < prev:
-                    ok_b = False
-                    break
-                steps_b[i] = u - prev
-                prev = u
-            mode = MODE_RAW
-            m = 0
-            best = 16 * n_dist
-            if ok_c:
-                if s > 0:  # samples: the order predicted by the mean's steps
-                    for mc in range(6, 12):
-                        cost = _cost_context(steps_c, lengths, mc)
-                        if cost < best:
-                            mode, m, best = MODE_CENTS_CONTEXT, mc, cost
-                else:
-                    kc, cost = _best_fixed(steps_c)
-                    if cost < best:
-                        mode, m, best = MODE_CENTS, kc, cost
-            # bit-pattern steps of a cents profile are 10-20 times its cent steps: not tried
-            if ok_b and mode == MODE_RAW:
-                _previous_lengths(steps_b, previous)
-                for mb in range(5, 12):
-                    cost = _cost_context(steps_b, previous, mb)
-                    if cost < best:
-                        mode, m, best = MODE_BITS, mb, cost
+                steps[s, i] = chosen[i]
             acc = (acc << 6) | (mode << 4) | m
             nacc += 6
-            steps = steps_b if mode == MODE_BITS else steps_c
-            last = 0
-            for i in range(n_dist):
-                if mode == MODE_RAW:
-                    acc = (acc << 16) | np.int64(values[p, s, i])
-                    nacc += 16
-                else:
-                    if mode == MODE_CENTS_CONTEXT:
-                        k = _context_k(lengths[i], m)
-                    elif mode == MODE_BITS:
-                        k = _context_k(_bit_length(last), m)
-                    else:
-                        k = m
-                    x = steps[i]
-                    last = x
-                    q = (x >> k) + 1
-                    nb = _bit_length(q)
-                    acc = (acc << (2 * nb - 1)) | q
-                    nacc += 2 * nb - 1
-                    while nacc >= 8:
-                        out[pos] = (acc >> (nacc - 8)) & 255
-                        pos += 1
-                        nacc -= 8
-                    acc &= (1 << nacc) - 1
-                    if k:
-                        acc = (acc << k) | (x & ((1 << k) - 1))
-                        nacc += k
-                while nacc >= 8:
-                    out[pos] = (acc >> (nacc - 8)) & 255
-                    pos += 1
-                    nacc -= 8
-                acc &= (1 << nacc) - 1
+            acc, nacc, pos = _flush(acc, nacc, out, pos)
+        for s in range(n_slots):
+            last[s] = 0
+        for i in range(n_dist):  # the mean, then the samples interleaved by distance
+            mode = modes[0]
+            k = _order(mode, params[0], 0, last[0])
+            acc, nacc, pos = _put_value(acc, nacc, out, pos, mode, k, steps[0, i], np.int64(values[p, 0, i]))
+            last[0] = steps[0, i]
+        for i in range(n_dist):
+            for s in range(1, n_slots):
+                mode = modes[s]
+                k = _order(mode, params[s], lengths[i], last[s])
+                acc, nacc, pos = _put_value(acc, nacc, out, pos, mode, k, steps[s, i],
+                                            np.int64(values[p, s, i]))
+                last[s] = steps[s, i]
         if nacc:  # pad the record to a whole byte
             out[pos] = (acc << (8 - nacc)) & 255
             pos += 1
@@ -267,18 +320,40 @@ def encode_pixels(values, table, floats, out, offsets, start_offset):
     return pos
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _read_value(stream, end, bp, acc, nacc, mode, k, prev):
+    """Read one value after the running value ``prev``: ``(acc, nacc, bp, value)``; the value
+    is negative (an error code) for an invalid code or one out of range."""
+    while nacc <= 48:  # refill; past the record's end zeros come in
+        byte = stream[bp] if bp < end else 0
+        acc = (acc << 8) | byte
+        bp += 1
+        nacc += 8
+    if mode == MODE_RAW:
+        return acc, nacc - 16, bp, (acc >> (nacc - 16)) & 0xFFFF
+    z = _leading_zeros64(acc << (64 - nacc))  # the nacc fresh bits at the top, zeros below
+    if z > _MAX_ZEROS:
+        return acc, nacc, bp, _ERR_CODE
+    width = 2 * z + 1 + k
+    code = (acc >> (nacc - width)) & ((1 << width) - 1)
+    cur = prev + code - (1 << k)  # code = q << k | low, q = (x >> k) + 1
+    if cur > 65535:
+        return acc, nacc - width, bp, _ERR_RANGE
+    return acc, nacc - width, bp, cur
+
+
 @numba.njit(cache=True, nogil=True)
-def _decode_record(stream, start, end, n_slots_read, n_dist, table, floats, dest, lengths):
-    """Decode the first ``n_slots_read`` slots of the record [start, end) into dest (slots, dist).
+def _decode_record(stream, start, end, n_slots, n_read, upto, n_dist, table, floats, dest,
+                   lengths, modes, params, running, last):
+    """Decode values ``0 .. upto - 1`` of the first ``n_read`` slots of the record
+    [start, end) (holding ``n_slots`` slots) into dest (slots, dist).
 
     Returns 0, or a negative error code.
     """
     acc = 0  # bits above the lowest nacc are stale (never masked: shifts wrap)
     nacc = 0
     bp = start
-    for s in range(n_slots_read):
-        if s == 1:
-            _context_lengths(dest[0], floats, lengths)
+    for s in range(n_slots):
         if nacc < 6:
             byte = stream[bp] if bp < end else 0
             acc = (acc << 8) | byte
@@ -286,44 +361,42 @@ def _decode_record(stream, start, end, n_slots_read, n_dist, table, floats, dest
             nacc += 8
         header = (acc >> (nacc - 6)) & 63
         nacc -= 6
-        mode = header >> 4
-        m = header & 15
-        if mode == MODE_CENTS_CONTEXT and s == 0:
-            return _ERR_MODE
-        prev = 0
-        last = 0
-        for i in range(n_dist):
-            while nacc <= 48:  # refill; past the record's end zeros come in
-                byte = stream[bp] if bp < end else 0
-                acc = (acc << 8) | byte
-                bp += 1
-                nacc += 8
-            if mode == MODE_RAW:
-                dest[s, i] = (acc >> (nacc - 16)) & 0xFFFF
-                nacc -= 16
-                continue
-            if mode == MODE_CENTS_CONTEXT:
-                k = min(_MAX_K, max(0, lengths[i] + m - _CONTEXT_BIAS))
-            elif mode == MODE_BITS:
-                k = min(_MAX_K, max(0, _bit_length16(last) + m - _CONTEXT_BIAS))
-            else:
-                k = m
-            z = _LEADING_ZEROS[(acc >> (nacc - 8)) & 255]
-            if z == 8:
-                z = 8 + _LEADING_ZEROS[(acc >> (nacc - 16)) & 255]
-                if z == 16:
-                    z = 16 + _LEADING_ZEROS[(acc >> (nacc - 24)) & 255]
-                    if z > _MAX_ZEROS:
-                        return _ERR_CODE
-            width = 2 * z + 1 + k
-            code = (acc >> (nacc - width)) & ((1 << width) - 1)
-            nacc -= width
-            cur = prev + code - (1 << k)  # code = q << k | low, q = (x >> k) + 1
-            if cur > 65535:
-                return _ERR_RANGE
-            last = cur - prev
-            prev = cur
-            dest[s, i] = cur if mode == MODE_BITS else table[cur]
+        modes[s] = header >> 4
+        params[s] = header & 15
+        running[s] = 0
+        last[s] = 0
+    if modes[0] == MODE_CENTS_CONTEXT:
+        return _ERR_MODE
+    samples = n_read > 1 and n_slots > 1
+    # the mean: all of it when samples follow (they come after it), else the prefix asked
+    mean_upto = n_dist if samples else upto
+    mode = modes[0]
+    m = params[0]
+    prev = 0
+    step = 0
+    for i in range(mean_upto):
+        k = _order(mode, m, 0, step)
+        acc, nacc, bp, cur = _read_value(stream, end, bp, acc, nacc, mode, k, prev)
+        if cur < 0:
+            return cur
+        step = cur - prev
+        prev = cur
+        dest[0, i] = cur if mode != MODE_CENTS else table[cur]
+    if samples:
+        _context_lengths(dest[0], floats, lengths, upto)
+        for i in range(upto):
+            for s in range(1, n_slots):
+                mode = modes[s]
+                k = _order(mode, params[s], lengths[i], last[s])
+                prev = running[s]
+                acc, nacc, bp, cur = _read_value(stream, end, bp, acc, nacc, mode, k, prev)
+                if cur < 0:
+                    return cur
+                if mode != MODE_RAW:
+                    last[s] = cur - prev
+                    running[s] = cur
+                if s < n_read:
+                    dest[s, i] = cur if mode == MODE_BITS or mode == MODE_RAW else table[cur]
     used_bytes = bp - start - (nacc // 8)
     if used_bytes > end - start:
         return _ERR_OVERRUN
@@ -331,14 +404,22 @@ def _decode_record(stream, start, end, n_slots_read, n_dist, table, floats, dest
 
 
 @numba.njit(cache=True, nogil=True)
-def decode_rows(stream, offsets, rows, n_slots_read, n_dist, table, floats, out):
-    """Decode the records of ``rows`` into ``out[j, :n_slots_read]`` (uint16).
+def decode_rows(stream, offsets, rows, n_slots, n_read, upto, n_dist, table, floats, out):
+    """Decode the records of ``rows`` into ``out[j, :n_read, :upto[j]]`` (uint16).
+
+    ``n_slots`` is the slots of each record; ``upto`` (int64, one per row) the number of
+    leading distances wanted, or empty for all of them.
 
     Returns the number of rows decoded, or a negative error code (the first bad row's
     error; ``out`` is then incomplete).
     """
     n_rec = offsets.size - 1
     lengths = np.zeros(n_dist, dtype=np.int64)
+    modes = np.empty(n_slots, dtype=np.int64)
+    params = np.empty(n_slots, dtype=np.int64)
+    running = np.empty(n_slots, dtype=np.int64)
+    last = np.empty(n_slots, dtype=np.int64)
+    full = upto.size == 0
     for j in range(rows.size):
         r = rows[j]
         if r < 0 or r >= n_rec:
@@ -347,7 +428,9 @@ def decode_rows(stream, offsets, rows, n_slots_read, n_dist, table, floats, out)
         b = offsets[r + 1]
         if a < 0 or b < a or b > stream.size:
             return _ERR_OVERRUN
-        err = _decode_record(stream, a, b, n_slots_read, n_dist, table, floats, out[j], lengths)
+        want = n_dist if full else min(max(upto[j], 0), n_dist)
+        err = _decode_record(stream, a, b, n_slots, n_read, want, n_dist, table, floats, out[j],
+                             lengths, modes, params, running, last)
         if err < 0:
             return err
     return rows.size

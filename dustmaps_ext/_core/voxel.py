@@ -14,7 +14,13 @@ Besides its data, a store declares (class attributes with defaults in :class:`Vo
   numpy's mean over the samples of the interpolated values, as dustmaps computes it);
 * ``flag_dtypes``: the flag layouts (with, without distances); default DECaPS';
 * ``chunk_coords``: coordinates answered between two :meth:`~VoxelStore.release` calls
-  (None: any number at once, for a map in RAM).
+  (None: any number at once, for a map in RAM);
+* ``decodes_prefix``: True for a store whose ``data_for`` takes ``upto`` (the number of
+  leading distances each row needs) and then decodes only those (a compressed store); the
+  core passes it for queries with distances;
+* ``parallel_min_coords``: queries of at least this many coordinates run on the package's
+  threads (None: :data:`PARALLEL_MIN_COORDS`); a store whose chunks cost more than a
+  lookup (decoding) sets a lower one.
 
 Results follow dustmaps 1.0.14 exactly for the deterministic modes (float16 DECaPS shown;
 a float32 store answers float32 where this table says float16):
@@ -44,8 +50,8 @@ from .modes import (FLAGS_WITH_DISTANCE, FLAGS_WITHOUT_DISTANCE, as_generator, c
 from .params import check_bool
 from .pixels import PixelIndex, lb_to_nested, stable_order
 
-__all__ = ["VoxelStoreInfo", "PixelTable", "VoxelStore", "distance_modulus", "query_voxels",
-           "flag_fields"]
+__all__ = ["VoxelStoreInfo", "PixelTable", "VoxelStore", "distance_modulus", "distances_needed",
+           "query_voxels", "flag_fields"]
 
 
 @runtime_checkable
@@ -85,6 +91,8 @@ class VoxelStore(Protocol):
     slot0: ClassVar[str] = "mean"
     flag_dtypes: ClassVar[tuple[np.dtype, np.dtype]] = (FLAGS_WITH_DISTANCE,
                                                          FLAGS_WITHOUT_DISTANCE)
+    decodes_prefix: ClassVar[bool] = False
+    parallel_min_coords: ClassVar[int | None] = None
 
     def data_for(self, rows: np.ndarray, want_samples: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(data, local_rows)``: an array ``(rows', n_slots, n_dist)`` holding the asked
@@ -92,6 +100,20 @@ class VoxelStore(Protocol):
 
     def release(self) -> None:
         """Free what answering the last chunk of coordinates touched."""
+
+
+def distances_needed(dm: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """How many leading distance edges interpolating at each ``dm`` reads (0 for NaN).
+
+    :func:`~dustmaps_ext._core.los.values_at_distmod` reads edges ``k - 1`` and ``k``, where
+    ``k`` is the first edge ``>= dm`` (edge 0 below the first, the last beyond it).
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    k = np.searchsorted(edges, dm, side="left")
+    needed = np.minimum(k, edges.size - 1) + 1
+    needed[np.isnan(dm)] = 0
+    return needed
+
 
 #: Queries smaller than this stay on the calling thread; larger ones use the package's
 #: threads (:mod:`dustmaps_ext._core.threads`; the kernels release the GIL).
@@ -208,7 +230,10 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
         all_rows[sel] = r
         if dm is not None:
             dm[sel] = distance_modulus(d_kpc[sel])
-        data, local = store.data_for(r, want_samples)
+        if dm is not None and store.decodes_prefix:
+            data, local = store.data_for(r, want_samples, upto=distances_needed(dm[sel], edges))
+        else:
+            data, local = store.data_for(r, want_samples)
         if mode == "random_sample":
             per = slot_per_coord[sel]
         elif mode == "random_sample_per_pix":
@@ -229,7 +254,9 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
                 pixel_flags[name][sel] = values
         store.release()
 
-    _run_in_chunks(answer, n, store.chunk_coords, keys)
+    parallel_min = store.parallel_min_coords
+    _run_in_chunks(answer, n, store.chunk_coords, keys,
+                   PARALLEL_MIN_COORDS if parallel_min is None else parallel_min)
 
     values = _reduce(raw, mode, pct, scalar_pct, dm is not None, all_rows, dm, value_dtype,
                      computed_mean)
@@ -238,28 +265,33 @@ def query_voxels(store, l_deg: np.ndarray, b_deg: np.ndarray, d_kpc: np.ndarray 
     return values, _flags(store, pixel_flags, dm)
 
 
-def _run_in_chunks(answer, n: int, chunk_coords: int | None, keys: np.ndarray | None) -> None:
+def _run_in_chunks(answer, n: int, chunk_coords: int | None, keys: np.ndarray | None,
+                   parallel_min: int) -> None:
     """Call ``answer(sel)`` on chunks of the n coordinates, on the package's threads
-    (:func:`dustmaps_ext._core.threads.run_tasks`).
+    (:func:`dustmaps_ext._core.threads.run_tasks`) from ``parallel_min`` coordinates on.
 
     A store with a chunk size (a memory map or a file) is answered in order of ``keys``
     (pixels or rows), so consecutive coordinates touch neighbouring parts of the file, and
-    releases what it read after each chunk. A store in RAM is answered in contiguous parts,
-    one per thread. The kernels release the GIL and every chunk writes its own entries, so
-    the threads share nothing but the read-only map.
+    releases what it read after each chunk; on threads, in chunks of equal size (at most
+    ``chunk_coords``), a multiple of the threads in number. A store in RAM is answered in
+    contiguous parts, one per thread. The kernels release the GIL and every chunk writes
+    its own entries, so the threads share nothing but the read-only map.
     """
+    parallel = n >= parallel_min
+    workers = threads.max_threads() if parallel else 1
     if chunk_coords:
+        n_chunks = -(-n // chunk_coords)
+        n_chunks = -(-n_chunks // workers) * workers
+        step = max(1, -(-n // n_chunks)) if n else 1
         order = None
-        if chunk_coords < n and np.any(keys[1:] < keys[:-1]):  # the caller may have sorted
+        if step < n and np.any(keys[1:] < keys[:-1]):  # the caller may have sorted
             order = stable_order(keys)
-        step = chunk_coords
     else:
         order = None
-        parts = threads.max_threads() if n >= PARALLEL_MIN_COORDS else 1
-        step = -(-n // parts) if n else 1
+        step = -(-n // workers) if n else 1
     chunks = [slice(a, min(a + step, n)) if order is None else order[a:a + step]
               for a in range(0, n, step)]
-    threads.run_tasks(answer, chunks, parallel=n >= PARALLEL_MIN_COORDS)
+    threads.run_tasks(answer, chunks, parallel=parallel)
 
 
 def _empty_pixel_flags(n: int) -> dict:

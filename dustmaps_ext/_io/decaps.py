@@ -129,7 +129,7 @@ PIXEL_MAJOR_LAYOUT = "dustmaps_ext/decaps-pixel-major"
 LAYOUT_VERSION = 1
 #: ``layout`` attribute of the compact layout, its version and the ``codec`` attribute.
 COMPACT_LAYOUT = "dustmaps_ext/decaps-compact"
-COMPACT_VERSION = 1
+COMPACT_VERSION = 2
 COMPACT_CODEC = profile_codec.CODEC_NAME
 #: Datasets holding the values of a compact file.
 COMPACT_DATASETS = ("records", "record_offsets")
@@ -346,8 +346,14 @@ def _check_compact(path: Path, f: h5py.File, n_pix: int, n_dist: int, problems: 
 
     Appends what is wrong to ``problems``; raises :class:`MapFileError` for an unfinished file.
     """
-    if f.attrs.get("layout_version", -1) != COMPACT_VERSION:
-        problems.append(f"layout_version {f.attrs.get('layout_version')} (expected {COMPACT_VERSION})")
+    version = f.attrs.get("layout_version", -1)
+    if isinstance(version, (int, np.integer)) and 1 <= version < COMPACT_VERSION:
+        raise MapFileError(f"{path} is a compact file of layout version {int(version)}, which this "
+                           f"version of dustmaps_ext no longer reads (it reads version "
+                           f"{COMPACT_VERSION}); repack it again from the published file with "
+                           "dustmaps_ext.decaps.repack()")
+    if version != COMPACT_VERSION:
+        problems.append(f"layout_version {version} (expected {COMPACT_VERSION})")
     codec = f.attrs.get("codec", "")
     codec = codec.decode() if isinstance(codec, bytes) else codec
     if codec != COMPACT_CODEC:

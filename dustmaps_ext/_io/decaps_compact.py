@@ -67,6 +67,7 @@ logger = logging.getLogger(__name__)
 _ENCODE_PIXELS = 8192  # pixels encoded per task
 _DECODE_PIXELS = 65536  # pixels decoded per task when loading a whole file
 _COPY_BYTES = 64 << 20
+_ALL_DISTANCES = np.empty(0, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- reading
@@ -76,7 +77,8 @@ def _raise_decode_error(path: Path, code: int) -> None:
 
 
 class CompactStore(VoxelStore):
-    """A compact file, memory-mapped; a query decodes only the records of its pixels.
+    """A compact file, memory-mapped; a query decodes only the records of its pixels, and
+    of those only the slots it reads and, with distances, the distances it interpolates.
 
     Parameters
     ----------
@@ -88,6 +90,10 @@ class CompactStore(VoxelStore):
         Coordinates answered between two releases of the mapped pages.
     """
 
+    decodes_prefix = True
+    #: decoding costs more than reading: queries this large already run on the package's threads
+    parallel_min_coords = 8192
+
     def __init__(self, info: DecapsFileInfo, *, mean_only: bool = False, chunk_coords: int = 4096) -> None:
         if info.layout != "compact":
             raise ValueError("CompactStore needs a compact file; call repack() first")
@@ -97,31 +103,50 @@ class CompactStore(VoxelStore):
         self._mmap, views, self.pixels = map_datasets(info, ["records", "record_offsets"])
         self._records = views["records"]
         self._offsets = views["record_offsets"]
+        self._n_slots = 1 + info.n_samples
 
-    def decode_into(self, rows: np.ndarray, n_read: int, out: np.ndarray) -> None:
+    def decode_into(self, rows: np.ndarray, n_read: int, out: np.ndarray,
+                    upto: np.ndarray | None = None) -> None:
         """Decode the first ``n_read`` slots of pixels ``rows`` into ``out`` (uint16,
-        (len(rows), >= n_read, n_dist)).
+        (len(rows), >= n_read, n_dist)): all distances, or the first ``upto[j]`` of row ``j``.
 
         Raises
         ------
         MapFileError
             If a record is corrupt.
         """
-        done = profile_codec.decode_rows(self._records, self._offsets, rows, n_read,
-                                         self.info.n_dist, profile_codec.CENT_TABLE,
+        prefix = _ALL_DISTANCES if upto is None else np.ascontiguousarray(upto, dtype=np.int64)
+        done = profile_codec.decode_rows(self._records, self._offsets, rows, self._n_slots, n_read,
+                                         prefix, self.info.n_dist, profile_codec.CENT_TABLE,
                                          profile_codec.FLOAT_TABLE, out)
         if done < 0:
             _raise_decode_error(self.info.path, done)
 
-    def data_for(self, rows: np.ndarray, want_samples: bool):
+    def data_for(self, rows: np.ndarray, want_samples: bool, upto: np.ndarray | None = None):
+        """See :meth:`~dustmaps_ext._core.voxel.VoxelStore.data_for`; with ``upto`` (one per
+        row) only each row's first ``upto`` distances are decoded (the rest of the block is
+        undefined)."""
         inside = rows >= 0
-        uniq, inverse = np.unique(rows[inside], return_inverse=True)
         n_read = 1 + self.n_samples if want_samples else 1
-        block = np.empty((uniq.size, 1 + self.n_samples, self.info.n_dist), dtype=np.uint16)
         local = np.full(rows.shape, -1, dtype=np.int64)
+        in_rows = rows[inside]
+        if upto is None:
+            uniq, inverse = np.unique(in_rows, return_inverse=True)
+            wanted = None
+        else:  # per distinct row, the longest prefix its coordinates need
+            order = np.argsort(in_rows, kind="stable")
+            sorted_rows = in_rows[order]
+            first = np.ones(sorted_rows.size, dtype=bool)
+            first[1:] = sorted_rows[1:] != sorted_rows[:-1]
+            starts = np.flatnonzero(first)
+            uniq = sorted_rows[starts]
+            inverse = np.empty(in_rows.size, dtype=np.int64)
+            inverse[order] = np.cumsum(first) - 1
+            wanted = np.maximum.reduceat(np.asarray(upto)[inside][order], starts) if starts.size else starts
+        block = np.empty((uniq.size, n_read, self.info.n_dist), dtype=np.uint16)
         local[inside] = inverse
         if uniq.size:
-            self.decode_into(uniq, n_read, block)
+            self.decode_into(uniq, n_read, block, wanted)
         return block, local
 
     def release(self) -> None:
