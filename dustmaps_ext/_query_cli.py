@@ -18,7 +18,6 @@ This module registers the sub-command (:func:`add_query_parser`) and runs it
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 __all__ = ["MAP_CHOICES", "add_query_parser", "open_query", "run_query"]
@@ -93,7 +92,6 @@ def add_query_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                        ("distance", "distances (kpc)"), ("parallax", "parallaxes (mas)")):
         one.add_argument(f"--{name}", type=float, nargs="+", default=None, dest=f"at_{name}",
                          help=f"{what} of the positions to answer")
-    p.set_defaults(handler=run_query)
     return p
 
 
@@ -141,8 +139,9 @@ def _options(args):
                           **({} if args.chunk_rows is None else {"chunk_rows": args.chunk_rows}))
 
 
-def run_query(args: argparse.Namespace) -> int:
-    """Run ``dustmaps-ext query``; returns the exit code."""
+def run_query(args: argparse.Namespace) -> str:
+    """Run ``dustmaps-ext query``; returns what the command prints (the table of a few
+    positions, or the file written)."""
     positions = {k: getattr(args, f"at_{k}") for k in ("l", "b", "ra", "dec", "distance", "parallax")}
     one_off = any(v is not None for v in positions.values())
     if one_off and (args.input or args.output):
@@ -151,8 +150,7 @@ def run_query(args: argparse.Namespace) -> int:
         raise ValueError("give INPUT and OUTPUT files, or positions (e.g. --l 300 --b 1 --distance 2)")
     opts = _options(args)
     if one_off:
-        print(_answer_positions(positions, args, opts))
-        return 0
+        return _answer_positions(positions, args, opts)
     src, dst = Path(args.input), Path(args.output)
     if not src.is_file():
         raise FileNotFoundError(f"no input file {src}")
@@ -166,17 +164,14 @@ def run_query(args: argparse.Namespace) -> int:
         from .catalog import _coefficients
 
         _coefficients(query, opts, 3.32)  # unknown bands fail before any reading
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
+    from ._io.files import atomic_output
+
+    with atomic_output(dst) as tmp:
         if fmt_in == "parquet" and fmt_out == "parquet":
             n = _stream_parquet(src, tmp, query, opts, args.progress)
         else:
             n = _whole_table(src, fmt_in, tmp, fmt_out, query, opts, args.progress)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    print(f"wrote {dst} ({n} rows)")
-    return 0
+    return f"wrote {dst} ({n} rows)"
 
 
 def _bar(total: int, progress: bool, what: str):

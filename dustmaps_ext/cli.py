@@ -388,7 +388,14 @@ def _register_plot(sub: argparse._SubParsersAction) -> None:
 def _register_query(sub: argparse._SubParsersAction) -> None:
     from ._query_cli import add_query_parser
 
-    add_query_parser(sub)
+    add_query_parser(sub).set_defaults(handler=_run_query)
+
+
+def _run_query(args: argparse.Namespace) -> int:
+    from ._query_cli import run_query
+
+    print(run_query(args))
+    return 0
 
 
 # Sub-commands, in the order they appear in --help. Features add their own here.
