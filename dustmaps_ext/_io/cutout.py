@@ -49,7 +49,7 @@ from .decaps import (
     L_RANGE_DEG,
     PIXEL_DATASETS,
     PIXEL_DTYPES,
-    _inspect_open,
+    inspect_open_file,
     inspect_decaps_file,
     load_in_memory,
 )
@@ -478,7 +478,7 @@ def _fetch_locked(reader: RangeReader, dest: Path, new_regions: list, size, chec
     remote = RemoteFile(reader, cache)
     try:
         with h5py.File(remote, "r") as f:
-            info = _inspect_open(Path(filename or reader.url), f)
+            info = inspect_open_file(Path(filename or reader.url), f)
             if info.layout != "published":
                 raise MapFileError(f"{reader.url} is not in the published DECaPS layout")
             names = ["mean"] + (["samples"] if info.n_samples else [])

@@ -85,7 +85,7 @@ __all__ = ["DOI", "MEAN_AND_SAMPLES", "MEAN_ONLY", "NSIDE", "NPIX", "N_SAMPLES",
            "decaps_dir", "decaps_paths", "default_repacked_path", "default_map_path",
            "repacked_bytes", "repack_peak_bytes", "COMPACT_FRACTION", "MapFileError", "PIXEL_MAJOR_LAYOUT", "COMPACT_LAYOUT",
            "COMPACT_VERSION", "COMPACT_CODEC", "COMPACT_DATASETS", "REPACK_LAYOUTS", "DecapsFileInfo",
-           "inspect_decaps_file", "InMemoryStore", "MappedStore", "PublishedRowStore",
+           "inspect_decaps_file", "inspect_open_file", "InMemoryStore", "MappedStore", "PublishedRowStore",
            "load_in_memory", "repack_pixel_major", "map_datasets", "read_pixel_arrays",
            "published_blocks", "write_pixel_info", "create_contiguous", "pwrite_all"]
 
@@ -259,10 +259,12 @@ def inspect_decaps_file(path) -> DecapsFileInfo:
     """
     path = Path(path)
     with open_hdf5(path, "DECaPS map") as f:
-        return _inspect_open(path, f)
+        return inspect_open_file(path, f)
 
 
-def _inspect_open(path: Path, f: h5py.File) -> DecapsFileInfo:
+def inspect_open_file(path: Path, f: h5py.File) -> DecapsFileInfo:
+    """Describe the already opened DECaPS file ``f`` (read from ``path``), checking it as
+    :func:`inspect_decaps_file` does; for readers that hold the file open (remote cutouts)."""
     problems = []
     info = f.get("pixel_info")
     if not isinstance(info, h5py.Group):
