@@ -6,10 +6,16 @@ Steps, for the stars of one sightline (its own and its weighted neighbours):
    within the Table 3 bounds, from three fixed sets of starting cloud distances and one
    set placed at the steepest rises of the stars' reddening (:func:`data_start_centres`);
 2. the start with the smallest residual sigma (weighted standard deviation) wins;
-3. iterative clipping: stars more than 3 sigma from the fit are removed and the fit is
-   redone from the current parameters, until no more star is removed;
-4. cloud components with a column under 0.001 mag are dropped (column set to 0);
-5. the residual sigmas (overall and for 0-2, 1-4 and > 2 kpc) and the maximum reliable
+3. its cloud components are placed by the stars (:func:`place_components`: moved to the
+   best gap between stars, merged where no star separates them, centred in the gap that
+   holds them) and the fit redone from there; this step is not in the paper: L-BFGS-B
+   cannot move a narrow rise that no star lies on (the gradient is zero there), and the
+   paper's four starts leave such components where they began;
+4. iterative clipping: stars more than 3 sigma from the fit are removed and the fit is
+   redone from the current parameters, until no more star is removed; then step 3 once
+   more on the kept stars;
+5. cloud components with a column under 0.001 mag are dropped (column set to 0);
+6. the residual sigmas (overall and for 0-2, 1-4 and > 2 kpc) and the maximum reliable
    distance come from the stars of the line of sight itself (``reliable``: the stars of
    the sightline's pixel, not its weighted neighbours) that survived the clipping: the
    sigmas are the Gaussian sigmas of their residuals (:func:`clipped_gaussian_sigma`),
@@ -80,12 +86,11 @@ class FitConfig:
     #: (:func:`data_start_centres`); missing centres are taken from the last fixed set
     data_start: bool = True
     clip_sigma: float = 3.0
-    #: after the clipping, merge the cloud components that no star separates and move the
-    #: ones whose rise lies between two consecutive stars to the middle of that gap
-    #: (:func:`place_components`), then refit once; the new fit is kept unless its
-    #: loss exceeds the old one by more than ``gap_loss_tolerance`` (relative)
+    #: place the cloud components by the stars (:func:`place_components`) and refit,
+    #: after the choice of the start and after the clipping; each new fit is kept unless
+    #: its loss exceeds the old one by more than ``gap_loss_tolerance`` (relative)
     place_in_gaps: bool = True
-    gap_loss_tolerance: float = 0.01
+    gap_loss_tolerance: float = 1e-3
     #: clipping rounds (clip, refit) at most; stops earlier when no star is removed
     max_clip_iter: int = 10
     drop_below: float = CLOUD_MIN_COLUMN
@@ -245,11 +250,12 @@ def place_components(params, distance, ebv, weight, b_lim_deg: float,
     with respect to its position is zero and L-BFGS-B leaves it wherever it stopped, even
     in the wrong gap between stars. Three steps fix what the gradient cannot see:
 
-    1. **Relocation.** For each component (largest column first), with the others held,
-       the loss of a sharp step of its column between every two consecutive stars is
-       computed at once (prefix sums of ``w |r|`` in front of the step and
-       ``w |r - column|`` behind it); the component moves to the best gap when that beats
-       the gap it is in.
+    1. **Relocation.** For each component (largest column first) whose column exceeds the
+       scatter of the stars about the fit (:func:`residual_sigma`; a smaller step is not
+       located by any one gap), with the others held, the loss of a sharp step of its
+       column between every two consecutive stars is computed at once (prefix sums of
+       ``w |r|`` in front of the step and ``w |r - column|`` behind it); the component
+       moves to the best gap when that beats the gap it is in.
     2. **Merging.** Two consecutive components (by centre) become one, carrying their
        summed column, when a single sharp step of that column placed in the best gap
        between them costs no more than the two steps. With no star between them this
@@ -319,9 +325,11 @@ def _relocate(p, x, e, w, sin_b, config):
     gap = np.flatnonzero((x[1:] > x[:-1]) & (x[:-1] > bubble)) + 1   # step between i-1, i
     if gap.size == 0:
         return p
+    # a step smaller than the scatter of the stars about the fit is not located by a gap
+    scatter = residual_sigma(e - _model_values(p, sin_b, x), w)
     for k in np.argsort(-p[5::3], kind="stable"):
         column = p[5 + 3 * k]
-        if column < config.drop_below:
+        if column < max(config.drop_below, scatter):
             continue
         without = p.copy()
         without[5 + 3 * k] = 0.0

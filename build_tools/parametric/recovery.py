@@ -36,10 +36,20 @@ import numpy as np
 from dustmaps_ext.parametric_model import CLOUD_MIN_COLUMN
 
 from ..galaxy import SimulatedGalaxy
+from .fit import FitConfig
 from .model import cloud_centres, evaluate_model
 from .sightlines import sightline_centres
 
-__all__ = ["recovery_metrics", "pixel_average_profile"]
+__all__ = ["recovery_metrics", "pixel_average_profile", "miss_causes", "MISS_CAUSES"]
+
+#: Causes of a missed (sightline, cloud) pair, in the order :func:`miss_causes` tests them.
+MISS_CAUSES = (
+    "not locatable: the stars leave a gap around the cloud wider than the tolerance",
+    "locatable, but no fitted component within the distance tolerance",
+    "column too high, diffuse density at its Table 3 bound",
+    "column too high",
+    "column too low",
+)
 
 #: The pixel-averaged truth samples each sightline pixel at this many sub-pixels (4^k).
 _SUBPIXEL_LEVELS = 2
@@ -102,7 +112,8 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
         (``sightline``, ``distance``, ``column``, ``rel_distance_err`` (nearest fitted
         centre, inf without one), ``fitted_column``, ``found``, ``recovered``,
         ``locatable``, ``star_gap`` (``(b - a) / (b + a)`` of the stars around the cloud;
-        NaN without a catalog)), for looking at the misses.
+        NaN without a catalog), ``diffuse_at_bound`` (the fitted diffuse density is at its
+        upper bound)), for looking at the misses (:func:`miss_causes`).
     """
     fitted = np.asarray(results["fitted"], dtype=bool)
     nside = np.asarray(results["nside"])[fitted]
@@ -113,6 +124,7 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
     index = np.flatnonzero(fitted)
     l, b = sightline_centres(nside, ipix)
     star_gap = _star_gaps(catalog, config, nside, l, b) if catalog is not None else None
+    rho_max = (config.fit.rho_bounds[1] if config is not None else FitConfig().rho_bounds[1])
     errs = {(low, kind): [] for low in (True, False) for kind in ("fit", "zero", "pixel")}
     counts = {True: 0, False: 0}
     pairs = []
@@ -142,12 +154,13 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
             gap = star_gap(i, dist) if star_gap is not None else float("nan")
             pairs.append((index[i], dist, col, float(rel.min()) if rel.size else np.inf,
                           fitted_col, found, recovered,
-                          bool(star_gap is None or gap <= tolerance), gap))
+                          bool(star_gap is None or gap <= tolerance), gap,
+                          bool(params[i][2] >= rho_max)))
     pairs = np.array(pairs, dtype=[("sightline", np.int64), ("distance", float),
                                    ("column", float), ("rel_distance_err", float),
                                    ("fitted_column", float), ("found", bool),
                                    ("recovered", bool), ("locatable", bool),
-                                   ("star_gap", float)])
+                                   ("star_gap", float), ("diffuse_at_bound", bool)])
 
     out = {}
     for low, tag in ((True, "low_b"), (False, "high_b")):
@@ -174,6 +187,29 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
         pairs=pairs,
     )
     return out
+
+
+def miss_causes(pairs: np.ndarray, column_tolerance: float = 0.30) -> dict[str, int]:
+    """Count the missed pairs of :func:`recovery_metrics` by cause (:data:`MISS_CAUSES`).
+
+    A pair that is not recovered is put under the first cause that applies: not
+    locatable; no component within the distance tolerance; the fitted column above
+    ``1 + column_tolerance`` times the true one, with the diffuse density at its Table 3
+    bound (the diffuse dust around the cloud went into the cloud components) or not;
+    the fitted column too low (the rest of the cases).
+    """
+    counts = dict.fromkeys(MISS_CAUSES, 0)
+    for row in pairs[~pairs["recovered"]]:
+        if not row["locatable"]:
+            cause = MISS_CAUSES[0]
+        elif not row["found"]:
+            cause = MISS_CAUSES[1]
+        elif row["fitted_column"] > (1.0 + column_tolerance) * row["column"]:
+            cause = MISS_CAUSES[2] if row["diffuse_at_bound"] else MISS_CAUSES[3]
+        else:
+            cause = MISS_CAUSES[4]
+        counts[cause] += 1
+    return counts
 
 
 def _star_gaps(catalog, config, nside, l_deg, b_deg):
