@@ -352,8 +352,7 @@ def _merge_steps(p, x, e, w, sin_b, config):
     Two consecutive components ``i < j`` (by centre) become one when a single sharp step
     of their summed column, placed in the best gap from the one of ``i`` to the one of
     ``j``, costs no more loss than the two steps where they are (always the case when no
-    star lies between them), or else when one wider rise of that column over both (a
-    cloud smeared by the distance errors) costs no more loss than the two.
+    star lies between them).
     """
     p = p.copy()
     bubble = p[0]
@@ -371,14 +370,7 @@ def _merge_steps(p, x, e, w, sin_b, config):
             behind = np.concatenate([np.cumsum((w * np.abs(r - total))[::-1])[::-1], [0.0]])
             two = front[si] + (w * np.abs(r - clouds[i, 2]))[si:sj].sum() + behind[sj]
             one = front[si:sj + 1] + behind[si:sj + 1]
-            rest = [tuple(clouds[k]) for k in live if k not in (i, j)]
             if one.min() > two:
-                # one wider rise over both (a smeared cloud) instead of two steps
-                wide = _wider_merge(p, live, clouds, centre, i, j, rest, x, e, w, sin_b,
-                                    config)
-                if wide is not None:
-                    p = wide
-                    break
                 continue
             split = si + int(np.argmin(one))
             span = float((clouds[i, 2] * clouds[i, 1] + clouds[j, 2] * clouds[j, 1]) / total)
@@ -388,29 +380,11 @@ def _merge_steps(p, x, e, w, sin_b, config):
                 c = float(np.exp((clouds[i, 2] * np.log(centre[i])
                                   + clouds[j, 2] * np.log(centre[j])) / total))
             merged = _released_cloud(c, span, total, bubble, config)
+            rest = [tuple(clouds[k]) for k in live if k not in (i, j)]
             p = _with_clouds(p, live, [merged] + rest, config)
             break
         else:
             return p
-
-
-def _wider_merge(p, live, clouds, centre, i, j, rest, x, e, w, sin_b, config):
-    """``p`` with components ``i`` and ``j`` replaced by one rise spanning both, if that
-    costs no more loss than the two (None otherwise)."""
-    total = clouds[i, 2] + clouds[j, 2]
-    c = float(np.exp((clouds[i, 2] * np.log(centre[i]) + clouds[j, 2] * np.log(centre[j]))
-                     / total))
-    grad = np.empty(N_PARAMS)
-    now = _loss_grad_kernel(p, sin_b, x, e, w, config.lam, grad)
-    best, best_loss = None, now
-    for reach in (0.5, 1.0, 1.5):   # the rise (+-0.6 span) reaches this far past each centre
-        span = reach * (centre[j] - centre[i]) / (2.0 * RISE_HALF_WIDTH)
-        trial = _with_clouds(p, live, [_released_cloud(c, span, total, p[0], config)] + rest,
-                             config)
-        loss = _loss_grad_kernel(trial, sin_b, x, e, w, config.lam, grad)
-        if loss <= best_loss:
-            best, best_loss = trial, loss
-    return best
 
 
 def _released_cloud(c, span, column, bubble, config):
