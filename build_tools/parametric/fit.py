@@ -537,12 +537,13 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     if best_p is None:  # every start gave a NaN sigma; cannot happen with finite inputs
         raise ValueError("no multi-start fit produced a finite residual sigma")
 
-    # iterative 3-sigma clipping: remove the stars beyond clip_sigma x the residual sigma
-    # of the kept stars, refit from the current parameters, until no star is removed
+    # the components placed by the stars (the gradient cannot move a rise no star lies on)
     p = best_p
     if config.place_in_gaps:
         p = _place_and_refit(p, _Objective(sin_b, x, e, w, config.lam)(p)[0], x, e, w,
                              b_lim_deg, sin_b, config, bounds)[0]
+    # iterative 3-sigma clipping: remove the stars beyond clip_sigma x the residual sigma
+    # of the kept stars, refit from the current parameters, until no star is removed
     keep = np.ones(x.size, bool)
     for it in range(config.max_clip_iter):
         resid = e - _model_values(p, sin_b, x)
