@@ -36,8 +36,10 @@ import numpy as np
 from dustmaps_ext.parametric_model import CLOUD_MIN_COLUMN
 
 from ..galaxy import SimulatedGalaxy
+from .catalog import StarCatalog
 from .fit import FitConfig
 from .model import cloud_centres, evaluate_model
+from .pipeline import ParametricBuildConfig, neighbour_stars, unit_vectors
 from .sightlines import sightline_centres
 
 __all__ = ["recovery_metrics", "pixel_average_profile", "miss_causes", "MISS_CAUSES"]
@@ -70,8 +72,9 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
                      d_min_kpc: float = 0.05, b_split_deg: float = 10.0,
                      min_column: float = 0.05, tolerance: float = 0.15,
                      column_tolerance: float = 0.30,
-                     min_component: float = CLOUD_MIN_COLUMN, catalog=None,
-                     config=None) -> dict:
+                     min_component: float = CLOUD_MIN_COLUMN,
+                     catalog: StarCatalog | None = None,
+                     config: ParametricBuildConfig | None = None) -> dict:
     """Compare per-sightline build results with the galaxy's truth.
 
     Parameters
@@ -217,8 +220,6 @@ def _star_gaps(catalog, config, nside, l_deg, b_deg):
     sightline's fit: ``a`` the nearest star in front of the distance (0 if none), ``b``
     the nearest behind it (1 if none: the gap is then complete)."""
     from scipy.spatial import cKDTree
-
-    from .pipeline import ParametricBuildConfig, neighbour_stars, unit_vectors
 
     config = config or ParametricBuildConfig()
     star_vectors = unit_vectors(catalog.l, catalog.b)
