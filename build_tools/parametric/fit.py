@@ -6,10 +6,16 @@ Steps, for the stars of one sightline (its own and its weighted neighbours):
    within the Table 3 bounds, from three fixed sets of starting cloud distances and one
    set placed at the steepest rises of the stars' reddening (:func:`data_start_centres`);
 2. the start with the smallest residual sigma (weighted standard deviation) wins;
-3. iterative clipping: stars more than 3 sigma from the fit are removed and the fit is
-   redone from the current parameters, until no more star is removed;
-4. cloud components with a column under 0.001 mag are dropped (column set to 0);
-5. the residual sigmas (overall and for 0-2, 1-4 and > 2 kpc) and the maximum reliable
+3. its cloud components are placed by the stars (:func:`place_components`: moved to the
+   best gap between stars, merged where no star separates them, centred in the gap that
+   holds them) and the fit redone from there; this step is not in the paper: L-BFGS-B
+   cannot move a narrow rise that no star lies on (the gradient is zero there), and the
+   paper's four starts leave such components where they began;
+4. iterative clipping: stars more than 3 sigma from the fit are removed and the fit is
+   redone from the current parameters, until no more star is removed; then step 3 once
+   more on the kept stars;
+5. cloud components with a column under 0.001 mag are dropped (column set to 0);
+6. the residual sigmas (overall and for 0-2, 1-4 and > 2 kpc) and the maximum reliable
    distance come from the stars of the line of sight itself (``reliable``: the stars of
    the sightline's pixel, not its weighted neighbours) that survived the clipping: the
    sigmas are the Gaussian sigmas of their residuals (:func:`clipped_gaussian_sigma`),
@@ -38,7 +44,12 @@ from dustmaps_ext.parametric_model import CLOUD_MIN_COLUMN
 from .model import N_CLOUDS, N_PARAMS, _loss_grad_kernel, _model_kernel
 
 __all__ = ["FitConfig", "SightlineFit", "fit_sightline", "residual_sigma", "clipped_gaussian_sigma",
-           "data_start_centres", "initial_parameters", "parameter_bounds"]
+           "data_start_centres", "initial_parameters", "parameter_bounds",
+           "place_components"]
+
+#: Half-width of a cloud component's rise in units of its span: the logistic
+#: ``S(5 (x - m) / span)`` goes from 4.7% to 95.3% of the column over ``m -+ 0.6 span``.
+RISE_HALF_WIDTH = 0.6
 
 #: The paper gives four sets of four starting cloud distances without listing them; these
 #: three fixed sets (kpc, cloud centres) spread the starts over the near, middle and far
@@ -75,6 +86,11 @@ class FitConfig:
     #: (:func:`data_start_centres`); missing centres are taken from the last fixed set
     data_start: bool = True
     clip_sigma: float = 3.0
+    #: place the cloud components by the stars (:func:`place_components`) and refit,
+    #: after the choice of the start and after the clipping; each new fit is kept unless
+    #: its loss exceeds the old one by more than ``gap_loss_tolerance`` (relative)
+    place_in_gaps: bool = True
+    gap_loss_tolerance: float = 1e-3
     #: clipping rounds (clip, refit) at most; stops earlier when no star is removed
     max_clip_iter: int = 10
     drop_below: float = CLOUD_MIN_COLUMN
@@ -104,6 +120,8 @@ class FitConfig:
             raise ValueError("max_clip_iter must be at least 1")
         if not self.start_ftol > 0:
             raise ValueError("start_ftol must be positive")
+        if not self.gap_loss_tolerance >= 0:
+            raise ValueError("gap_loss_tolerance must be non-negative")
 
 
 @dataclass(frozen=True)
@@ -224,6 +242,169 @@ def data_start_centres(distance, ebv, weight, n_clouds: int = N_CLOUDS,
     return np.sort(centres)
 
 
+def place_components(params, distance, ebv, weight, b_lim_deg: float,
+                     config: FitConfig | None = None) -> np.ndarray:
+    """Cloud components placed where the stars say, not where the optimiser stopped.
+
+    A component's rise is narrow; when no star lies on it, the gradient of the eq. 15 loss
+    with respect to its position is zero and L-BFGS-B leaves it wherever it stopped, even
+    in the wrong gap between stars. Three steps fix what the gradient cannot see:
+
+    1. **Relocation.** For each component (largest column first) whose column exceeds the
+       scatter of the stars about the fit (:func:`residual_sigma`; a smaller step is not
+       located by any one gap), with the others held, the loss of a sharp step of its
+       column between every two consecutive stars is computed at once (prefix sums of
+       ``w |r|`` in front of the step and ``w |r - column|`` behind it); the component
+       moves to the best gap when that beats the gap it is in.
+    2. **Merging.** Two consecutive components (by centre) become one, carrying their
+       summed column, when a single sharp step of that column placed in the best gap
+       between them costs no more than the two steps. With no star between them this
+       always holds: every star then sees both steps or neither, the loss depends only on
+       the sum, and the optimiser cannot split the column by the data (it keeps the equal
+       shares of the starts).
+    3. **Centring.** A component whose rise (centre +- ``RISE_HALF_WIDTH`` span) lies
+       between two consecutive stars ``a < b`` can sit anywhere in that gap at the same
+       loss. It is moved to ``2 a b / (a + b)``, the point whose largest relative distance
+       error over the gap, ``(b - a) / (b + a)``, is the smallest, its span shrunk if needed
+       so that the rise still fits inside the gap. Gaps with no star in front (between the
+       bubble wall and the nearest star) are left alone: nothing bounds them from below.
+
+    Parameters
+    ----------
+    params : array_like, shape (15,)
+        Fitted parameters (:data:`~dustmaps_ext_build.parametric.model.PARAM_NAMES`).
+    distance, ebv, weight : array_like, shape (n,)
+        The stars of the fit (those kept by the clipping): distances (kpc), E(B-V) (mag)
+        and total weights.
+    b_lim_deg : float
+        Latitude of the sightline for the diffuse term (deg, non-zero).
+    config : FitConfig, optional
+        For the bounds and ``drop_below`` (components under it are left alone).
+
+    Returns
+    -------
+    numpy.ndarray, shape (15,)
+        The new parameters (a copy); freed components get a zero column.
+    """
+    config = config or FitConfig()
+    p = np.array(params, dtype=np.float64)
+    order = np.argsort(distance, kind="stable")
+    x = np.ascontiguousarray(distance, dtype=np.float64)[order]
+    e = np.ascontiguousarray(ebv, dtype=np.float64)[order]
+    w = np.ascontiguousarray(weight, dtype=np.float64)[order]
+    sin_b = abs(math.sin(math.radians(float(b_lim_deg))))
+    bubble = p[0]
+    p = _merge_steps(_relocate(p, x, e, w, sin_b, config), x, e, w, sin_b, config)
+    clouds = p[3:].reshape(N_CLOUDS, 3)
+    live = [k for k in range(N_CLOUDS) if clouds[k, 2] >= config.drop_below]
+    rows = []
+    for k in live:
+        span = clouds[k, 1]
+        c = clouds[k, 0] + 2.0 * span + bubble
+        i = int(np.searchsorted(x, c))
+        if 0 < i < x.size and x[i - 1] > bubble:
+            a, b = x[i - 1], x[i]
+            if c - RISE_HALF_WIDTH * span >= a and c + RISE_HALF_WIDTH * span <= b:
+                c, span = _centred_in_gap(a, b, span)
+        rows.append(_released_cloud(c, span, clouds[k, 2], bubble, config))
+    return _with_clouds(p, live, rows, config)
+
+
+def _centred_in_gap(a, b, span):
+    """Centre ``2 a b / (a + b)`` of the gap (a, b) and ``span`` shrunk to keep the rise
+    inside it."""
+    c = 2.0 * a * b / (a + b)
+    return c, min(span, (c - a) / RISE_HALF_WIDTH, (b - c) / RISE_HALF_WIDTH)
+
+
+def _relocate(p, x, e, w, sin_b, config):
+    """Step 1 of :func:`place_components` (stars sorted by distance)."""
+    p = p.copy()
+    bubble = p[0]
+    # the gaps between consecutive distinct stars beyond the bubble wall
+    gap = np.flatnonzero((x[1:] > x[:-1]) & (x[:-1] > bubble)) + 1   # step between i-1, i
+    if gap.size == 0:
+        return p
+    # a step smaller than the scatter of the stars about the fit is not located by a gap
+    scatter = residual_sigma(e - _model_values(p, sin_b, x), w)
+    for k in np.argsort(-p[5::3], kind="stable"):
+        column = p[5 + 3 * k]
+        if column < max(config.drop_below, scatter):
+            continue
+        without = p.copy()
+        without[5 + 3 * k] = 0.0
+        r = e - _model_values(without, sin_b, x)
+        front = np.concatenate([[0.0], np.cumsum(w * np.abs(r))])
+        behind = np.concatenate([np.cumsum((w * np.abs(r - column))[::-1])[::-1], [0.0]])
+        loss = front + behind   # loss[i]: sharp step between star i-1 and star i
+        centre = p[3 + 3 * k] + 2.0 * p[4 + 3 * k] + bubble
+        now = int(np.searchsorted(x, centre))
+        best = gap[np.argmin(loss[gap])]
+        if loss[best] < loss[now] * (1.0 - 1e-9) and best != now:
+            c, span = _centred_in_gap(x[best - 1], x[best], p[4 + 3 * k])
+            p[3 + 3 * k], p[4 + 3 * k], _ = _released_cloud(c, span, column, bubble, config)
+    return p
+
+
+def _merge_steps(p, x, e, w, sin_b, config):
+    """Step 2 of :func:`place_components` (stars sorted by distance).
+
+    Two consecutive components ``i < j`` (by centre) become one when a single sharp step
+    of their summed column, placed in the best gap from the one of ``i`` to the one of
+    ``j``, costs no more loss than the two steps where they are (always the case when no
+    star lies between them).
+    """
+    p = p.copy()
+    bubble = p[0]
+    while True:
+        clouds = p[3:].reshape(N_CLOUDS, 3)
+        centre = clouds[:, 0] + 2.0 * clouds[:, 1] + bubble
+        live = [k for k in np.argsort(centre, kind="stable") if clouds[k, 2] >= config.drop_below]
+        for i, j in zip(live[:-1], live[1:]):
+            si, sj = (int(v) for v in np.searchsorted(x, centre[[i, j]]))
+            without = p.copy()
+            without[5 + 3 * i] = without[5 + 3 * j] = 0.0
+            r = e - _model_values(without, sin_b, x)
+            total = clouds[i, 2] + clouds[j, 2]
+            front = np.concatenate([[0.0], np.cumsum(w * np.abs(r))])
+            behind = np.concatenate([np.cumsum((w * np.abs(r - total))[::-1])[::-1], [0.0]])
+            two = front[si] + (w * np.abs(r - clouds[i, 2]))[si:sj].sum() + behind[sj]
+            one = front[si:sj + 1] + behind[si:sj + 1]
+            if one.min() > two:
+                continue
+            split = si + int(np.argmin(one))
+            span = float((clouds[i, 2] * clouds[i, 1] + clouds[j, 2] * clouds[j, 1]) / total)
+            if 0 < split < x.size and x[split - 1] > bubble:
+                c, span = _centred_in_gap(x[split - 1], x[split], span)
+            else:
+                c = float(np.exp((clouds[i, 2] * np.log(centre[i])
+                                  + clouds[j, 2] * np.log(centre[j])) / total))
+            merged = _released_cloud(c, span, total, bubble, config)
+            rest = [tuple(clouds[k]) for k in live if k not in (i, j)]
+            p = _with_clouds(p, live, [merged] + rest, config)
+            break
+        else:
+            return p
+
+
+def _released_cloud(c, span, column, bubble, config):
+    """(distance_k, span_k, Cum_EBV_k) of a component centred at ``c``, within the bounds."""
+    span = float(np.clip(min(span, 0.5 * (c - bubble)), *config.span_bounds))
+    return float(np.clip(c - 2.0 * span - bubble, *config.distance_bounds)), span, column
+
+
+def _with_clouds(p, slots, rows, config):
+    """``p`` with the cloud slots ``slots`` replaced by ``rows`` (then zero columns)."""
+    out = p[3:].reshape(N_CLOUDS, 3).copy()
+    for k in slots:
+        out[k] = (config.distance_bounds[0], config.span_bounds[0], 0.0)
+    for k, row in zip(slots, rows):
+        out[k] = row
+    q = p.copy()
+    q[3:] = out.ravel()
+    return q
+
+
 def clipped_gaussian_sigma(residual: np.ndarray, clip_sigma: float = 3.0) -> float:
     """Gaussian sigma of residuals that survived a ``clip_sigma`` clipping (NaN if empty).
 
@@ -277,6 +458,18 @@ def _model_values(p, sin_b, x):
     out = np.empty(x.size)
     _model_kernel(p, sin_b, x, out, np.empty((1, N_PARAMS)), False)
     return out
+
+
+def _place_and_refit(p, loss, x, e, w, b_lim_deg, sin_b, config, bounds):
+    """:func:`place_components`, refit; the new fit is kept unless its loss is worse by
+    more than ``config.gap_loss_tolerance``."""
+    placed = place_components(p, x, e, w, b_lim_deg, config)
+    if np.array_equal(placed, p):
+        return p, loss
+    p_new, loss_new = _minimise(placed, sin_b, x, e, w, config, bounds)
+    if loss_new <= loss * (1.0 + config.gap_loss_tolerance):
+        return p_new, loss_new
+    return p, loss
 
 
 def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
@@ -344,9 +537,13 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     if best_p is None:  # every start gave a NaN sigma; cannot happen with finite inputs
         raise ValueError("no multi-start fit produced a finite residual sigma")
 
+    # the components placed by the stars (the gradient cannot move a rise no star lies on)
+    p = best_p
+    if config.place_in_gaps:
+        p = _place_and_refit(p, _Objective(sin_b, x, e, w, config.lam)(p)[0], x, e, w,
+                             b_lim_deg, sin_b, config, bounds)[0]
     # iterative 3-sigma clipping: remove the stars beyond clip_sigma x the residual sigma
     # of the kept stars, refit from the current parameters, until no star is removed
-    p = best_p
     keep = np.ones(x.size, bool)
     for it in range(config.max_clip_iter):
         resid = e - _model_values(p, sin_b, x)
@@ -359,6 +556,8 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
         keep = new_keep
         p, loss = _minimise(p, sin_b, x[keep], e[keep], w[keep], config, bounds)
     xk, ek = x[keep], e[keep]
+    if config.place_in_gaps:
+        p, loss = _place_and_refit(p, loss, xk, ek, w[keep], b_lim_deg, sin_b, config, bounds)
 
     # drop negligible components, then sort the clouds by centre
     clouds = p[3:].reshape(N_CLOUDS, 3).copy()

@@ -8,13 +8,15 @@ real one.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..galaxy import SimulatedGalaxy, draw_observed_stars
 from .catalog import StarCatalog
 
 __all__ = ["mock_catalog", "cloud_ladder_galaxy", "ladder_patches", "catalog_at_density",
-           "PAPER_STARS_PER_DEG2"]
+           "with_table3_disk", "PAPER_STARS_PER_DEG2", "TABLE3_DIFFUSE_DENSITY"]
 
 
 def mock_catalog(galaxy: SimulatedGalaxy, n: int, seed: int | np.random.SeedSequence, *,
@@ -62,6 +64,34 @@ PAPER_STARS_PER_DEG2 = 3600.0
 
 _MAX_ROUNDS = 32
 
+#: Midplane density (E(B-V) mag/kpc) of the diffuse dust in the paper's model: Table 3 of
+#: Wang et al. (2025) starts rho_max at 0.02 mag/kpc and bounds it by 0.04.
+TABLE3_DIFFUSE_DENSITY = 0.02
+
+
+def with_table3_disk(galaxy: SimulatedGalaxy,
+                     density: float = TABLE3_DIFFUSE_DENSITY) -> SimulatedGalaxy:
+    """The galaxy with its smooth disk at a diffuse density the paper's model can carry.
+
+    The model of Wang et al. (2025, §3.2 and Table 3) splits the dust into a diffuse part
+    of midplane density ``rho_max <= 0.04`` mag/kpc and scale height 50-500 pc, and cloud
+    components that take everything else. The package's simulated galaxy has a disk of
+    0.4 mag/kpc (ten times the bound), so on that sky the fitted clouds must also carry
+    disk dust, and a cloud's fitted column is no longer comparable with the column of the
+    cloud alone. This returns the same clouds, bubble and disk geometry (scale height
+    0.1 kpc, inside Table 3's range) with the disk at ``density`` (default: Table 3's
+    starting value, 0.02 mag/kpc).
+
+    Raises
+    ------
+    ValueError
+        ``density`` outside (0, 0.04] mag/kpc.
+    """
+    if not 0.0 < density <= 0.04:
+        raise ValueError(f"density must be in (0, 0.04] mag/kpc (Table 3's rho_max), "
+                         f"got {density!r}")
+    return dataclasses.replace(galaxy, disk_density=float(density))
+
 #: The cloud ladder: (l, b, distance kpc, column mag) of clouds from 0.3 to 4 kpc, each
 #: in its own direction, two of them behind a nearer cloud (same direction).
 _LADDER = (
@@ -86,8 +116,6 @@ def cloud_ladder_galaxy(*, angular_radius_deg: float = 1.5) -> SimulatedGalaxy:
     clouds). Each cloud's radius is ``angular_radius_deg`` seen from the Sun, so a patch
     of :func:`ladder_patches` is crossed by its cloud(s) everywhere.
     """
-    import dataclasses
-
     from ..galaxy import Cloud, default_galaxy
 
     clouds = tuple(Cloud(l_deg=lon, b_deg=lat, distance_kpc=d,

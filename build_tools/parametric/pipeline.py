@@ -48,7 +48,8 @@ from .sightlines import (adaptive_sightlines, decentration_weight, resolution_de
                          sightline_centres, stars_nested_index, uncertainty_weights)
 
 __all__ = ["ParametricBuildConfig", "prepare_build", "plan_build", "process_block",
-           "assemble_table", "build_parametric_map", "fill_row_values"]
+           "assemble_table", "build_parametric_map", "fill_row_values", "neighbour_stars",
+           "unit_vectors"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,8 @@ def _b_lim(b_deg, floor_deg):
     return np.where(b < 0, -1.0, 1.0) * np.maximum(np.abs(b), floor_deg)
 
 
-def _unit_vectors(l_deg, b_deg):
+def unit_vectors(l_deg, b_deg) -> np.ndarray:
+    """Unit vectors (..., 3) of Galactic directions (deg)."""
     l = np.radians(l_deg)
     b = np.radians(b_deg)
     return np.stack([np.cos(b) * np.cos(l), np.cos(b) * np.sin(l), np.sin(b)], axis=-1)
@@ -285,9 +287,9 @@ def process_block(block_id: int, work_dir: str, config: ParametricBuildConfig) -
     s_e, s_d = stars["ebv"][idx], stars["distance"][idx]
     s_w = stars["w_unc"][idx]
     s_pix = stars["ipix"][idx]
-    svec = _unit_vectors(s_l, s_b)
+    svec = unit_vectors(s_l, s_b)
     tree = cKDTree(svec) if idx.size else None
-    cvec = _unit_vectors(cl, cb)
+    cvec = unit_vectors(cl, cb)
 
     out = {
         "nside": nside, "ipix": ipix, "b_lim": _b_lim(cb, config.b_lim_min_deg),
@@ -309,22 +311,50 @@ def process_block(block_id: int, work_dir: str, config: ParametricBuildConfig) -
     return out
 
 
+def neighbour_stars(tree, star_vectors: np.ndarray, centre_vector: np.ndarray, nside: int,
+                    config: ParametricBuildConfig):
+    """The stars that take part in the fit of one sightline, and their eq. 1 weights.
+
+    Parameters
+    ----------
+    tree : scipy.spatial.cKDTree or None
+        Tree of ``star_vectors`` (None: no star).
+    star_vectors : numpy.ndarray, shape (n, 3)
+        Unit vectors of the stars.
+    centre_vector : numpy.ndarray, shape (3,)
+        Unit vector of the sightline centre.
+    nside : int
+        Resolution of the sightline.
+    config : ParametricBuildConfig
+        ``neighbour_factor``, ``alpha``, ``beta`` and ``min_decentration_weight``.
+
+    Returns
+    -------
+    index : numpy.ndarray of int64
+        The stars within ``neighbour_factor`` resolutions whose decentration weight is at
+        least ``min_decentration_weight``.
+    theta_deg, weight : numpy.ndarray
+        Their angular distances from the centre and eq. 1 weights.
+    """
+    a_r = float(resolution_deg(nside))
+    sel = np.array([], dtype=np.int64)
+    if tree is not None:
+        chord = 2.0 * math.sin(math.radians(config.neighbour_factor * a_r) / 2.0)
+        sel = np.asarray(tree.query_ball_point(centre_vector, chord), dtype=np.int64)
+    theta = np.degrees(2.0 * np.arcsin(np.clip(
+        np.linalg.norm(star_vectors[sel] - centre_vector, axis=1) / 2.0, 0.0, 1.0)))
+    w_dec = decentration_weight(theta, a_r, config.alpha, config.beta)
+    use = w_dec >= config.min_decentration_weight
+    return sel[use], theta[use], w_dec[use]
+
+
 def _fit_block(n, nside, ipix, cvec, tree, svec, s_pix, s_d, s_e, s_w, config, out,
                fill_params):
     for i in range(n):
         if not out["in_region"][i]:
             out["params"][i] = np.nan
             continue
-        a_r = float(resolution_deg(nside[i]))
-        sel = np.array([], dtype=np.int64)
-        if tree is not None:
-            chord = 2.0 * math.sin(math.radians(config.neighbour_factor * a_r) / 2.0)
-            sel = np.asarray(tree.query_ball_point(cvec[i], chord), dtype=np.int64)
-        theta = np.degrees(2.0 * np.arcsin(np.clip(
-            np.linalg.norm(svec[sel] - cvec[i], axis=1) / 2.0, 0.0, 1.0)))
-        w_dec = decentration_weight(theta, a_r, config.alpha, config.beta)
-        use = w_dec >= config.min_decentration_weight
-        sel, theta, w_dec = sel[use], theta[use], w_dec[use]
+        sel, theta, w_dec = neighbour_stars(tree, svec, cvec[i], int(nside[i]), config)
         out["n_stars"][i] = sel.size
         if sel.size < config.min_fit_stars:
             out["params"][i] = fill_params

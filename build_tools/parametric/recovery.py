@@ -15,6 +15,17 @@ Figures, for every fitted sightline (compared along its centre):
   within ``tolerance`` (15%) of the cloud's distance. The cloud is *found* when that set is
   not empty, and *recovered* when moreover the fitted column is within ``column_tolerance``
   (30%) of the cloud's true column along the sightline.
+
+Given the star catalog of the build, each pair is also marked *locatable* when the stars
+of the sightline's fit (:func:`~dustmaps_ext_build.parametric.pipeline.neighbour_stars`)
+pin the cloud's distance down to the tolerance: the nearest star in front of the cloud
+(``a``) and the nearest behind it (``b``) satisfy ``(b - a) / (b + a) <= tolerance``. Between
+two consecutive stars the data say only that the rise happens somewhere in the gap, and
+``(b - a) / (b + a)`` is the smallest largest relative error that any placement in the gap
+can promise (reached at ``2 a b / (a + b)``); with no star in front of the cloud (``a = 0``)
+no placement can promise anything. Pairs that are not locatable test where the fit
+guesses, not what the data say; the figures are given over all pairs and over the
+locatable ones.
 """
 
 from __future__ import annotations
@@ -25,10 +36,22 @@ import numpy as np
 from dustmaps_ext.parametric_model import CLOUD_MIN_COLUMN
 
 from ..galaxy import SimulatedGalaxy
+from .catalog import StarCatalog
+from .fit import FitConfig
 from .model import cloud_centres, evaluate_model
+from .pipeline import ParametricBuildConfig, neighbour_stars, unit_vectors
 from .sightlines import sightline_centres
 
-__all__ = ["recovery_metrics", "pixel_average_profile"]
+__all__ = ["recovery_metrics", "pixel_average_profile", "miss_causes", "MISS_CAUSES"]
+
+#: Causes of a missed (sightline, cloud) pair, in the order :func:`miss_causes` tests them.
+MISS_CAUSES = (
+    "not locatable: the stars leave a gap around the cloud wider than the tolerance",
+    "locatable, but no fitted component within the distance tolerance",
+    "column too high, diffuse density at its Table 3 bound",
+    "column too high",
+    "column too low",
+)
 
 #: The pixel-averaged truth samples each sightline pixel at this many sub-pixels (4^k).
 _SUBPIXEL_LEVELS = 2
@@ -49,7 +72,9 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
                      d_min_kpc: float = 0.05, b_split_deg: float = 10.0,
                      min_column: float = 0.05, tolerance: float = 0.15,
                      column_tolerance: float = 0.30,
-                     min_component: float = CLOUD_MIN_COLUMN) -> dict:
+                     min_component: float = CLOUD_MIN_COLUMN,
+                     catalog: StarCatalog | None = None,
+                     config: ParametricBuildConfig | None = None) -> dict:
     """Compare per-sightline build results with the galaxy's truth.
 
     Parameters
@@ -66,6 +91,12 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
         Latitude separating the low- and high-latitude figures.
     min_column, tolerance, column_tolerance, min_component : float
         Cloud detection settings (see the module notes).
+    catalog : StarCatalog, optional
+        The stars of the build: marks the locatable pairs (see the module notes). Without
+        it every pair counts as locatable.
+    config : ParametricBuildConfig, optional
+        The build's settings (which stars take part in a sightline's fit; default: the
+        paper's).
 
     Returns
     -------
@@ -77,11 +108,15 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
         ``clouds_injected``, ``clouds_found`` (distance within ``tolerance``),
         ``clouds_recovered`` (and column within ``column_tolerance``),
         ``cloud_recovery`` (distance only) and ``cloud_full_recovery`` (both; fractions,
-        NaN when no cloud is in range), ``cloud_distance_rel_err`` (array, found clouds),
-        and ``pairs``: a structured array with one row per (sightline, cloud) pair
+        NaN when no cloud is in range), ``clouds_locatable`` and the same two fractions
+        over the locatable pairs (``cloud_recovery_locatable``,
+        ``cloud_full_recovery_locatable``), ``cloud_distance_rel_err`` (array, found
+        clouds), and ``pairs``: a structured array with one row per (sightline, cloud) pair
         (``sightline``, ``distance``, ``column``, ``rel_distance_err`` (nearest fitted
-        centre, inf without one), ``fitted_column``, ``found``, ``recovered``), for
-        looking at the misses.
+        centre, inf without one), ``fitted_column``, ``found``, ``recovered``,
+        ``locatable``, ``star_gap`` (``(b - a) / (b + a)`` of the stars around the cloud;
+        NaN without a catalog), ``diffuse_at_bound`` (the fitted diffuse density is at its
+        upper bound)), for looking at the misses (:func:`miss_causes`).
     """
     fitted = np.asarray(results["fitted"], dtype=bool)
     nside = np.asarray(results["nside"])[fitted]
@@ -91,6 +126,8 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
     dmax = np.asarray(results["max_distance"])[fitted]
     index = np.flatnonzero(fitted)
     l, b = sightline_centres(nside, ipix)
+    star_gap = _star_gaps(catalog, config, nside, l, b) if catalog is not None else None
+    rho_max = (config.fit.rho_bounds[1] if config is not None else FitConfig().rho_bounds[1])
     errs = {(low, kind): [] for low in (True, False) for kind in ("fit", "zero", "pixel")}
     counts = {True: 0, False: 0}
     pairs = []
@@ -117,12 +154,16 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
             fitted_col = float(columns[near].sum())
             found = bool(near.any())
             recovered = found and abs(fitted_col - col) <= column_tolerance * col
+            gap = star_gap(i, dist) if star_gap is not None else float("nan")
             pairs.append((index[i], dist, col, float(rel.min()) if rel.size else np.inf,
-                          fitted_col, found, recovered))
+                          fitted_col, found, recovered,
+                          bool(star_gap is None or gap <= tolerance), gap,
+                          bool(params[i][2] >= rho_max)))
     pairs = np.array(pairs, dtype=[("sightline", np.int64), ("distance", float),
                                    ("column", float), ("rel_distance_err", float),
                                    ("fitted_column", float), ("found", bool),
-                                   ("recovered", bool)])
+                                   ("recovered", bool), ("locatable", bool),
+                                   ("star_gap", float), ("diffuse_at_bound", bool)])
 
     out = {}
     for low, tag in ((True, "low_b"), (False, "high_b")):
@@ -134,13 +175,67 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
                                         if values is not None else float("nan"))
         out[f"n_sightlines_{tag}"] = counts[low]
     injected = int(pairs.size)
+    loc = pairs[pairs["locatable"]]
     out.update(
         clouds_injected=injected,
         clouds_found=int(pairs["found"].sum()),
         clouds_recovered=int(pairs["recovered"].sum()),
         cloud_recovery=float(pairs["found"].mean()) if injected else float("nan"),
         cloud_full_recovery=float(pairs["recovered"].mean()) if injected else float("nan"),
+        clouds_locatable=int(loc.size),
+        cloud_recovery_locatable=float(loc["found"].mean()) if loc.size else float("nan"),
+        cloud_full_recovery_locatable=(float(loc["recovered"].mean()) if loc.size
+                                       else float("nan")),
         cloud_distance_rel_err=pairs["rel_distance_err"][pairs["found"]],
         pairs=pairs,
     )
     return out
+
+
+def miss_causes(pairs: np.ndarray, column_tolerance: float = 0.30) -> dict[str, int]:
+    """Count the missed pairs of :func:`recovery_metrics` by cause (:data:`MISS_CAUSES`).
+
+    A pair that is not recovered is put under the first cause that applies: not
+    locatable; no component within the distance tolerance; the fitted column above
+    ``1 + column_tolerance`` times the true one, with the diffuse density at its Table 3
+    bound (the diffuse dust around the cloud went into the cloud components) or not;
+    the fitted column too low (the rest of the cases).
+    """
+    counts = dict.fromkeys(MISS_CAUSES, 0)
+    for row in pairs[~pairs["recovered"]]:
+        if not row["locatable"]:
+            cause = MISS_CAUSES[0]
+        elif not row["found"]:
+            cause = MISS_CAUSES[1]
+        elif row["fitted_column"] > (1.0 + column_tolerance) * row["column"]:
+            cause = MISS_CAUSES[2] if row["diffuse_at_bound"] else MISS_CAUSES[3]
+        else:
+            cause = MISS_CAUSES[4]
+        counts[cause] += 1
+    return counts
+
+
+def _star_gaps(catalog, config, nside, l_deg, b_deg):
+    """A function ``(sightline i, distance) -> (b - a) / (b + a)`` for the stars of each
+    sightline's fit: ``a`` the nearest star in front of the distance (0 if none), ``b``
+    the nearest behind it (1 if none: the gap is then complete)."""
+    from scipy.spatial import cKDTree
+
+    config = config or ParametricBuildConfig()
+    star_vectors = unit_vectors(catalog.l, catalog.b)
+    tree = cKDTree(star_vectors) if len(catalog) else None
+    centres = unit_vectors(l_deg, b_deg)
+    distance = np.asarray(catalog.distance, dtype=np.float64)
+    cache = {}
+
+    def gap(i, dist):
+        if i not in cache:
+            sel = neighbour_stars(tree, star_vectors, centres[i], int(nside[i]), config)[0]
+            cache[i] = np.sort(distance[sel])
+        x = cache[i]
+        k = int(np.searchsorted(x, dist))
+        if k == 0 or k == x.size:
+            return 1.0
+        return float((x[k] - x[k - 1]) / (x[k] + x[k - 1]))
+
+    return gap

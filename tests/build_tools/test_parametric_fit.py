@@ -7,8 +7,9 @@ import pytest
 
 from dustmaps_ext_build.parametric.fit import (FitConfig, data_start_centres, fit_sightline,
                                                initial_parameters, parameter_bounds,
-                                               residual_sigma, clipped_gaussian_sigma)
-from dustmaps_ext_build.parametric.model import cloud_centres, evaluate_model
+                                               place_components, residual_sigma,
+                                               clipped_gaussian_sigma)
+from dustmaps_ext_build.parametric.model import cloud_centres, evaluate_model, loss_and_gradient
 
 # two clouds (centres 0.6 and 1.9 kpc) on a thin diffuse disk, at b = 15 deg
 TRUTH = np.array([0.1, 0.12, 0.03,
@@ -194,3 +195,67 @@ def test_data_start_centres_find_the_jumps():
     # a flat sightline has no rise: no centre (the fit falls back to a fixed set)
     flat = data_start_centres(x, np.full(x.size, 0.1), np.ones(x.size))
     assert np.all(np.isnan(flat))
+
+
+def _one_cloud(centre, span, column, bubble=0.1, second=None):
+    """Parameters with a thin diffuse term and one (or two) cloud components."""
+    p = np.array([bubble, 0.12, 0.005] + [0.0, 0.01, 0.0] * 4)
+    for k, (c, sp, col) in enumerate([(centre, span, column)] + ([second] if second else [])):
+        p[3 + 3 * k], p[4 + 3 * k], p[5 + 3 * k] = c - 2 * sp - bubble, sp, col
+    return p
+
+
+def _live_clouds(p):
+    cols = p[5::3]
+    keep = cols > 0
+    return cloud_centres(p)[keep], cols[keep]
+
+
+def test_place_components_moves_a_stranded_rise_to_the_stars():
+    # the stars jump by 0.3 mag between 0.80 and 0.85 kpc; the component sits at 0.3 kpc,
+    # in a gap between stars where none lies on its narrow rise: its position gradient is 0
+    x = np.concatenate([np.linspace(0.15, 0.25, 10), np.linspace(0.35, 0.80, 30),
+                        np.linspace(0.85, 3.0, 60)])
+    truth = _one_cloud(0.825, 0.01, 0.3)
+    e = evaluate_model(truth, 20.0, x)
+    w = np.ones(x.size)
+    stranded = _one_cloud(0.3, 0.01, 0.3)
+    grad = loss_and_gradient(stranded, 20.0, x, e, w)[1]
+    assert abs(grad[3]) < 1e-6  # L-BFGS-B cannot see where to go
+    placed = place_components(stranded, x, e, w, 20.0)
+    centres, cols = _live_clouds(placed)
+    assert cols == pytest.approx([0.3])
+    # centred in the gap that holds the jump: 2 a b / (a + b)
+    assert centres[0] == pytest.approx(2 * 0.80 * 0.85 / 1.65, rel=1e-9)
+    before = loss_and_gradient(stranded, 20.0, x, e, w)[0]
+    after = loss_and_gradient(placed, 20.0, x, e, w)[0]
+    assert after < 0.1 * before
+
+
+def test_place_components_merges_steps_that_no_star_separates():
+    # no star between 0.5 and 0.9 kpc: two components inside that gap are one step to
+    # every star; the fit cannot split the column, so they become one component
+    x = np.concatenate([np.linspace(0.15, 0.5, 30), np.linspace(0.9, 3.0, 60)])
+    split = _one_cloud(0.55, 0.01, 0.12, second=(0.85, 0.01, 0.18))
+    e = evaluate_model(split, 20.0, x)
+    w = np.ones(x.size)
+    merged = place_components(split, x, e, w, 20.0)
+    centres, cols = _live_clouds(merged)
+    assert cols == pytest.approx([0.3])
+    assert centres[0] == pytest.approx(2 * 0.5 * 0.9 / 1.4, rel=1e-9)
+    # the stars see the same curve
+    np.testing.assert_allclose(evaluate_model(merged, 20.0, x), e, atol=1e-6)
+    # two components with stars between them that sit on the first step stay apart
+    x2 = np.sort(np.concatenate([x, np.linspace(0.6, 0.8, 10)]))
+    e2 = evaluate_model(split, 20.0, x2)
+    centres2, cols2 = _live_clouds(place_components(split, x2, e2, np.ones(x2.size), 20.0))
+    assert cols2.size == 2 and cols2.sum() == pytest.approx(0.3)
+
+
+def test_place_components_leaves_a_rise_without_stars_in_front():
+    # the nearest star is at 0.6 kpc: nothing bounds the rise from below, it stays put
+    x = np.linspace(0.6, 3.0, 50)
+    p = _one_cloud(0.3, 0.01, 0.3)
+    e = evaluate_model(p, 20.0, x)
+    placed = place_components(p, x, e, np.ones(x.size), 20.0)
+    np.testing.assert_allclose(_live_clouds(placed)[0], [0.3])
