@@ -76,14 +76,16 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
                        d_range_kpc=(0.1, 4.0), nside: int = 2048, n_rounds: int = 2500,
                        sweeps_per_round: int = 20, retry: bool = False, seed: int = 42,
                        weight_mode: str = "loglike", smooth: bool = True,
-                       min_cloud_column: float = 0.2, galaxy=None, work_dir=None) -> dict:
+                       min_cloud_column: float = 0.2, galaxy=None,
+                       prior_rounding: str = "floor", work_dir=None) -> dict:
     """Run the pipeline on a simulated patch and measure its errors.
 
     The default density, 1200 stars on 0.5 x 0.5 deg at nside 2048, puts about 300 stars
     in a pixel's weighting disc (radius 8.6 arcmin at nside 2048): the paper's density in
     stars per disc, which is what a pixel's fit sees (the same stars per disc at nside 8192
     are 16 times denser on the sky). ``galaxy`` replaces :func:`validation_galaxy` (e.g.
-    its disk alone, ``dataclasses.replace(validation_galaxy(), clouds=())``).
+    its disk alone, ``dataclasses.replace(validation_galaxy(), clouds=())``);
+    ``prior_rounding`` is :class:`.config.DecapsBuildConfig`'s.
 
     Returns
     -------
@@ -117,7 +119,8 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
     smp = SamplerSettings(n_rounds=n_rounds, sweeps_per_round=sweeps_per_round)
     cfg = pipeline.DecapsBuildConfig(
         nside=nside, nside_block=max(1, nside // 16), retry=retry, seed=seed, sampler=smp,
-        n_keep_samples=smp.n_samples, weight_mode=weight_mode, infill_window=3,
+        n_keep_samples=smp.n_samples, weight_mode=weight_mode, prior_rounding=prior_rounding,
+        infill_window=3,
         infill_train=5, infill_median=3, l_range_deg=footprint_l, b_range_deg=footprint_b)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         tmp = Path(tmp)
@@ -224,11 +227,14 @@ def main(argv=None) -> int:
     ap.add_argument("--retry", action="store_true", help="the paper's escalating retries")
     ap.add_argument("--no-clouds", action="store_true",
                     help="the validation galaxy's smooth disk alone")
+    ap.add_argument("--prior-rounding", choices=("floor", "split"), default="floor",
+                    help="discretisation of the jump prior (DecapsBuildConfig.prior_rounding)")
     args = ap.parse_args(argv)
     gal = dataclasses.replace(validation_galaxy(), clouds=()) if args.no_clouds else None
     r = validate_on_galaxy(n_stars=args.stars, n_rounds=args.rounds,
                            sweeps_per_round=args.sweeps, retry=args.retry,
-                           weight_mode=args.weighting, smooth=not args.no_smooth, galaxy=gal)
+                           weight_mode=args.weighting, smooth=not args.no_smooth, galaxy=gal,
+                           prior_rounding=args.prior_rounding)
     print("| quantity | value |\n|---|---|")
     for k, v in r.items():
         print(f"| {k} | {v:.4g} |")
