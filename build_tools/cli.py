@@ -292,6 +292,10 @@ def decaps_parser() -> argparse.ArgumentParser:
                         "default: the map's 1.07' PSF at nside 8192), not rescaled "
                         "(loglike_raw), or as a factor on its posterior image (image: nearly "
                         "a 2.15' top-hat)")
+    p.add_argument("--prior-rounding", choices=("floor", "split"), default=None,
+                   help="how the jump prior's continuous jumps become 0.01 mag quanta: "
+                        "floor (the default, as the code that made the released map) or "
+                        "split (keeps the smooth model's mean jump)")
     smooth = p.add_mutually_exclusive_group()
     smooth.add_argument("--no-smooth", action="store_true",
                         help="do not smooth the star posteriors (1%% of each axis)")
@@ -316,7 +320,8 @@ def decaps_config_from_args(args: argparse.Namespace):
         ("nside", args.nside),
         ("l_range_deg", None if args.l_range is None else tuple(args.l_range)),
         ("b_range_deg", None if args.b_range is None else tuple(args.b_range)),
-        ("weight_mode", args.weighting)) if value is not None}
+        ("weight_mode", args.weighting),
+        ("prior_rounding", args.prior_rounding)) if value is not None}
     return DecapsBuildConfig(nside_block=args.nside_block, sampler=smp,
                              retry=args.retry or not custom, seed=args.seed, **given)
 

@@ -380,6 +380,9 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
                                               scheduler, n_workers, progress, resume)
     infilled = np.zeros(n, bool)
     infilled[missing] = miss_flags
+    lo, hi = px["dm_reliable_min"], px["dm_reliable_max"]
+    with np.errstate(invalid="ignore"):
+        no_range = ~(lo < hi)  # NaN (a threshold never reached) or empty: Appendix B
     chunk = max(1, min(int(chunk_pixels), n))
     kept = [] if collect else None
     try:
@@ -390,7 +393,7 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
                 dm_reliable_min=px["dm_reliable_min"], dm_reliable_max=px["dm_reliable_max"],
                 converged=px["converged"], infilled=infilled, n_samples=cat.n_samples,
                 dm_bin_edges=DM_EDGES, chunk_pixels=chunk, overwrite=True,
-                n_stars=px["n_stars"]) as f, tqdm(total=n, disable=not progress, desc="write",
+                n_stars=px["n_stars"], no_reliable_range=no_range) as f, tqdm(total=n, disable=not progress, desc="write",
                                                   unit="pixel") as bar:
             for a, b, mean, samples in _value_rows(cat, missing, values, chunk):
                 f["mean"][a:b] = mean.astype(np.float16)[:, None, :]
@@ -406,10 +409,7 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
         from dustmaps_ext.decaps import repack
 
         repack(out_path, fast_path, progress=progress)
-    lo, hi = px["dm_reliable_min"], px["dm_reliable_max"]
-    with np.errstate(invalid="ignore"):
-        no_range = ~missing & ~(lo < hi)  # NaN (a threshold never reached) or empty
-    n_no_range = int(np.count_nonzero(no_range))
+    n_no_range = int(np.count_nonzero(no_range & ~missing))
     if n_no_range:
         log.warning("%d of %d fitted pixels have too few effective stars for any reliable "
                     "distance range (DM_reliable_min/max NaN or empty in the file)",
@@ -427,7 +427,7 @@ def _assemble(block_paths, out_path, work_dir, cfg: DecapsBuildConfig, *, schedu
                   "samples": np.concatenate([s for _, s in kept]),
                   "converged": px["converged"], "infilled": infilled, "n_stars": px["n_stars"],
                   "dm_reliable_min": px["dm_reliable_min"],
-                  "dm_reliable_max": px["dm_reliable_max"]}
+                  "dm_reliable_max": px["dm_reliable_max"], "no_reliable_range": no_range}
     return summary, arrays
 
 
@@ -478,7 +478,9 @@ def assemble_release_from_blocks(block_paths: Sequence[str | os.PathLike], out_p
         whose stars are too few for any reliable distance range: their
         ``DM_reliable_min``/``DM_reliable_max`` are NaN or empty, whatever ``converged``
         says), ``n_tiles`` and ``path``. The release's
-        ``pixel_info`` also holds ``n_stars`` (uint32), which readers ignore.
+        ``pixel_info`` also holds ``n_stars`` (uint32) and ``no_reliable_range`` (uint8:
+        1 for every pixel, fitted or infilled, whose stars give no reliable distance
+        range), which readers ignore.
 
     Raises
     ------
@@ -510,7 +512,8 @@ def assemble_release_in_memory(blocks: dict, out_path, cfg: DecapsBuildConfig, *
     -------
     dict
         ``healpix_index``, ``mean`` (float32, (n, n_dist)), ``samples``, ``converged``,
-        ``infilled``, ``n_stars``, ``dm_reliable_min`` and ``dm_reliable_max``.
+        ``infilled``, ``n_stars``, ``dm_reliable_min``, ``dm_reliable_max`` and
+        ``no_reliable_range``.
     """
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:

@@ -69,6 +69,11 @@ class DecapsBuildConfig:
         Base seed.
     prior_model : FlaredSechDiskDustModel or SmoothDiskDustModel
         Mean of the jump prior (default: bayestar's flared sech^2 disk with an inner hole).
+    prior_rounding : {"floor", "split"}
+        How the jump prior's continuous jumps become 0.01 mag quanta
+        (:func:`.prior.log_jump_prior_table`): ``"floor"`` as the C++ code of the released
+        map (the prior's mean profile falls below the model's nearby), ``"split"`` keeping
+        the model's mean.
     l_range_deg, b_range_deg : (float, float)
         Footprint: only pixels whose centres lie in this box are mapped (longitudes may
         wrap, e.g. (239, 366)); the default is the DECaPS footprint.
@@ -93,6 +98,7 @@ class DecapsBuildConfig:
     seed: int = 0
     prior_model: prior.FlaredSechDiskDustModel = field(
         default_factory=prior.FlaredSechDiskDustModel)
+    prior_rounding: str = "floor"
     l_range_deg: tuple = decaps_format.L_RANGE_DEG
     b_range_deg: tuple = decaps_format.B_RANGE_DEG
 
@@ -111,6 +117,9 @@ class DecapsBuildConfig:
         if self.weight_mode not in ("loglike", "loglike_raw", "image"):
             raise ValueError("weight_mode must be 'loglike', 'loglike_raw' or 'image', not "
                              f"{self.weight_mode!r}")
+        if self.prior_rounding not in ("floor", "split"):
+            raise ValueError("prior_rounding must be 'floor' or 'split', not "
+                             f"{self.prior_rounding!r}")
         if self.n_keep_samples > self.sampler.n_samples:
             raise ValueError("n_keep_samples cannot exceed the sampler's n_samples")
 

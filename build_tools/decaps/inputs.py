@@ -6,8 +6,8 @@ each star keeps only the bounding box of its non-negligible cells: ``x0, nx`` (f
 number of columns), ``y0, ny`` (first row, number of rows) and ``nx * ny`` float32 values at
 ``data[offsets[k]:]`` (row-major, distance then reddening) -- a CSR-like ragged array. A
 typical mock star (:func:`.mock.mock_catalogue`: sigma_mu 0.2-0.6 mag, sigma_E 0.03-0.08 mag,
-some bimodal) needs a median 38 x 46 cells (7.4 kB) as drawn and 40 x 76 cells (12 kB) after
-the §4.1.2 smoothing cut at 1e-4 of its peak, instead of the 336 kB of a dense image.
+some bimodal) needs a median 26 x 46 cells (4.9 kB) as drawn and 31 x 76 cells (9.3 kB)
+after the §4.1.2 smoothing cut at 1e-4 of its peak, instead of the 336 kB of a dense image.
 
 Alongside the images: sky position (Galactic l, b in deg) and the quantities that the quality
 cuts of §4.2.1 use: best chi-square and number of bands, median initial mass (Msun) and the

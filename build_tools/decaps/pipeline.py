@@ -159,7 +159,7 @@ def process_block(block: int, stars: StarPosteriors, cfg: DecapsBuildConfig) -> 
         l, b = hp.pix2ang(cfg.nside, p, nest=True, lonlat=True)
         table = prior.log_jump_prior_table(
             prior.jump_prior_means(l, b, DM_EDGES, cfg.prior_model),
-            cfg.prior_model.sigma_ln, N_E)
+            cfg.prior_model.sigma_ln, N_E, rounding=cfg.prior_rounding)
         packed = pack_pixel(x0, nx, y0, ny, stars.offsets, stars.data, star_index=idx,
                                     weights=_exponents(w, cfg.weight_mode), weight_mode=_PACK_MODE[cfg.weight_mode])
         seed = int(np.random.SeedSequence([cfg.seed, p]).generate_state(1, np.uint64)[0])

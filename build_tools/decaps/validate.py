@@ -12,6 +12,7 @@ Run ``python -m dustmaps_ext_build.decaps.validate`` (``--help`` for the options
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -75,13 +76,16 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
                        d_range_kpc=(0.1, 4.0), nside: int = 2048, n_rounds: int = 2500,
                        sweeps_per_round: int = 20, retry: bool = False, seed: int = 42,
                        weight_mode: str = "loglike", smooth: bool = True,
-                       min_cloud_column: float = 0.2, work_dir=None) -> dict:
+                       min_cloud_column: float = 0.2, galaxy=None,
+                       prior_rounding: str = "floor", work_dir=None) -> dict:
     """Run the pipeline on a simulated patch and measure its errors.
 
     The default density, 1200 stars on 0.5 x 0.5 deg at nside 2048, puts about 300 stars
     in a pixel's weighting disc (radius 8.6 arcmin at nside 2048): the paper's density in
     stars per disc, which is what a pixel's fit sees (the same stars per disc at nside 8192
-    are 16 times denser on the sky).
+    are 16 times denser on the sky). ``galaxy`` replaces :func:`validation_galaxy` (e.g.
+    its disk alone, ``dataclasses.replace(validation_galaxy(), clouds=())``);
+    ``prior_rounding`` is :class:`.config.DecapsBuildConfig`'s.
 
     Returns
     -------
@@ -93,6 +97,10 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
         star weights' Gaussian, :func:`psf_weighted_truth`: what a map with that PSF can
         recover), ``coverage_68_psf`` (the same coverage against it),
         ``frac_within_0p1``, ``median_bias`` (inside the reliable ranges, mag),
+        ``frac_voxels_smooth``, ``median_abs_err_smooth``, ``median_bias_smooth`` and
+        ``coverage_68_smooth`` (the voxels away from the clouds' steps, where the
+        clouds' column changes by less than 0.05 mag within +-0.25 mag in distance
+        modulus),
         ``front_bias`` (median error in front of the first cloud of >= ``min_cloud_column``
         mag), ``coverage_68`` (fraction of (pixel, distance) voxels in the reliable range
         whose truth lies between the 16th and 84th percentiles of the 100 samples),
@@ -102,7 +110,7 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
         (fraction), ``median_n_stars``, ``median_sum_weights`` and ``cpu_s_per_pixel``
         (stage 2, process time, per fitted pixel).
     """
-    gal = validation_galaxy(nside)
+    gal = validation_galaxy(nside) if galaxy is None else galaxy
     stars, _ = mock.mock_catalogue(gal, n_stars, np.random.default_rng(seed),
                                    l_range_deg=l_range, b_range_deg=b_range,
                                    d_range_kpc=d_range_kpc)
@@ -111,7 +119,8 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
     smp = SamplerSettings(n_rounds=n_rounds, sweeps_per_round=sweeps_per_round)
     cfg = pipeline.DecapsBuildConfig(
         nside=nside, nside_block=max(1, nside // 16), retry=retry, seed=seed, sampler=smp,
-        n_keep_samples=smp.n_samples, weight_mode=weight_mode, infill_window=3,
+        n_keep_samples=smp.n_samples, weight_mode=weight_mode, prior_rounding=prior_rounding,
+        infill_window=3,
         infill_train=5, infill_median=3, l_range_deg=footprint_l, b_range_deg=footprint_b)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         tmp = Path(tmp)
@@ -141,6 +150,15 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
     err = (mean - truth)[inside]
     smooth_truth = psf_weighted_truth(gal, l, b, dist, cfg)
     err_psf = (mean - smooth_truth)[inside]
+    # voxels away from the clouds' steps: the clouds' column changes by < 0.05 mag within
+    # +-0.25 mag in distance modulus (two bins), where a step's position does not count
+    disk = dataclasses.replace(gal, clouds=())
+
+    def cloud_column(shift):
+        d_s = 10 ** ((dm + shift) / 5 - 2)
+        return gal.cumulative_profile(l, b, d_s) - disk.cumulative_profile(l, b, d_s)
+
+    smooth_part = (np.abs(cloud_column(0.25) - cloud_column(-0.25)) < 0.05)[inside]
     q16, q84 = np.percentile(out["samples"][fitted], [16, 84], axis=1)
     covered = ((truth >= q16 - 1e-6) & (truth <= q84 + 1e-6))[inside]
     covered_psf = ((smooth_truth >= q16 - 1e-6) & (smooth_truth <= q84 + 1e-6))[inside]
@@ -177,6 +195,13 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
             "p90_abs_err": float(np.percentile(np.abs(err), 90)),
             "frac_within_0p1": float(np.mean(np.abs(err) < 0.1)),
             "median_bias": float(np.median(err)),
+            "frac_voxels_smooth": float(np.mean(smooth_part)),
+            "median_abs_err_smooth": (float(np.median(np.abs(err[smooth_part])))
+                                      if smooth_part.any() else float("nan")),
+            "median_bias_smooth": (float(np.median(err[smooth_part]))
+                                   if smooth_part.any() else float("nan")),
+            "coverage_68_smooth": (float(np.mean(covered[smooth_part]))
+                                   if smooth_part.any() else float("nan")),
             "front_bias": float(np.median(front)) if front else float("nan"),
             "median_abs_err_psf": float(np.median(np.abs(err_psf))),
             "median_bias_psf": float(np.median(err_psf)),
@@ -200,10 +225,16 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2500)
     ap.add_argument("--sweeps", type=int, default=20)
     ap.add_argument("--retry", action="store_true", help="the paper's escalating retries")
+    ap.add_argument("--no-clouds", action="store_true",
+                    help="the validation galaxy's smooth disk alone")
+    ap.add_argument("--prior-rounding", choices=("floor", "split"), default="floor",
+                    help="discretisation of the jump prior (DecapsBuildConfig.prior_rounding)")
     args = ap.parse_args(argv)
+    gal = dataclasses.replace(validation_galaxy(), clouds=()) if args.no_clouds else None
     r = validate_on_galaxy(n_stars=args.stars, n_rounds=args.rounds,
                            sweeps_per_round=args.sweeps, retry=args.retry,
-                           weight_mode=args.weighting, smooth=not args.no_smooth)
+                           weight_mode=args.weighting, smooth=not args.no_smooth, galaxy=gal,
+                           prior_rounding=args.prior_rounding)
     print("| quantity | value |\n|---|---|")
     for k, v in r.items():
         print(f"| {k} | {v:.4g} |")

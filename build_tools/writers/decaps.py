@@ -7,7 +7,9 @@ The layout (Zucker et al. 2025, §7; Dataverse doi:10.7910/DVN/J9JCKO) is what
   ``n_samples``, and datasets ``healpix_index`` (uint64, NESTED, sorted ascending),
   ``DM_reliable_min`` / ``DM_reliable_max`` (float32, NaN allowed), ``converged`` and
   ``infilled`` (uint8, 0/1); a build also writes ``n_stars`` (uint32, the stars that
-  informed each pixel), which is not in the published files and which readers ignore;
+  informed each pixel) and ``no_reliable_range`` (uint8, 0/1: the pixel's stars are too few
+  for any reliable distance range), which are not in the published files and which
+  readers ignore;
 * ``mean`` with shape (n_pix, 1, n_dist) and, unless mean-only, ``samples`` with shape
   (n_pix, n_samples, n_dist), both float16 E(B-V) in mag, chunked as published: each chunk
   holds up to 200,842 pixels of one (sample, distance) pair, deflate level 3 with shuffle.
@@ -37,7 +39,7 @@ def create_decaps_release(path: str | Path, *, nside: int, healpix_index, dm_rel
                           dm_reliable_max, converged, infilled, n_samples: int,
                           dm_bin_edges=DM_BIN_EDGES, chunk_pixels: int = PUBLISHED_CHUNK_PIXELS,
                           compression_level: int = 3, overwrite: bool = False,
-                          n_stars=None) -> h5py.File:
+                          n_stars=None, no_reliable_range=None) -> h5py.File:
     """Create a published-layout file with its pixel information and empty value datasets.
 
     The caller fills ``f['mean']`` (and ``f['samples']`` unless ``n_samples`` is 0) and
@@ -66,6 +68,8 @@ def create_decaps_release(path: str | Path, *, nside: int, healpix_index, dm_rel
         if n_stars.size and (np.any(n_stars < 0) or n_stars.max() > np.iinfo(np.uint32).max):
             raise ValueError("n_stars must be non-negative integers below 2**32")
         per_pixel["n_stars"] = n_stars.astype(np.uint32)
+    if no_reliable_range is not None:
+        per_pixel["no_reliable_range"] = np.asarray(no_reliable_range).astype(np.uint8)
     for name, arr in per_pixel.items():
         if arr.shape != (n_pix,):
             raise ValueError(f"{name} must have shape ({n_pix},); got {arr.shape}")
@@ -95,7 +99,7 @@ def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, s
                          dm_reliable_min, dm_reliable_max, converged, infilled,
                          dm_bin_edges=DM_BIN_EDGES, chunk_pixels: int = PUBLISHED_CHUNK_PIXELS,
                          compression_level: int = 3, overwrite: bool = False,
-                         n_stars=None) -> Path:
+                         n_stars=None, no_reliable_range=None) -> Path:
     """Write arrays to an HDF5 file in the published DECaPS layout.
 
     Parameters
@@ -125,6 +129,11 @@ def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, s
     n_stars : array_like of int, shape (n_pix,), optional
         Stars that informed each pixel, written as ``pixel_info/n_stars`` (uint32). Not part
         of the published files; dustmaps and this package's readers ignore it.
+    no_reliable_range : array_like of bool, shape (n_pix,), optional
+        Pixels whose stars are too few for any reliable distance range (Zucker et al. 2025,
+        Appendix B: ``dm_reliable_min``/``dm_reliable_max`` NaN or empty), written as
+        ``pixel_info/no_reliable_range`` (uint8). Not part of the published files; readers
+        ignore it.
 
     Returns
     -------
@@ -151,7 +160,8 @@ def write_decaps_release(path: str | Path, *, nside: int, healpix_index, mean, s
             tmp, nside=nside, healpix_index=healpix_index, dm_reliable_min=dm_reliable_min,
             dm_reliable_max=dm_reliable_max, converged=converged, infilled=infilled,
             n_samples=n_samples, dm_bin_edges=dm_bin_edges, chunk_pixels=chunk_pixels,
-            compression_level=compression_level, overwrite=True, n_stars=n_stars) as f:
+            compression_level=compression_level, overwrite=True, n_stars=n_stars,
+            no_reliable_range=no_reliable_range) as f:
         f["mean"][...] = mean
         if samples is not None:
             f["samples"][...] = samples

@@ -121,11 +121,12 @@ def data(tmp_path_factory):
     ref = {"healpix_index": pix, "mean": filled[0].astype(np.float32),
            "samples": np.moveaxis(filled[1:], 0, 1).astype(np.float32), "converged": converged,
            "infilled": infilled, "n_stars": n_stars, "dm_reliable_min": dm_min,
-           "dm_reliable_max": dm_max}
+           "dm_reliable_max": dm_max, "no_reliable_range": ~(dm_min < dm_max)}
     write_decaps_release(tmp / "reference.h5", nside=NSIDE, healpix_index=pix.astype(np.uint64),
                          mean=ref["mean"], samples=ref["samples"], dm_reliable_min=dm_min,
                          dm_reliable_max=dm_max, converged=converged, infilled=infilled,
-                         dm_bin_edges=pipeline.DM_EDGES, n_stars=n_stars)
+                         dm_bin_edges=pipeline.DM_EDGES, n_stars=n_stars,
+                         no_reliable_range=ref["no_reliable_range"])
     blocks = {"healpix_index": pix.astype(np.uint64), "n_stars": n_stars, "mean": mean,
               "samples": samples, "converged": converged, "fitted": ~miss,
               "dm_reliable_min": dm_min, "dm_reliable_max": dm_max}

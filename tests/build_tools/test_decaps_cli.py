@@ -90,6 +90,9 @@ def test_weighting_and_smoothing_options(tmp_path, monkeypatch, capsys):
     assert cli.config_from_args(parse(["s.npz", "o.h5"])).weight_mode == "loglike"
     assert cli.config_from_args(parse(["s.npz", "o.h5", "--weighting", "image"])).weight_mode \
         == "image"
+    assert cli.config_from_args(parse(["s.npz", "o.h5"])).prior_rounding == "floor"
+    assert cli.config_from_args(parse(["s.npz", "o.h5", "--prior-rounding", "split"])
+                                ).prior_rounding == "split"
     with pytest.raises(SystemExit):  # the two smoothing flags exclude each other
         parse(["s.npz", "o.h5", "--no-smooth", "--already-smoothed"])
     seen = {}

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import integrate, stats
+
 from dustmaps_ext_build.decaps import pipeline, prior
 
 
@@ -55,3 +57,43 @@ def test_build_default_prior_is_the_bayestar_disk():
     # first bins: the Sun's neighbourhood, 0.2 mag/kpc times the bin width, unclipped
     d = 10 ** (pipeline.DM_EDGES.astype(float) / 5 - 2)
     assert means[10] == pytest.approx(0.2 * (d[10] - d[9]), rel=0.05)
+
+
+@pytest.mark.parametrize("x", [5, 40, 60, 90])
+def test_split_rounding_keeps_the_mean_jump(x):
+    """The split table shares each continuous jump between the two nearest quanta: its
+    masses are those of a triangle kernel (checked by quadrature), its mean jump is the
+    model's, and the mean profile is the model's column; the default floor rounding of the
+    C++ code (the baseline) loses most jumps below one quantum."""
+    means = prior.jump_prior_means(330.0, -1.5, pipeline.DM_EDGES)
+    split = np.exp(prior.log_jump_prior_table(means, 0.75, 700, rounding="split"))
+    floor = np.exp(prior.log_jump_prior_table(means, 0.75, 700))  # the default
+    dist = stats.lognorm(s=0.75, scale=means[x] * math.exp(-0.75 ** 2 / 2))
+    q = 0.01
+
+    def mass(k):
+        rise = (integrate.quad(lambda e: dist.pdf(e) * (e / q - (k - 1)), q * (k - 1), q * k,
+                               epsabs=0, epsrel=1e-10)[0] if k else 0.0)
+        fall = integrate.quad(lambda e: dist.pdf(e) * (k + 1 - e / q), q * k, q * (k + 1),
+                              epsabs=0, epsrel=1e-10)[0]
+        return rise + fall
+
+    ks = np.arange(6)
+    np.testing.assert_allclose(split[x, ks], [mass(k) for k in ks], rtol=1e-6, atol=1e-300)
+    dy = 0.01 * np.arange(700)
+    np.testing.assert_allclose(split @ dy, means, rtol=1e-6)
+    np.testing.assert_allclose(np.cumsum(split @ dy), np.cumsum(means), rtol=1e-6)
+    # floor: about half a quantum lower, or nearly nothing for jumps below one quantum
+    assert means[x] - (floor @ dy)[x] > min(0.0045, 0.9 * means[x])
+
+
+def test_split_rounding_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="rounding"):
+        prior.log_jump_prior_table([0.01], rounding="nearest")
+
+
+def test_build_config_checks_the_prior_rounding():
+    assert pipeline.DecapsBuildConfig().prior_rounding == "floor"  # the released map's code
+    assert pipeline.DecapsBuildConfig(prior_rounding="split").prior_rounding == "split"
+    with pytest.raises(ValueError, match="prior_rounding"):
+        pipeline.DecapsBuildConfig(prior_rounding="round")
