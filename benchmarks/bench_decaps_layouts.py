@@ -57,7 +57,8 @@ def _best(fn, repeats: int) -> float:
 
 
 _BUDGET_PARTS = ("slot headers", "mean: codes", "mean: low bits", "mean: raw", "samples: tuple codes",
-                 "samples: value codes", "samples: low bits", "samples: raw", "record padding")
+                 "samples: pair codes", "samples: value codes", "samples: low bits", "samples: raw",
+                 "record padding")
 
 
 def _budget_kernel():
@@ -66,7 +67,7 @@ def _budget_kernel():
     from dustmaps_ext._core import profile_codec as pc
 
     @numba.njit(nogil=True)
-    def budget(values, infilled, value_lengths, tuple_lengths, out, out_infilled):
+    def budget(values, infilled, value_lengths, tuple_lengths, pair_lengths, out, out_infilled):
         n_slots, n_dist = values.shape[1], values.shape[2]
         scratch, entries = pc._scratch(n_slots, n_dist)
         for p in range(values.shape[0]):
@@ -86,13 +87,15 @@ def _budget_kernel():
                     part, bits = 0, a
                 elif kind == 1:
                     part, bits = 4, tuple_lengths[a, b]
+                elif kind == 3:
+                    part, bits = 5, pair_lengths[a, b]
                 elif kind == 0:
-                    part, bits = (1 if in_mean else 5), value_lengths[a, b]
+                    part, bits = (1 if in_mean else 6), value_lengths[a, b]
                 else:
-                    part, bits = (2 if a < 16 else 3) if in_mean else (6 if a < 16 else 7), a
+                    part, bits = (2 if a < 16 else 3) if in_mean else (7 if a < 16 else 8), a
                 out[part] += bits
                 total += bits
-            out[8] += -total % 8
+            out[9] += -total % 8
             if infilled[p]:
                 out_infilled[0] += total + (-total % 8)
 
@@ -123,7 +126,7 @@ def bit_budget(path: Path, n_sample: int = 200_000) -> dict:
     store.decode_into(pick, n_slots, values)
     out = np.zeros(len(_BUDGET_PARTS), dtype=np.int64)
     out_inf = np.zeros(1, dtype=np.int64)
-    _budget_kernel()(values, infilled, codes.value_lengths, codes.tuple_lengths, out, out_inf)
+    _budget_kernel()(values, infilled, codes.value_lengths, codes.tuple_lengths, codes.pair_lengths, out, out_inf)
     n_dist = values.shape[2]
     per = {"mean": pick.size * n_dist, "samples": pick.size * (n_slots - 1) * n_dist,
            "all": pick.size * n_slots * n_dist}

@@ -52,7 +52,7 @@ import numba
 import numpy as np
 
 __all__ = ["CODEC_NAME", "DECODE_ERRORS", "CENT_TABLE", "FLOAT_TABLE", "MODE_BITS", "MODE_CENTS", "MODE_RAW",
-           "N_SYMBOLS", "GROUP", "N_TUPLES", "MAX_CODE_BITS", "BITS_CONTEXTS", "CENTS_CONTEXTS", "VALUE_TABLES",
+           "N_SYMBOLS", "GROUP", "N_TUPLES", "N_PAIRS", "PAIR_CONTEXT", "MAX_CODE_BITS", "BITS_CONTEXTS", "CENTS_CONTEXTS", "VALUE_TABLES",
            "PrefixCodes", "count_symbols", "fit_code_lengths", "check_code_lengths", "decode_rows",
            "encode_pixels", "max_record_bytes"]
 
@@ -69,6 +69,13 @@ _DIGITS = 3
 #: Tuple symbols: 3**GROUP tuples of steps below 3, then the escape.
 N_TUPLES = _DIGITS ** GROUP + 1
 _ESCAPE = N_TUPLES - 1
+#: Cents contexts from which a group's samples are coded in pairs (the mean rises by 1.5
+#: cents or more: steps of 3 or more are common and five-tuples would mostly escape).
+PAIR_CONTEXT = 5
+_PAIR_BASE = 16
+#: Pair symbols: ``x_a + 16 x_b`` for two steps below 16, then the escape.
+N_PAIRS = _PAIR_BASE ** 2 + 1
+_PAIR_ESCAPE = N_PAIRS - 1
 #: Longest code, in bits (the decoders' lookup tables have 2**MAX_CODE_BITS entries).
 MAX_CODE_BITS = 11
 _PEEK_MASK = (1 << MAX_CODE_BITS) - 1
@@ -78,7 +85,7 @@ BITS_CONTEXTS = 17
 CENTS_CONTEXTS = 36
 VALUE_TABLES = BITS_CONTEXTS + CENTS_CONTEXTS
 # kinds of the symbol list's entries
-_VALUE, _TUPLE, _RAW = 0, 1, 2
+_VALUE, _TUPLE, _RAW, _PAIR = 0, 1, 2, 3
 
 #: Bit patterns of the float16 nearest to c / 100, for c = 0 .. 65535.
 CENT_TABLE = (np.arange(65536, dtype=np.float64) / 100.0).astype(np.float16).view(np.uint16)
@@ -88,6 +95,7 @@ FLOAT_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float1
 _TUPLE_DIGITS = np.array([[(t // _DIGITS ** s) % _DIGITS for s in range(GROUP)] for t in range(N_TUPLES - 1)]
                          + [[0] * GROUP], dtype=np.int64)
 _ESCAPE_BIT = 1 << 14
+_PAIR_ESCAPE_BIT = 1 << 12
 # bits of the digits beyond the first w of a tuple entry (shifted down), for w = 0..GROUP
 _SPARE_DIGITS = np.array([((1 << 2 * GROUP) - 1) >> (2 * w) for w in range(GROUP + 1)], dtype=np.int64)
 
@@ -104,7 +112,7 @@ def max_record_bytes(n_slots: int, n_dist: int) -> int:
     escape per group and distance. (Real records are far smaller: a slot is never coded
     dearer than raw unless it is in mode cents.)"""
     bits = n_slots * (2 + (MAX_CODE_BITS + 15) * n_dist) + n_dist * (n_slots // GROUP + 1) * MAX_CODE_BITS
-    return -(-bits // 8)
+    return -(-bits // 8) + 3  # the mean section's length and its padding
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -235,12 +243,13 @@ def _slot_symbols(values, steps, mode, contexts, out):
 def _pixel_symbols(values, table, floats, lengths, scratch, entries):
     """The symbols of one pixel (values (n_slots, n_dist) uint16) in writing order.
 
-    Entry ``j`` is ``(kind, table, symbol)``: kind 0 a value symbol, 1 a tuple symbol, or
-    ``(2, n, bits)``: ``n`` raw bits. With ``lengths`` (value code lengths) empty, a slot's
-    mode is the first valid of cents (samples), bits, raw (what :func:`count_symbols`
-    counts); else bits and raw are compared by cost. Returns the number of entries.
+    Entry ``j`` is ``(kind, table, symbol)``: kind 0 a value symbol, 1 a tuple symbol, 3 a
+    pair symbol, or ``(2, n, bits)``: ``n`` raw bits. With ``lengths`` (value code lengths)
+    empty, a slot's mode is the first valid of cents (samples), bits, raw (what
+    :func:`count_symbols` counts); else bits and raw are compared by cost. Returns the
+    number of entries and that of the mean section's (the modes and the mean's values).
     """
-    rise, contexts, steps, symbols = scratch
+    rise, contexts, steps, symbols, pending = scratch
     n_slots, n_dist = values.shape
     _cents_contexts(floats, values[0], n_dist, rise, contexts)
     by_cost = lengths.shape[0] > 0
@@ -258,23 +267,49 @@ def _pixel_symbols(values, table, floats, lengths, scratch, entries):
         _slot_symbols(values[s], steps[s], mode, contexts, symbols[s])
         entries[j, 0], entries[j, 1], entries[j, 2] = _RAW, 2, mode
         j += 1
-    # the mean, then per distance and group of samples a tuple symbol or (after an
-    # escape, or if not every sample is in mode cents) the samples' value symbols
+    split = j  # (set after the mean's values below)
+    # the mean, then per distance and group of samples a tuple symbol or pair symbols and
+    # (after an escape, for an odd last sample of pairs, or if not every sample is in mode
+    # cents) the samples' value symbols
     for i in range(-n_dist, n_dist):
         first, stop = (0, 1) if i < 0 else (1, n_slots)
         d = i + n_dist if i < 0 else i
+        if i == 0:
+            split = j
         for g in range(first, stop, GROUP):
             end = min(stop, g + GROUP)
-            if joint and i >= 0:
+            n_values = 0  # slots whose value symbols follow
+            if joint and i >= 0 and contexts[d] < PAIR_CONTEXT:
                 t = 0
                 for s in range(end - 1, g - 1, -1):
                     x = steps[s, d]
                     t = t * _DIGITS + x if t >= 0 and x < _DIGITS else -1
                 entries[j, 0], entries[j, 1], entries[j, 2] = _TUPLE, contexts[d], t if t >= 0 else _ESCAPE
                 j += 1
-                if t >= 0:
-                    continue
-            for s in range(g, end):
+                if t < 0:
+                    for s in range(g, end):
+                        pending[n_values] = s
+                        n_values += 1
+            elif joint and i >= 0:
+                for s in range(g, end, 2):
+                    if s + 1 == end:  # an odd sample at the end of the group: its value symbol
+                        pending[n_values] = s
+                        n_values += 1
+                        continue
+                    xa, xb = steps[s, d], steps[s + 1, d]
+                    fits = xa < _PAIR_BASE and xb < _PAIR_BASE
+                    entries[j, 0], entries[j, 1] = _PAIR, contexts[d]
+                    entries[j, 2] = xa + _PAIR_BASE * xb if fits else _PAIR_ESCAPE
+                    j += 1
+                    if not fits:
+                        pending[n_values], pending[n_values + 1] = s, s + 1
+                        n_values += 2
+            else:
+                for s in range(g, end):
+                    pending[n_values] = s
+                    n_values += 1
+            for k in range(n_values):
+                s = pending[k]
                 tab, sym, nb, low = symbols[s, d, 0], symbols[s, d, 1], symbols[s, d, 2], symbols[s, d, 3]
                 if tab >= 0:
                     entries[j, 0], entries[j, 1], entries[j, 2] = _VALUE, tab, sym
@@ -282,7 +317,7 @@ def _pixel_symbols(values, table, floats, lengths, scratch, entries):
                 if nb:
                     entries[j, 0], entries[j, 1], entries[j, 2] = _RAW, nb, low
                     j += 1
-    return j
+    return j, split if n_slots > 1 else j
 
 
 @numba.njit(cache=True, nogil=True)
@@ -290,30 +325,33 @@ def _scratch(n_slots, n_dist):
     """Work arrays of :func:`_pixel_symbols`: its scratch and entries."""
     size = n_slots + n_dist * (2 * n_slots + n_slots // GROUP + 1)
     scratch = (np.empty(n_dist, np.float32), np.empty(n_dist, np.int64), np.empty((n_slots, n_dist), np.int64),
-               np.empty((n_slots, n_dist, 4), np.int64))
+               np.empty((n_slots, n_dist, 4), np.int64), np.empty(GROUP, np.int64))
     return scratch, np.empty((size, 3), np.int64)
 
 
 # --------------------------------------------------------------------------- code tables
 @numba.njit(cache=True, nogil=True)
-def _count_kernel(values, table, floats, value_counts, tuple_counts):
+def _count_kernel(values, table, floats, value_counts, tuple_counts, pair_counts):
     scratch, entries = _scratch(values.shape[1], values.shape[2])
     no_lengths = np.empty((0, 0), dtype=np.int64)
     for p in range(values.shape[0]):
-        for j in range(_pixel_symbols(values[p], table, floats, no_lengths, scratch, entries)):
+        for j in range(_pixel_symbols(values[p], table, floats, no_lengths, scratch, entries)[0]):
             if entries[j, 0] == _VALUE:
                 value_counts[entries[j, 1], entries[j, 2]] += 1
             elif entries[j, 0] == _TUPLE:
                 tuple_counts[entries[j, 1], entries[j, 2]] += 1
+            elif entries[j, 0] == _PAIR:
+                pair_counts[entries[j, 1], entries[j, 2]] += 1
 
 
-def count_symbols(values: np.ndarray, counts: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+def count_symbols(values: np.ndarray, counts: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Add the symbols of pixels ``values`` (uint16, (n, n_slots, n_dist)) to ``counts``
-    (value counts (VALUE_TABLES, N_SYMBOLS) and tuple counts (CENTS_CONTEXTS, N_TUPLES),
-    int64; new if None) and return them."""
+    (value counts (VALUE_TABLES, N_SYMBOLS), tuple counts (CENTS_CONTEXTS, N_TUPLES) and
+    pair counts (CENTS_CONTEXTS, N_PAIRS), int64; new if None) and return them."""
     values = np.ascontiguousarray(values)
     if counts is None:
-        counts = (np.zeros((VALUE_TABLES, N_SYMBOLS), np.int64), np.zeros((CENTS_CONTEXTS, N_TUPLES), np.int64))
+        counts = (np.zeros((VALUE_TABLES, N_SYMBOLS), np.int64), np.zeros((CENTS_CONTEXTS, N_TUPLES), np.int64),
+                  np.zeros((CENTS_CONTEXTS, N_PAIRS), np.int64))
     _count_kernel(values, CENT_TABLE, FLOAT_TABLE, *counts)
     return counts
 
@@ -337,17 +375,18 @@ def _huffman_lengths(counts: np.ndarray) -> np.ndarray:
         weights = (weights + 1) // 2  # flatten the distribution until the longest code fits
 
 
-def fit_code_lengths(counts: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Code lengths (uint8) of the value and tuple tables from symbol counts
+def fit_code_lengths(counts: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Code lengths (uint8) of the value, tuple and pair tables from symbol counts
     (:func:`count_symbols`): Huffman codes of at most MAX_CODE_BITS bits in which every
     symbol has a code (so every step can be coded, also one the counts never saw)."""
     return tuple(np.array([_huffman_lengths(row) for row in c], dtype=np.uint8) for c in counts)
 
 
-def check_code_lengths(value_lengths: np.ndarray, tuple_lengths: np.ndarray) -> str | None:
+def check_code_lengths(value_lengths: np.ndarray, tuple_lengths: np.ndarray, pair_lengths: np.ndarray) -> str | None:
     """What is wrong with code lengths read from a file (None if they are valid)."""
     for name, lengths, shape in (("value_code_lengths", value_lengths, (VALUE_TABLES, N_SYMBOLS)),
-                                 ("tuple_code_lengths", tuple_lengths, (CENTS_CONTEXTS, N_TUPLES))):
+                                 ("tuple_code_lengths", tuple_lengths, (CENTS_CONTEXTS, N_TUPLES)),
+                                 ("pair_code_lengths", pair_lengths, (CENTS_CONTEXTS, N_PAIRS))):
         lengths = np.asarray(lengths)
         if lengths.shape != shape or lengths.dtype.kind not in "ui":
             return f"{name} is {lengths.dtype} {lengths.shape}, expected uint8 {shape}"
@@ -377,14 +416,17 @@ class PrefixCodes:
     bits (0 where no code starts). A value entry (uint32) packs the code's length (bits
     0-3), the count of low bits that follow (4-7), the step's leading part (8-23) and the
     step's bit length (24-28: the next bits context); a tuple entry (uint16) the code's
-    length (0-3), the group's steps (2 bits each from bit 4) and the escape (bit 14)."""
+    length (0-3), the group's steps (2 bits each from bit 4) and the escape (bit 14); a
+    pair entry (uint16) the length, the two steps (4 bits each from bit 4) and the escape
+    (bit 12)."""
 
-    def __init__(self, value_lengths: np.ndarray, tuple_lengths: np.ndarray) -> None:
-        problem = check_code_lengths(value_lengths, tuple_lengths)
+    def __init__(self, value_lengths: np.ndarray, tuple_lengths: np.ndarray, pair_lengths: np.ndarray) -> None:
+        problem = check_code_lengths(value_lengths, tuple_lengths, pair_lengths)
         if problem:
             raise ValueError(problem)
         self.value_lengths = np.ascontiguousarray(value_lengths, dtype=np.int64)
         self.tuple_lengths = np.ascontiguousarray(tuple_lengths, dtype=np.int64)
+        self.pair_lengths = np.ascontiguousarray(pair_lengths, dtype=np.int64)
         symbols = np.arange(N_SYMBOLS)
         low_bits = np.where(symbols < _DIRECT, 0, symbols - 12)
         value_entry = ((low_bits << 4) | (np.where(symbols < _DIRECT, symbols, 1 << low_bits) << 8)
@@ -394,6 +436,9 @@ class PrefixCodes:
                                (_TUPLE_DIGITS << (4 + 2 * np.arange(GROUP))).sum(axis=1))
         self.value_codes, self.value_lookup = self._tables(self.value_lengths, value_entry, np.uint32)
         self.tuple_codes, self.tuple_lookup = self._tables(self.tuple_lengths, tuple_entry, np.uint16)
+        pairs = np.arange(N_PAIRS)
+        pair_entry = np.where(pairs == _PAIR_ESCAPE, _PAIR_ESCAPE_BIT, (pairs % _PAIR_BASE) << 4 | (pairs // _PAIR_BASE) << 8)
+        self.pair_codes, self.pair_lookup = self._tables(self.pair_lengths, pair_entry, np.uint16)
 
     @staticmethod
     def _tables(lengths: np.ndarray, entry: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -413,8 +458,8 @@ class PrefixCodes:
 
 # --------------------------------------------------------------------------- encoding
 @numba.njit(cache=True, nogil=True)
-def encode_pixels(values, table, floats, value_codes, value_lengths, tuple_codes, tuple_lengths, out, offsets,
-                  start_offset):
+def encode_pixels(values, table, floats, value_codes, value_lengths, tuple_codes, tuple_lengths, pair_codes,
+                  pair_lengths, out, offsets, start_offset):
     """Encode pixels into ``out``; record p starts at ``offsets[p]`` (``offsets[n]`` = end).
 
     Parameters
@@ -423,7 +468,7 @@ def encode_pixels(values, table, floats, value_codes, value_lengths, tuple_codes
         float16 bit patterns.
     table, floats : numpy.ndarray
         :data:`CENT_TABLE` and :data:`FLOAT_TABLE`.
-    value_codes, value_lengths, tuple_codes, tuple_lengths : numpy.ndarray
+    value_codes, value_lengths, tuple_codes, tuple_lengths, pair_codes, pair_lengths : numpy.ndarray
         Of :class:`PrefixCodes`.
     out : uint8 array
         At least ``n * max_record_bytes`` long; filled from 0.
@@ -433,22 +478,40 @@ def encode_pixels(values, table, floats, value_codes, value_lengths, tuple_codes
     Returns
     -------
     int
-        Bytes written.
+        Bytes written; -1 if a mean section exceeds 65,535 bytes (far more distances than
+        a map has).
     """
     n = values.shape[0]
     scratch, entries = _scratch(values.shape[1], values.shape[2])
     pos = 0
     for p in range(n):
         offsets[p] = start_offset + pos
-        m = _pixel_symbols(values[p], table, floats, value_lengths, scratch, entries)
+        m, split = _pixel_symbols(values[p], table, floats, value_lengths, scratch, entries)
+        sections = values.shape[1] > 1  # a mean section and a samples section
+        pos += 2 if sections else 0  # (the mean section's length, written below)
+        mean_start = pos
         acc = 0
         nacc = 0
-        for j in range(m):
+        for j in range(m + 1):
+            if j == split or j == m:  # the end of a section: pad it to a whole byte
+                if nacc:
+                    out[pos] = (acc << (8 - nacc)) & 255
+                    pos += 1
+                    nacc = 0
+                if j == split and sections:
+                    if pos - mean_start > 65535:
+                        return -1  # (too many distances for the 16-bit length)
+                    out[mean_start - 2] = (pos - mean_start) & 255
+                    out[mean_start - 1] = (pos - mean_start) >> 8
+                if j == m:
+                    break
             kind, a, b = entries[j, 0], entries[j, 1], entries[j, 2]
             if kind == _VALUE:
                 code, length = value_codes[a, b], value_lengths[a, b]
             elif kind == _TUPLE:
                 code, length = tuple_codes[a, b], tuple_lengths[a, b]
+            elif kind == _PAIR:
+                code, length = pair_codes[a, b], pair_lengths[a, b]
             else:
                 code, length = b, a
             acc = (acc << length) | code
@@ -457,9 +520,6 @@ def encode_pixels(values, table, floats, value_codes, value_lengths, tuple_codes
                 nacc -= 8
                 out[pos] = (acc >> nacc) & 255
                 pos += 1
-        if nacc:  # pad the record to a whole byte
-            out[pos] = (acc << (8 - nacc)) & 255
-            pos += 1
     offsets[n] = start_offset + pos
     return pos
 
@@ -482,55 +542,98 @@ def _refill_tail(stream, end, bp, acc, nacc):
 # MAX_CODE_BITS + 15. (Written out in each loop: numba compiles helpers returning the
 # reader's state into code several times slower.)
 @numba.njit(cache=True, nogil=True)
-def _decode_samples_group(stream, start, end, bp, acc, nacc, upto, n_dist, table, value_lookup, tuple_lookup, dest,
-                          contexts, steps):
-    """The samples of a record of one group of samples, all in mode cents, all of them
-    read (the release's records): as the general loop of :func:`_decode_record`, with the
-    running values in registers. Returns 0 or a negative error code."""
+def _decode_interleaved(stream, mean_start, mean_end, end, acc, nacc, bp, upto, n_dist, table, floats, value_lookup,
+                        tuple_lookup, pair_lookup, dest, rise, rise_bits, steps):
+    """The release's records -- the mean in mode bits, one group of five samples in mode
+    cents, all of them read -- decoded as :func:`_decode_record` decodes any record, but
+    the mean's value ``i`` (reader at ``bp`` in the mean section) and the samples' values
+    ``i`` (a second reader in the samples section) in one loop: the two chains of
+    dependent reads overlap, and the samples' running values stay in registers. Returns
+    0 or a negative error code."""
+    acc2, nacc2, bp2 = _refill_tail(stream, end, mean_end, 0, 0)
+    prev = 0
+    row = 0
     r1 = r2 = r3 = r4 = r5 = 0
     for i in range(upto):
         if nacc < 32:
-            if bp + 4 <= end:
+            if bp + 4 <= mean_end:
                 acc = (acc << 32) | ((np.int64(stream[bp]) << 24) | (np.int64(stream[bp + 1]) << 16)
                                      | (np.int64(stream[bp + 2]) << 8) | np.int64(stream[bp + 3]))
                 bp += 4
                 nacc += 32
             else:
-                acc, nacc, bp = _refill_tail(stream, end, bp, acc, nacc)
-        ctx = contexts[i]
-        e = np.int64(tuple_lookup[ctx, (acc >> (nacc - MAX_CODE_BITS)) & _PEEK_MASK])
-        nacc -= e & 15
+                acc, nacc, bp = _refill_tail(stream, mean_end, bp, acc, nacc)
+        e = np.int64(value_lookup[row, (acc >> (nacc - MAX_CODE_BITS)) & _PEEK_MASK])
         if e & 15 == 0:
             return _ERR_CODE
-        if e & _ESCAPE_BIT:
+        nacc -= e & 15
+        nb = (e >> 4) & 15
+        nacc -= nb
+        rise[i] = floats[prev]
+        prev += ((e >> 8) & 0xFFFF) | ((acc >> nacc) & ((1 << nb) - 1))
+        row = e >> 24
+        if prev > 65535:
+            return _ERR_RANGE
+        dest[0, i] = prev
+        rise[i] = (floats[prev] - rise[i]) * np.float32(100.0)  # as in _cents_contexts
+        ctx = _CONTEXT_OF_RISE[rise_bits[i] >> 22]
+        need = 0  # bit k: sample k's step follows as a value code
+        if nacc2 < 32:
+            if bp2 + 4 <= end:
+                acc2 = (acc2 << 32) | ((np.int64(stream[bp2]) << 24) | (np.int64(stream[bp2 + 1]) << 16)
+                                       | (np.int64(stream[bp2 + 2]) << 8) | np.int64(stream[bp2 + 3]))
+                bp2 += 4
+                nacc2 += 32
+            else:
+                acc2, nacc2, bp2 = _refill_tail(stream, end, bp2, acc2, nacc2)
+        if ctx < PAIR_CONTEXT:
+            e = np.int64(tuple_lookup[ctx, (acc2 >> (nacc2 - MAX_CODE_BITS)) & _PEEK_MASK])
+            if e & 15 == 0:
+                return _ERR_CODE
+            nacc2 -= e & 15
+            steps[0] = (e >> 4) & 3
+            steps[1] = (e >> 6) & 3
+            steps[2] = (e >> 8) & 3
+            steps[3] = (e >> 10) & 3
+            steps[4] = (e >> 12) & 3
+            if e & _ESCAPE_BIT:
+                need = 31
+        else:
+            need = 16  # the fifth sample, after two pairs (22 bits at most: no refill between)
+            for k in range(0, 4, 2):
+                e = np.int64(pair_lookup[ctx, (acc2 >> (nacc2 - MAX_CODE_BITS)) & _PEEK_MASK])
+                if e & 15 == 0:
+                    return _ERR_CODE
+                nacc2 -= e & 15
+                steps[k] = (e >> 4) & 15
+                steps[k + 1] = (e >> 8) & 15
+                if e & _PAIR_ESCAPE_BIT:
+                    need |= 3 << k
+        if need:
             t = BITS_CONTEXTS + ctx
             for k in range(GROUP):
-                if nacc < 32:
-                    if bp + 4 <= end:
-                        acc = (acc << 32) | ((np.int64(stream[bp]) << 24) | (np.int64(stream[bp + 1]) << 16)
-                                             | (np.int64(stream[bp + 2]) << 8) | np.int64(stream[bp + 3]))
-                        bp += 4
-                        nacc += 32
+                if not (need >> k) & 1:
+                    continue
+                if nacc2 < 32:
+                    if bp2 + 4 <= end:
+                        acc2 = (acc2 << 32) | ((np.int64(stream[bp2]) << 24) | (np.int64(stream[bp2 + 1]) << 16)
+                                               | (np.int64(stream[bp2 + 2]) << 8) | np.int64(stream[bp2 + 3]))
+                        bp2 += 4
+                        nacc2 += 32
                     else:
-                        acc, nacc, bp = _refill_tail(stream, end, bp, acc, nacc)
-                v = np.int64(value_lookup[t, (acc >> (nacc - MAX_CODE_BITS)) & _PEEK_MASK])
-                if v & 15 == 0:
+                        acc2, nacc2, bp2 = _refill_tail(stream, end, bp2, acc2, nacc2)
+                e = np.int64(value_lookup[t, (acc2 >> (nacc2 - MAX_CODE_BITS)) & _PEEK_MASK])
+                if e & 15 == 0:
                     return _ERR_CODE
-                nacc -= v & 15
-                nb = (v >> 4) & 15
-                nacc -= nb
-                steps[k] = ((v >> 8) & 0xFFFF) | ((acc >> nacc) & ((1 << nb) - 1))
-            r1 += steps[0]
-            r2 += steps[1]
-            r3 += steps[2]
-            r4 += steps[3]
-            r5 += steps[4]
-        else:
-            r1 += (e >> 4) & 3
-            r2 += (e >> 6) & 3
-            r3 += (e >> 8) & 3
-            r4 += (e >> 10) & 3
-            r5 += (e >> 12) & 3
+                nacc2 -= e & 15
+                nb = (e >> 4) & 15
+                nacc2 -= nb
+                steps[k] = ((e >> 8) & 0xFFFF) | ((acc2 >> nacc2) & ((1 << nb) - 1))
+        r1 += steps[0]
+        r2 += steps[1]
+        r3 += steps[2]
+        r4 += steps[3]
+        r5 += steps[4]
         if (r1 | r2 | r3 | r4 | r5) > 65535:
             return _ERR_RANGE
         dest[1, i] = table[r1]
@@ -538,7 +641,8 @@ def _decode_samples_group(stream, start, end, bp, acc, nacc, upto, n_dist, table
         dest[3, i] = table[r3]
         dest[4, i] = table[r4]
         dest[5, i] = table[r5]
-    return _record_end(start, end, bp, nacc, upto == n_dist)
+    err = _record_end(mean_start, mean_end, bp, nacc, upto == n_dist)
+    return err if err else _record_end(mean_end, end, bp2, nacc2, upto == n_dist)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -554,18 +658,26 @@ def _record_end(start, end, bp, nacc, whole):
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_record(stream, start, end, n_slots, n_read, upto, n_dist, table, floats, value_lookup,
-                   tuple_lookup, dest, rise, contexts, modes, running, last):
+def _decode_record(stream, start, end, n_slots, n_read, upto, n_dist, table, floats, value_lookup, tuple_lookup,
+                   pair_lookup, dest, rise, rise_bits, contexts, modes, running, last, step_at, pending):
     """Decode values ``0 .. upto - 1`` of the first ``n_read`` slots of the record
     [start, end) (holding ``n_slots`` slots) into dest (slots, dist).
 
     Returns 0, or a negative error code.
     """
-    acc, nacc, bp = _refill_tail(stream, end, start, 0, 0)
+    mean_start, mean_end = start, end
+    if n_slots > 1:  # the mean section's length, then the mean section, then the samples'
+        if end - start < 2:
+            return _ERR_OVERRUN
+        mean_start = start + 2
+        mean_end = mean_start + (np.int64(stream[start]) | (np.int64(stream[start + 1]) << 8))
+        if mean_end > end:
+            return _ERR_OVERRUN
+    acc, nacc, bp = _refill_tail(stream, mean_end, mean_start, 0, 0)
     joint = n_slots > 1
     for s in range(n_slots):
         if nacc < 2:
-            acc, nacc, bp = _refill_tail(stream, end, bp, acc, nacc)
+            acc, nacc, bp = _refill_tail(stream, mean_end, bp, acc, nacc)
         mode = (acc >> (nacc - 2)) & 3
         nacc -= 2
         if mode > MODE_RAW or (s == 0 and mode == MODE_CENTS):
@@ -576,20 +688,21 @@ def _decode_record(stream, start, end, n_slots, n_read, upto, n_dist, table, flo
         if s > 0 and mode != MODE_CENTS:
             joint = False
     samples = n_read > 1 and n_slots > 1
-    # the mean: all of it when samples follow (they come after it), else the prefix asked
-    mean_upto = n_dist if samples else upto
+    if samples and joint and n_slots == 1 + GROUP and n_read == n_slots and modes[0] == MODE_BITS:
+        return _decode_interleaved(stream, mean_start, mean_end, end, acc, nacc, bp, upto, n_dist, table, floats,
+                                   value_lookup, tuple_lookup, pair_lookup, dest, rise, rise_bits, step_at)
     prev = 0
     row = 0
     raw_mean = modes[0] == MODE_RAW
-    for i in range(mean_upto):
+    for i in range(upto):
         if nacc < 32:
-            if bp + 4 <= end:
+            if bp + 4 <= mean_end:
                 acc = (acc << 32) | ((np.int64(stream[bp]) << 24) | (np.int64(stream[bp + 1]) << 16)
                                      | (np.int64(stream[bp + 2]) << 8) | np.int64(stream[bp + 3]))
                 bp += 4
                 nacc += 32
             else:
-                acc, nacc, bp = _refill_tail(stream, end, bp, acc, nacc)
+                acc, nacc, bp = _refill_tail(stream, mean_end, bp, acc, nacc)
         if raw_mean:
             prev = (acc >> (nacc - 16)) & 0xFFFF
             nacc -= 16
@@ -605,86 +718,120 @@ def _decode_record(stream, start, end, n_slots, n_read, upto, n_dist, table, flo
             if prev > 65535:
                 return _ERR_RANGE
         dest[0, i] = prev
-    if samples:
-        _cents_contexts(floats, dest[0], upto, rise, contexts)
-        if joint and n_slots == 1 + GROUP and n_read == n_slots:
-            return _decode_samples_group(stream, start, end, bp, acc, nacc, upto, n_dist, table, value_lookup,
-                                         tuple_lookup, dest, contexts, last)
-        for i in range(upto):
-            ctx = contexts[i]
-            for g in range(1, n_slots, GROUP):
-                stop = min(n_slots, g + GROUP)
-                if joint:
-                    if nacc < 32:
-                        if bp + 4 <= end:
-                            acc = (acc << 32) | ((np.int64(stream[bp]) << 24) | (np.int64(stream[bp + 1]) << 16)
-                                                 | (np.int64(stream[bp + 2]) << 8) | np.int64(stream[bp + 3]))
-                            bp += 4
-                            nacc += 32
-                        else:
-                            acc, nacc, bp = _refill_tail(stream, end, bp, acc, nacc)
-                    e = np.int64(tuple_lookup[ctx, (acc >> (nacc - MAX_CODE_BITS)) & _PEEK_MASK])
-                    nacc -= e & 15
-                    if e & 15 == 0 or (e >> (4 + 2 * (stop - g))) & _SPARE_DIGITS[stop - g]:
-                        return _ERR_CODE  # no code, or steps of samples beyond the last
-                    if not e & _ESCAPE_BIT:
-                        for s in range(g, stop):
-                            cur = running[s] + ((e >> (4 + 2 * (s - g))) & 3)
-                            if cur > 65535:
-                                return _ERR_RANGE
-                            running[s] = cur
-                            if s < n_read:
-                                dest[s, i] = table[cur]
-                        continue
-                for s in range(g, stop):
-                    if nacc < 32:
-                        if bp + 4 <= end:
-                            acc = (acc << 32) | ((np.int64(stream[bp]) << 24) | (np.int64(stream[bp + 1]) << 16)
-                                                 | (np.int64(stream[bp + 2]) << 8) | np.int64(stream[bp + 3]))
-                            bp += 4
-                            nacc += 32
-                        else:
-                            acc, nacc, bp = _refill_tail(stream, end, bp, acc, nacc)
-                    mode = modes[s]
-                    if mode == MODE_RAW:
-                        cur = (acc >> (nacc - 16)) & 0xFFFF
-                        nacc -= 16
+    err = _record_end(mean_start, mean_end, bp, nacc, upto == n_dist)
+    if err or not samples:
+        return err
+    acc, nacc, bp = _refill_tail(stream, end, mean_end, 0, 0)
+    _cents_contexts(floats, dest[0], upto, rise, contexts)
+    for i in range(upto):
+        ctx = contexts[i]
+        for g in range(1, n_slots, GROUP):
+            stop = min(n_slots, g + GROUP)
+            # the group's steps at distance i into step_at: from a tuple or pair codes, and
+            # value codes for the slots listed in pending
+            n_pending = 0
+            if joint and ctx < PAIR_CONTEXT:
+                if nacc < 32:
+                    if bp + 4 <= end:
+                        acc = (acc << 32) | ((np.int64(stream[bp]) << 24) | (np.int64(stream[bp + 1]) << 16)
+                                             | (np.int64(stream[bp + 2]) << 8) | np.int64(stream[bp + 3]))
+                        bp += 4
+                        nacc += 32
                     else:
-                        t = BITS_CONTEXTS + ctx if mode == MODE_CENTS else last[s]
-                        e = np.int64(value_lookup[t, (acc >> (nacc - MAX_CODE_BITS)) & _PEEK_MASK])
-                        if e & 15 == 0:
-                            return _ERR_CODE
-                        nacc -= e & 15
-                        nb = (e >> 4) & 15
-                        nacc -= nb
-                        cur = running[s] + (((e >> 8) & 0xFFFF) | ((acc >> nacc) & ((1 << nb) - 1)))
-                        last[s] = e >> 24
-                        if cur > 65535:
-                            return _ERR_RANGE
-                        running[s] = cur
-                    if s < n_read:
-                        dest[s, i] = table[cur] if mode == MODE_CENTS else cur
-    return _record_end(start, end, bp, nacc, upto == n_dist and (n_read == n_slots or n_slots == 1))
+                        acc, nacc, bp = _refill_tail(stream, end, bp, acc, nacc)
+                e = np.int64(tuple_lookup[ctx, (acc >> (nacc - MAX_CODE_BITS)) & _PEEK_MASK])
+                nacc -= e & 15
+                if e & 15 == 0 or (e >> (4 + 2 * (stop - g))) & _SPARE_DIGITS[stop - g]:
+                    return _ERR_CODE  # no code, or steps of samples beyond the last
+                for s in range(g, stop):
+                    step_at[s] = (e >> (4 + 2 * (s - g))) & 3
+                    if e & _ESCAPE_BIT:
+                        pending[n_pending] = s
+                        n_pending += 1
+            elif joint:
+                for s in range(g, stop, 2):
+                    if s + 1 == stop:
+                        pending[n_pending] = s
+                        n_pending += 1
+                        continue
+                    if nacc < 32:
+                        if bp + 4 <= end:
+                            acc = (acc << 32) | ((np.int64(stream[bp]) << 24) | (np.int64(stream[bp + 1]) << 16)
+                                                 | (np.int64(stream[bp + 2]) << 8) | np.int64(stream[bp + 3]))
+                            bp += 4
+                            nacc += 32
+                        else:
+                            acc, nacc, bp = _refill_tail(stream, end, bp, acc, nacc)
+                    e = np.int64(pair_lookup[ctx, (acc >> (nacc - MAX_CODE_BITS)) & _PEEK_MASK])
+                    if e & 15 == 0:
+                        return _ERR_CODE
+                    nacc -= e & 15
+                    step_at[s] = (e >> 4) & 15
+                    step_at[s + 1] = (e >> 8) & 15
+                    if e & _PAIR_ESCAPE_BIT:
+                        pending[n_pending] = s
+                        pending[n_pending + 1] = s + 1
+                        n_pending += 2
+            else:
+                for s in range(g, stop):
+                    pending[n_pending] = s
+                    n_pending += 1
+            for k in range(n_pending):
+                s = pending[k]
+                if nacc < 32:
+                    if bp + 4 <= end:
+                        acc = (acc << 32) | ((np.int64(stream[bp]) << 24) | (np.int64(stream[bp + 1]) << 16)
+                                             | (np.int64(stream[bp + 2]) << 8) | np.int64(stream[bp + 3]))
+                        bp += 4
+                        nacc += 32
+                    else:
+                        acc, nacc, bp = _refill_tail(stream, end, bp, acc, nacc)
+                mode = modes[s]
+                if mode == MODE_RAW:  # the value itself: a running value of 0 plus the pattern
+                    step_at[s] = (acc >> (nacc - 16)) & 0xFFFF
+                    nacc -= 16
+                    continue
+                e = np.int64(value_lookup[BITS_CONTEXTS + ctx if mode == MODE_CENTS else last[s],
+                                          (acc >> (nacc - MAX_CODE_BITS)) & _PEEK_MASK])
+                if e & 15 == 0:
+                    return _ERR_CODE
+                nacc -= e & 15
+                nb = (e >> 4) & 15
+                nacc -= nb
+                step_at[s] = ((e >> 8) & 0xFFFF) | ((acc >> nacc) & ((1 << nb) - 1))
+                last[s] = e >> 24
+            for s in range(g, stop):
+                cur = running[s] + step_at[s]
+                if cur > 65535:
+                    return _ERR_RANGE
+                if modes[s] != MODE_RAW:
+                    running[s] = cur
+                if s < n_read:
+                    dest[s, i] = table[cur] if modes[s] == MODE_CENTS else cur
+    return _record_end(mean_end, end, bp, nacc, upto == n_dist and n_read == n_slots)
 
 
 @numba.njit(cache=True, nogil=True)
 def decode_rows(stream, offsets, rows, n_slots, n_read, upto, n_dist, table, floats, value_lookup, tuple_lookup,
-                out):
+                pair_lookup, out):
     """Decode the records of ``rows`` into ``out[j, :n_read, :upto[j]]`` (uint16).
 
     ``n_slots`` is the slots of each record; ``upto`` (int64, one per row) the number of
-    leading distances wanted, or empty for all of them; ``value_lookup`` and
-    ``tuple_lookup`` those of :class:`PrefixCodes`.
+    leading distances wanted, or empty for all of them; ``value_lookup``, ``tuple_lookup``
+    and ``pair_lookup`` those of :class:`PrefixCodes`.
 
     Returns the number of rows decoded, or a negative error code (the first bad row's
     error; ``out`` is then incomplete).
     """
     n_rec = offsets.size - 1
     rise = np.zeros(n_dist, dtype=np.float32)
+    rise_bits = rise.view(np.uint32)
     contexts = np.zeros(n_dist, dtype=np.int64)
     modes = np.empty(n_slots, dtype=np.int64)
     running = np.empty(n_slots, dtype=np.int64)
     last = np.empty(n_slots, dtype=np.int64)
+    step_at = np.zeros(n_slots, dtype=np.int64)
+    pending = np.empty(GROUP, dtype=np.int64)
     full = upto.size == 0
     for j in range(rows.size):
         r = rows[j]
@@ -695,8 +842,8 @@ def decode_rows(stream, offsets, rows, n_slots, n_read, upto, n_dist, table, flo
         if a < 0 or b < a or b > stream.size:
             return _ERR_OVERRUN
         want = n_dist if full else min(max(upto[j], 0), n_dist)
-        err = _decode_record(stream, a, b, n_slots, n_read, want, n_dist, table, floats, value_lookup,
-                             tuple_lookup, out[j], rise, contexts, modes, running, last)
+        err = _decode_record(stream, a, b, n_slots, n_read, want, n_dist, table, floats, value_lookup, tuple_lookup,
+                             pair_lookup, out[j], rise, rise_bits, contexts, modes, running, last, step_at, pending)
         if err < 0:
             return err
     return rows.size

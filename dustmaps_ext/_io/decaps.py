@@ -133,7 +133,7 @@ COMPACT_VERSION = 3
 COMPACT_CODEC = profile_codec.CODEC_NAME
 #: Datasets holding the values of a compact file (memory-mapped), and its code tables.
 COMPACT_DATASETS = ("records", "record_offsets")
-COMPACT_CODE_DATASETS = ("value_code_lengths", "tuple_code_lengths")
+COMPACT_CODE_DATASETS = ("value_code_lengths", "tuple_code_lengths", "pair_code_lengths")
 #: Layouts :func:`dustmaps_ext.decaps.repack` writes (the first is the default).
 REPACK_LAYOUTS = ("compact", "pixel-major")
 #: The values of a pixel-major file as :class:`MappedStore` maps them.

@@ -14,7 +14,7 @@ with
   ``records[record_offsets[p]:record_offsets[p + 1]]``;
 * ``records`` uint8: the records, coded as :mod:`dustmaps_ext._core.profile_codec`
   describes (mean first, then the samples; each a monotone profile coded exactly);
-* ``value_code_lengths`` / ``tuple_code_lengths`` uint8: the lengths of the prefix codes
+* ``value_code_lengths`` / ``tuple_code_lengths`` / ``pair_code_lengths`` uint8: the lengths of the prefix codes
   the records use, fitted to the map's first pixels when it was written.
 
 The format is documented for other programs in ``docs/compact_layout.rst``; its facts
@@ -42,6 +42,7 @@ from .._core.voxel import VoxelStore
 from ..errors import MapFileError
 from ..progress import tqdm
 from .decaps import (
+    COMPACT_CODE_DATASETS,
     COMPACT_CODEC,
     COMPACT_LAYOUT,
     COMPACT_VERSION,
@@ -123,7 +124,7 @@ class CompactStore(VoxelStore):
         done = profile_codec.decode_rows(self._records, self._offsets, rows, self._n_slots, n_read,
                                          prefix, self.info.n_dist, profile_codec.CENT_TABLE,
                                          profile_codec.FLOAT_TABLE, self.codes.value_lookup,
-                                         self.codes.tuple_lookup, out)
+                                         self.codes.tuple_lookup, self.codes.pair_lookup, out)
         if done < 0:
             _raise_decode_error(self.info.path, done)
 
@@ -162,7 +163,7 @@ class CompactStore(VoxelStore):
 def read_codes(path) -> profile_codec.PrefixCodes:
     """The prefix codes of a compact file (checked when the file was inspected)."""
     with open_hdf5(path, "DECaPS map") as f:
-        return profile_codec.PrefixCodes(f["value_code_lengths"][()], f["tuple_code_lengths"][()])
+        return profile_codec.PrefixCodes(*(f[name][()] for name in COMPACT_CODE_DATASETS))
 
 
 def load_compact_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bool = True) -> InMemoryStore:
@@ -207,7 +208,10 @@ def _encode_block(values: np.ndarray, codes: profile_codec.PrefixCodes) -> tuple
     offsets = np.empty(n + 1, dtype=np.int64)
     used = profile_codec.encode_pixels(np.ascontiguousarray(values), profile_codec.CENT_TABLE,
                                        profile_codec.FLOAT_TABLE, codes.value_codes, codes.value_lengths,
-                                       codes.tuple_codes, codes.tuple_lengths, out, offsets, 0)
+                                       codes.tuple_codes, codes.tuple_lengths, codes.pair_codes, codes.pair_lengths,
+                                       out, offsets, 0)
+    if used < 0:
+        raise ValueError(f"{n_dist} distances are too many for the compact layout")
     return out[:used], offsets
 
 
@@ -279,8 +283,9 @@ def write_compact(dst, *, nside: int, dm_bin_edges, n_samples: int,
                 where = {name: create_contiguous(out, name, h5type, (count,)).id.get_offset()
                          for name, h5type, count in (("record_offsets", h5py.h5t.STD_I64LE, n_pix + 1),
                                                      ("records", h5py.h5t.STD_U8LE, n_records))}
-                out.create_dataset("value_code_lengths", data=codes.value_lengths.astype(np.uint8))
-                out.create_dataset("tuple_code_lengths", data=codes.tuple_lengths.astype(np.uint8))
+                for name, lengths in zip(COMPACT_CODE_DATASETS,
+                                         (codes.value_lengths, codes.tuple_lengths, codes.pair_lengths)):
+                    out.create_dataset(name, data=lengths.astype(np.uint8))
             _copy_into(partial, {where["records"]: side_records, where["record_offsets"]: side_offsets})
             with h5py.File(partial, "r+") as out:
                 out.attrs["complete"] = True
