@@ -58,7 +58,7 @@ def _best(fn, repeats: int) -> float:
 
 _BUDGET_PARTS = ("slot headers", "mean: codes", "mean: low bits", "mean: raw", "samples: tuple codes",
                  "samples: pair codes", "samples: value codes", "samples: low bits", "samples: raw",
-                 "record padding")
+                 "mean section's length", "section padding")
 
 
 def _budget_kernel():
@@ -71,8 +71,9 @@ def _budget_kernel():
         n_slots, n_dist = values.shape[1], values.shape[2]
         scratch, entries = pc._scratch(n_slots, n_dist)
         for p in range(values.shape[0]):
-            m = pc._pixel_symbols(values[p], pc.CENT_TABLE, pc.FLOAT_TABLE, value_lengths, scratch, entries)
+            m, split = pc._pixel_symbols(values[p], pc.CENT_TABLE, pc.FLOAT_TABLE, value_lengths, scratch, entries)
             total = 0
+            mean_bits = 0
             mean_values = 0
             pending_low = False  # the mean's last value code is followed by its low bits
             for j in range(m):
@@ -95,9 +96,14 @@ def _budget_kernel():
                     part, bits = (2 if a < 16 else 3) if in_mean else (7 if a < 16 else 8), a
                 out[part] += bits
                 total += bits
-            out[9] += -total % 8
+                if j < split:
+                    mean_bits += bits
+            header = 16 if n_slots > 1 else 0
+            padding = -mean_bits % 8 + (-(total - mean_bits) % 8 if n_slots > 1 else 0)
+            out[9] += header
+            out[10] += padding
             if infilled[p]:
-                out_infilled[0] += total + (-total % 8)
+                out_infilled[0] += total + header + padding
 
     return budget
 

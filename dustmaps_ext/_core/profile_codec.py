@@ -1,16 +1,17 @@
 """Lossless coding of monotone float16 distance profiles (the compact DECaPS layout's kernels).
 
 A pixel's values (``n_slots`` slots -- slot 0 the mean, then the samples -- of ``n_dist``
-float16 values each) are coded, most significant bit first, as
+float16 values each) are one byte-aligned record, read most significant bit first:
 
-1. the slots' modes, 2 bits each (slot 0 first);
-2. the mean's ``n_dist`` values;
-3. the samples' values interleaved by distance (the values at distance 0 of every sample,
-   then those at distance 1, ...).
+1. (only with samples) the byte length of the mean section, 16 bits little-endian;
+2. the **mean section**: the slots' modes, 2 bits each (slot 0 first), then the mean's
+   ``n_dist`` values; padded to a whole byte;
+3. the **samples section**: the samples' values interleaved by distance (the values at
+   distance 0 of every sample, then those at distance 1, ...); padded to a whole byte.
 
 A reader that wants the mean stops after it; one that wants the values up to some distance
-(a query with distances: the profiles are running sums) stops after that distance. A slot's
-values are coded by its mode:
+(a query with distances: the profiles are running sums) reads both sections up to that
+distance, side by side. A slot's values are coded by its mode:
 
 * mode 0, **cents** (samples only): the values are ``CENT_TABLE[c]`` (the float16 nearest
   to ``c / 100``) for non-decreasing integers ``c``; coded are the steps
@@ -26,14 +27,18 @@ values are coded by its mode:
 A step ``x`` (``0 <= x < 65536``) is one of :data:`N_SYMBOLS` **value symbols**: ``x``
 itself below 16, else ``11 + bit_length(x)`` followed by the ``bit_length(x) - 1`` bits of
 ``x`` below its leading 1. When every sample of a pixel is in mode cents, the samples'
-steps at one distance are coded together, in groups of :data:`GROUP` samples, by one
+steps at one distance are coded together, in groups of :data:`GROUP` samples. Where the
+mean rises by less than 1.5 cents (cents context below :data:`PAIR_CONTEXT`), by one
 **tuple symbol**: ``sum_s d_s 3**s`` when every step ``d_s`` of the group is below 3, else
-the escape symbol ``3**GROUP`` followed by the group's steps as value symbols. Most steps
-of a sample are 0 or 1, so a group usually costs one short code instead of five.
+the escape symbol ``3**GROUP`` followed by the group's steps as value symbols: most steps
+are then 0 or 1, and a group costs one short code instead of five. Where it rises more, by
+**pair symbols** of consecutive samples, ``d_a + 16 d_b`` when both are below 16, else the
+escape ``256`` followed by both as value symbols; an odd last sample of the group follows
+the pairs as a value symbol.
 
 Symbols are written in canonical prefix (Huffman) codes of at most :data:`MAX_CODE_BITS`
 bits, one code per table: value symbols of the bits contexts (tables 0..16) and of the cents
-contexts (17..52), tuple symbols of the cents contexts. The codes' lengths are fitted to
+contexts (17..52), tuple and pair symbols of the cents contexts. The codes' lengths are fitted to
 the map when it is written (:func:`fit_code_lengths`) and stored beside the records; a
 decoder reads a symbol with one lookup of the next :data:`MAX_CODE_BITS` bits.
 
@@ -52,7 +57,8 @@ import numba
 import numpy as np
 
 __all__ = ["CODEC_NAME", "DECODE_ERRORS", "CENT_TABLE", "FLOAT_TABLE", "MODE_BITS", "MODE_CENTS", "MODE_RAW",
-           "N_SYMBOLS", "GROUP", "N_TUPLES", "N_PAIRS", "PAIR_CONTEXT", "MAX_CODE_BITS", "BITS_CONTEXTS", "CENTS_CONTEXTS", "VALUE_TABLES",
+           "N_SYMBOLS", "GROUP", "N_TUPLES", "N_PAIRS", "PAIR_CONTEXT", "MAX_CODE_BITS", "BITS_CONTEXTS",
+           "CENTS_CONTEXTS", "VALUE_TABLES",
            "PrefixCodes", "count_symbols", "fit_code_lengths", "check_code_lengths", "decode_rows",
            "encode_pixels", "max_record_bytes"]
 
@@ -81,7 +87,7 @@ MAX_CODE_BITS = 11
 _PEEK_MASK = (1 << MAX_CODE_BITS) - 1
 #: Bits contexts (bit length of the previous step, 0..16): value tables 0..16.
 BITS_CONTEXTS = 17
-#: Cents contexts (how much the mean rises): value tables 17..52 and tuple tables 0..35.
+#: Cents contexts (how much the mean rises): value tables 17..52, tuple and pair tables 0..35.
 CENTS_CONTEXTS = 36
 VALUE_TABLES = BITS_CONTEXTS + CENTS_CONTEXTS
 # kinds of the symbol list's entries
@@ -108,10 +114,10 @@ DECODE_ERRORS = {_ERR_OVERRUN: "a record runs past its end", _ERR_CODE: "a recor
 
 @numba.njit(cache=True, nogil=True)
 def max_record_bytes(n_slots: int, n_dist: int) -> int:
-    """Upper bound of one pixel's record: every value a longest code plus 15 bits, and an
-    escape per group and distance. (Real records are far smaller: a slot is never coded
-    dearer than raw unless it is in mode cents.)"""
-    bits = n_slots * (2 + (MAX_CODE_BITS + 15) * n_dist) + n_dist * (n_slots // GROUP + 1) * MAX_CODE_BITS
+    """Upper bound of one pixel's record: every value a longest code plus 15 bits, and two
+    tuple or pair codes per group and distance. (Real records are far smaller: a slot is
+    never coded dearer than raw unless it is in mode cents.)"""
+    bits = n_slots * (2 + (MAX_CODE_BITS + 15) * n_dist) + n_dist * 2 * (n_slots // GROUP + 1) * MAX_CODE_BITS
     return -(-bits // 8) + 3  # the mean section's length and its padding
 
 
@@ -411,7 +417,7 @@ def _canonical_codes(lengths: np.ndarray) -> np.ndarray:
 
 
 class PrefixCodes:
-    """The value and tuple codes of a compact file: per table the codes and lengths
+    """The value, tuple and pair codes of a compact file: per table the codes and lengths
     (int64) for the encoder, and for the decoder the lookup of the next MAX_CODE_BITS
     bits (0 where no code starts). A value entry (uint32) packs the code's length (bits
     0-3), the count of low bits that follow (4-7), the step's leading part (8-23) and the
@@ -432,12 +438,13 @@ class PrefixCodes:
         value_entry = ((low_bits << 4) | (np.where(symbols < _DIRECT, symbols, 1 << low_bits) << 8)
                        | (np.where(symbols < _DIRECT, [int(k).bit_length() for k in symbols], symbols - 11) << 24))
         tuples = np.arange(N_TUPLES)
-        tuple_entry = np.where(tuples == _ESCAPE, 1 << 14,
+        tuple_entry = np.where(tuples == _ESCAPE, _ESCAPE_BIT,
                                (_TUPLE_DIGITS << (4 + 2 * np.arange(GROUP))).sum(axis=1))
         self.value_codes, self.value_lookup = self._tables(self.value_lengths, value_entry, np.uint32)
         self.tuple_codes, self.tuple_lookup = self._tables(self.tuple_lengths, tuple_entry, np.uint16)
         pairs = np.arange(N_PAIRS)
-        pair_entry = np.where(pairs == _PAIR_ESCAPE, _PAIR_ESCAPE_BIT, (pairs % _PAIR_BASE) << 4 | (pairs // _PAIR_BASE) << 8)
+        pair_entry = np.where(pairs == _PAIR_ESCAPE, _PAIR_ESCAPE_BIT,
+                              (pairs % _PAIR_BASE) << 4 | (pairs // _PAIR_BASE) << 8)
         self.pair_codes, self.pair_lookup = self._tables(self.pair_lengths, pair_entry, np.uint16)
 
     @staticmethod
