@@ -98,7 +98,7 @@ def _budget_kernel():
                 total += bits
                 if j < split:
                     mean_bits += bits
-            header = 16 if n_slots > 1 else 0
+            header = (8 if (mean_bits + 7) // 8 < 128 else 16) if n_slots > 1 else 0
             padding = -mean_bits % 8 + (-(total - mean_bits) % 8 if n_slots > 1 else 0)
             out[9] += header
             out[10] += padding

@@ -3,7 +3,8 @@
 A pixel's values (``n_slots`` slots -- slot 0 the mean, then the samples -- of ``n_dist``
 float16 values each) are one byte-aligned record, read most significant bit first:
 
-1. (only with samples) the byte length of the mean section, 16 bits little-endian;
+1. (only with samples) the byte length ``L`` of the mean section: one byte if below 128,
+   else two, ``128 + L % 128`` and ``L // 128``;
 2. the **mean section**: the slots' modes, 2 bits each (slot 0 first), then the mean's
    ``n_dist`` values; padded to a whole byte;
 3. the **samples section**: the samples' values interleaved by distance (the values at
@@ -20,13 +21,13 @@ distance, side by side. A slot's values are coded by its mode:
   samples do;
 * mode 1, **bits**: the float16 bit patterns ``u`` (unsigned 16-bit integers) are
   non-decreasing; coded are the steps ``x_i = u[i] - u[i-1]`` (``u[-1] = 0``) under the
-  **bits context** ``bit_length(x_{i-1})`` (0 for ``i = 0``): a smooth profile's steps
-  change slowly. The mean and infilled samples use it;
+  **bits context** of the previous step (:func:`_bits_context`; 0 for ``i = 0``): a smooth
+  profile's steps change slowly. The mean and infilled samples use it;
 * mode 2, **raw**: every value is its 16-bit pattern.
 
 A step ``x`` (``0 <= x < 65536``) is one of :data:`N_SYMBOLS` **value symbols**: ``x``
-itself below 16, else ``11 + bit_length(x)`` followed by the ``bit_length(x) - 1`` bits of
-``x`` below its leading 1. When every sample of a pixel is in mode cents, the samples'
+itself below 16; else, for ``x`` of bit length ``n``, ``16 + 2 (n - 5) + b`` with ``b``
+the bit of ``x`` below its leading 1, followed by the ``n - 2`` bits below that. When every sample of a pixel is in mode cents, the samples'
 steps at one distance are coded together, in groups of :data:`GROUP` samples. Where the
 mean rises by less than 1.5 cents (cents context below :data:`PAIR_CONTEXT`), by one
 **tuple symbol**: ``sum_s d_s 3**s`` when every step ``d_s`` of the group is below 3, else
@@ -37,8 +38,8 @@ escape ``256`` followed by both as value symbols; an odd last sample of the grou
 the pairs as a value symbol.
 
 Symbols are written in canonical prefix (Huffman) codes of at most :data:`MAX_CODE_BITS`
-bits, one code per table: value symbols of the bits contexts (tables 0..16) and of the cents
-contexts (17..52), tuple and pair symbols of the cents contexts. The codes' lengths are fitted to
+bits, one code per table: value symbols of the bits contexts (tables 0..33) and of the cents
+contexts (34..69), tuple and pair symbols of the cents contexts. The codes' lengths are fitted to
 the map when it is written (:func:`fit_code_lengths`) and stored beside the records; a
 decoder reads a symbol with one lookup of the next :data:`MAX_CODE_BITS` bits.
 
@@ -66,8 +67,9 @@ __all__ = ["CODEC_NAME", "DECODE_ERRORS", "CENT_TABLE", "FLOAT_TABLE", "MODE_BIT
 CODEC_NAME = "monotone-prefix-3"
 
 MODE_CENTS, MODE_BITS, MODE_RAW = 0, 1, 2
-#: Value symbols: steps 0..15 themselves, 16..27 a bit length 5..16 plus the bits below it.
-N_SYMBOLS = 28
+#: Value symbols: steps 0..15 themselves; 16..39 a bit length n of 5..16 and the bit below
+#: the leading 1 (symbol ``16 + 2 (n - 5) + bit``), followed by the ``n - 2`` bits below.
+N_SYMBOLS = 40
 _DIRECT = 16
 #: Samples coded together by one tuple symbol.
 GROUP = 5
@@ -85,9 +87,10 @@ _PAIR_ESCAPE = N_PAIRS - 1
 #: Longest code, in bits (the decoders' lookup tables have 2**MAX_CODE_BITS entries).
 MAX_CODE_BITS = 11
 _PEEK_MASK = (1 << MAX_CODE_BITS) - 1
-#: Bits contexts (bit length of the previous step, 0..16): value tables 0..16.
-BITS_CONTEXTS = 17
-#: Cents contexts (how much the mean rises): value tables 17..52, tuple and pair tables 0..35.
+#: Bits contexts (after a previous step of bit length n and next bit b: 2 n + b, 0..33):
+#: value tables 0..33.
+BITS_CONTEXTS = 34
+#: Cents contexts (how much the mean rises): value tables 34..69, tuple and pair tables 0..35.
 CENTS_CONTEXTS = 36
 VALUE_TABLES = BITS_CONTEXTS + CENTS_CONTEXTS
 # kinds of the symbol list's entries
@@ -178,11 +181,18 @@ def _cents_contexts(floats, mean_bits, count, rise, contexts):
 
 @numba.njit(cache=True, nogil=True)
 def _symbol(x):
-    """Symbol of a step and its raw low bits' count."""
+    """Value symbol of a step, the count of its low bits and their value."""
     if x < _DIRECT:
-        return x, 0
+        return x, 0, 0
     n = _bit_length(x)
-    return n + 11, n - 1
+    return _DIRECT + 2 * (n - 5) + ((x >> (n - 2)) & 1), n - 2, x & ((1 << (n - 2)) - 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _bits_context(x):
+    """Bits context after a step ``x``: twice its bit length plus its bit below the leading 1."""
+    n = _bit_length(x)
+    return 2 * n + ((x >> (n - 2)) & 1 if n >= 2 else 0)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -223,8 +233,8 @@ def _slot_cost(steps, lengths):
     total = 0
     last = 0
     for i in range(steps.size):
-        sym, extra = _symbol(steps[i])
-        total += lengths[_bit_length(last), sym] + extra
+        sym, nb, _ = _symbol(steps[i])
+        total += lengths[_bits_context(last), sym] + nb
         last = steps[i]
     return total
 
@@ -239,10 +249,9 @@ def _slot_symbols(values, steps, mode, contexts, out):
             out[i, 0], out[i, 1], out[i, 2], out[i, 3] = -1, 0, 16, values[i]
             continue
         x = steps[i]
-        out[i, 0] = BITS_CONTEXTS + contexts[i] if mode == MODE_CENTS else _bit_length(last)
+        out[i, 0] = BITS_CONTEXTS + contexts[i] if mode == MODE_CENTS else _bits_context(last)
         last = x
-        sym, nb = _symbol(x)
-        out[i, 1], out[i, 2], out[i, 3] = sym, nb, x - (1 << nb) if nb else 0
+        out[i, 1], out[i, 2], out[i, 3] = _symbol(x)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -421,7 +430,7 @@ class PrefixCodes:
     (int64) for the encoder, and for the decoder the lookup of the next MAX_CODE_BITS
     bits (0 where no code starts). A value entry (uint32) packs the code's length (bits
     0-3), the count of low bits that follow (4-7), the step's leading part (8-23) and the
-    step's bit length (24-28: the next bits context); a tuple entry (uint16) the code's
+    next bits context (24-29; the low bits do not change it); a tuple entry (uint16) the code's
     length (0-3), the group's steps (2 bits each from bit 4) and the escape (bit 14); a
     pair entry (uint16) the length, the two steps (4 bits each from bit 4) and the escape
     (bit 12)."""
@@ -433,10 +442,14 @@ class PrefixCodes:
         self.value_lengths = np.ascontiguousarray(value_lengths, dtype=np.int64)
         self.tuple_lengths = np.ascontiguousarray(tuple_lengths, dtype=np.int64)
         self.pair_lengths = np.ascontiguousarray(pair_lengths, dtype=np.int64)
-        symbols = np.arange(N_SYMBOLS)
-        low_bits = np.where(symbols < _DIRECT, 0, symbols - 12)
-        value_entry = ((low_bits << 4) | (np.where(symbols < _DIRECT, symbols, 1 << low_bits) << 8)
-                       | (np.where(symbols < _DIRECT, [int(k).bit_length() for k in symbols], symbols - 11) << 24))
+        value_entry = np.zeros(N_SYMBOLS, dtype=np.int64)
+        for sym in range(N_SYMBOLS):  # a step whose leading part is `lead`, then `nb` low bits
+            if sym < _DIRECT:
+                nb, lead = 0, sym
+            else:
+                n, bit = 5 + (sym - _DIRECT) // 2, (sym - _DIRECT) % 2
+                nb, lead = n - 2, (2 | bit) << (n - 2)
+            value_entry[sym] = nb << 4 | lead << 8 | _bits_context(lead) << 24
         tuples = np.arange(N_TUPLES)
         tuple_entry = np.where(tuples == _ESCAPE, _ESCAPE_BIT,
                                (_TUPLE_DIGITS << (4 + 2 * np.arange(GROUP))).sum(axis=1))
@@ -485,7 +498,7 @@ def encode_pixels(values, table, floats, value_codes, value_lengths, tuple_codes
     Returns
     -------
     int
-        Bytes written; -1 if a mean section exceeds 65,535 bytes (far more distances than
+        Bytes written; -1 if a mean section exceeds 32,767 bytes (far more distances than
         a map has).
     """
     n = values.shape[0]
@@ -505,11 +518,17 @@ def encode_pixels(values, table, floats, value_codes, value_lengths, tuple_codes
                     out[pos] = (acc << (8 - nacc)) & 255
                     pos += 1
                     nacc = 0
-                if j == split and sections:
-                    if pos - mean_start > 65535:
-                        return -1  # (too many distances for the 16-bit length)
-                    out[mean_start - 2] = (pos - mean_start) & 255
-                    out[mean_start - 1] = (pos - mean_start) >> 8
+                if j == split and sections:  # the mean section's length in 1 or 2 bytes
+                    length = pos - mean_start
+                    if length > 32767:
+                        return -1  # (far more distances than a map has)
+                    if length < 128:  # one byte: move the section down by one
+                        out[mean_start - 2] = length
+                        out[mean_start - 1:pos - 1] = out[mean_start:pos].copy()
+                        pos -= 1
+                    else:
+                        out[mean_start - 2] = 128 | (length & 127)
+                        out[mean_start - 1] = length >> 7
                 if j == m:
                     break
             kind, a, b = entries[j, 0], entries[j, 1], entries[j, 2]
@@ -673,11 +692,17 @@ def _decode_record(stream, start, end, n_slots, n_read, upto, n_dist, table, flo
     Returns 0, or a negative error code.
     """
     mean_start, mean_end = start, end
-    if n_slots > 1:  # the mean section's length, then the mean section, then the samples'
-        if end - start < 2:
+    if n_slots > 1:  # the mean section's length (1 or 2 bytes), the mean section, the samples'
+        if end - start < 1:
             return _ERR_OVERRUN
-        mean_start = start + 2
-        mean_end = mean_start + (np.int64(stream[start]) | (np.int64(stream[start + 1]) << 8))
+        length = np.int64(stream[start])
+        mean_start = start + 1
+        if length >= 128:
+            if end - start < 2:
+                return _ERR_OVERRUN
+            length = (length & 127) | (np.int64(stream[start + 1]) << 7)
+            mean_start += 1
+        mean_end = mean_start + length
         if mean_end > end:
             return _ERR_OVERRUN
     acc, nacc, bp = _refill_tail(stream, mean_end, mean_start, 0, 0)
