@@ -105,6 +105,8 @@ _TUPLE_DIGITS = np.array([[(t // _DIGITS ** s) % _DIGITS for s in range(GROUP)] 
                          + [[0] * GROUP], dtype=np.int64)
 _ESCAPE_BIT = 1 << 14
 _PAIR_ESCAPE_BIT = 1 << 12
+# lowest set bit of every 5-bit mask (of the samples whose value codes follow)
+_LOWEST_BIT = np.array([(m & -m).bit_length() - 1 for m in range(1 << GROUP)], dtype=np.int64)
 # bits of the digits beyond the first w of a tuple entry (shifted down), for w = 0..GROUP
 _SPARE_DIGITS = np.array([((1 << 2 * GROUP) - 1) >> (2 * w) for w in range(GROUP + 1)], dtype=np.int64)
 
@@ -635,26 +637,25 @@ def _decode_interleaved(stream, mean_start, mean_end, end, acc, nacc, bp, upto, 
                 steps[k + 1] = (e >> 8) & 15
                 if e & _PAIR_ESCAPE_BIT:
                     need |= 3 << k
-        if need:
-            t = BITS_CONTEXTS + ctx
-            for k in range(GROUP):
-                if not (need >> k) & 1:
-                    continue
-                if nacc2 < 32:
-                    if bp2 + 4 <= end:
-                        acc2 = (acc2 << 32) | ((np.int64(stream[bp2]) << 24) | (np.int64(stream[bp2 + 1]) << 16)
-                                               | (np.int64(stream[bp2 + 2]) << 8) | np.int64(stream[bp2 + 3]))
-                        bp2 += 4
-                        nacc2 += 32
-                    else:
-                        acc2, nacc2, bp2 = _refill_tail(stream, end, bp2, acc2, nacc2)
-                e = np.int64(value_lookup[t, (acc2 >> (nacc2 - MAX_CODE_BITS)) & _PEEK_MASK])
-                if e & 15 == 0:
-                    return _ERR_CODE
-                nacc2 -= e & 15
-                nb = (e >> 4) & 15
-                nacc2 -= nb
-                steps[k] = ((e >> 8) & 0xFFFF) | ((acc2 >> nacc2) & ((1 << nb) - 1))
+        t = BITS_CONTEXTS + ctx
+        while need:
+            k = _LOWEST_BIT[need]
+            need &= need - 1
+            if nacc2 < 32:
+                if bp2 + 4 <= end:
+                    acc2 = (acc2 << 32) | ((np.int64(stream[bp2]) << 24) | (np.int64(stream[bp2 + 1]) << 16)
+                                           | (np.int64(stream[bp2 + 2]) << 8) | np.int64(stream[bp2 + 3]))
+                    bp2 += 4
+                    nacc2 += 32
+                else:
+                    acc2, nacc2, bp2 = _refill_tail(stream, end, bp2, acc2, nacc2)
+            e = np.int64(value_lookup[t, (acc2 >> (nacc2 - MAX_CODE_BITS)) & _PEEK_MASK])
+            if e & 15 == 0:
+                return _ERR_CODE
+            nacc2 -= e & 15
+            nb = (e >> 4) & 15
+            nacc2 -= nb
+            steps[k] = ((e >> 8) & 0xFFFF) | ((acc2 >> nacc2) & ((1 << nb) - 1))
         r1 += steps[0]
         r2 += steps[1]
         r3 += steps[2]
