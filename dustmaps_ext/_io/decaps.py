@@ -199,7 +199,7 @@ def default_map_path(mean_only: bool = False) -> Path:
 #: and samples: False; the mean alone: True), measured on the realistic simulated release
 #: (``benchmarks/bench_decaps_layouts.py``): an estimate for the real map, whose values may
 #: compress differently.
-COMPACT_FRACTION = {False: 0.201, True: 0.47}
+COMPACT_FRACTION = {False: 0.154, True: 0.40}
 
 
 def repacked_bytes(mean_only: bool, published_bytes: int | None = None,
@@ -208,7 +208,7 @@ def repacked_bytes(mean_only: bool, published_bytes: int | None = None,
 
     ``'pixel-major'``: the uncompressed float16 values of every pixel, 74.0 GB for the real
     release (12.3 GB mean-only). ``'compact'``: :data:`COMPACT_FRACTION` of that (an
-    estimate: about 14.9 GB, 5.8 GB mean-only). When the published file's size is known (a
+    estimate: about 11.4 GB, 4.9 GB mean-only). When the published file's size is known (a
     mirror or a test server may serve a smaller map), the estimate scales with it by the
     real release's ratio of repacked to published bytes.
     """

@@ -390,7 +390,7 @@ def repack(src, dst=None, *, progress: bool = True, layout: str = "compact") -> 
     progress : bool
         Show a tqdm progress bar.
     layout : {'compact', 'pixel-major'}
-        ``'compact'`` (default): lossless, about a sixth of the uncompressed values and
+        ``'compact'`` (default): lossless, about 0.15 of the uncompressed values and
         smaller than the release (see :doc:`/compact_layout`); random queries decode only
         the pixels they touch (:func:`repack_compact`). ``'pixel-major'``: uncompressed
         float16, memory-mapped as is (74 GB for the release); resumes after an
