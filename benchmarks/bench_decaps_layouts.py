@@ -19,7 +19,11 @@ In one run it
    plus its queries; all in this one process, best of a few repeats, files in the page
    cache;
 4. checks that the compact answers equal the pixel-major ones, and writes the ratios
-   against the targets of issue 18 to ``benchmarks/results/bench_decaps_layouts.md``.
+   against the targets of issue 18 to ``benchmarks/results/bench_decaps_layouts.md``;
+5. breaks the compact records down: bits per value of the mean and of the samples (codes,
+   low bits, tuple codes), slot headers, record padding and the infilled pixels' share
+   (:func:`bit_budget`), and times decoding per record (the mean alone, whole records)
+   and a whole-file decode on 1 and on 2 threads (:func:`decode_profile`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,124 @@ def _best(fn, repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+_BUDGET_PARTS = ("slot headers", "mean: codes", "mean: low bits", "mean: raw", "samples: tuple codes",
+                 "samples: pair codes", "samples: value codes", "samples: low bits", "samples: raw",
+                 "mean section's length", "section padding")
+
+
+def _budget_kernel():
+    import numba
+
+    from dustmaps_ext._core import profile_codec as pc
+
+    @numba.njit(nogil=True)
+    def budget(values, infilled, value_lengths, tuple_lengths, pair_lengths, out, out_infilled):
+        n_slots, n_dist = values.shape[1], values.shape[2]
+        scratch, entries = pc._scratch(n_slots, n_dist)
+        for p in range(values.shape[0]):
+            m, split = pc._pixel_symbols(values[p], pc.CENT_TABLE, pc.FLOAT_TABLE, value_lengths, scratch, entries)
+            total = 0
+            mean_bits = 0
+            mean_values = 0
+            pending_low = False  # the mean's last value code is followed by its low bits
+            for j in range(m):
+                kind, a, b = entries[j, 0], entries[j, 1], entries[j, 2]
+                in_mean = j >= n_slots and (mean_values < n_dist or pending_low)
+                if pending_low:
+                    pending_low = False
+                elif in_mean:
+                    mean_values += 1
+                    pending_low = kind == 0 and b >= 16
+                if j < n_slots:
+                    part, bits = 0, a
+                elif kind == 1:
+                    part, bits = 4, tuple_lengths[a, b]
+                elif kind == 3:
+                    part, bits = 5, pair_lengths[a, b]
+                elif kind == 0:
+                    part, bits = (1 if in_mean else 6), value_lengths[a, b]
+                else:
+                    part, bits = (2 if a < 16 else 3) if in_mean else (7 if a < 16 else 8), a
+                out[part] += bits
+                total += bits
+                if j < split:
+                    mean_bits += bits
+            header = (8 if (mean_bits + 7) // 8 < 128 else 16) if n_slots > 1 else 0
+            padding = -mean_bits % 8 + (-(total - mean_bits) % 8 if n_slots > 1 else 0)
+            out[9] += header
+            out[10] += padding
+            if infilled[p]:
+                out_infilled[0] += total + header + padding
+
+    return budget
+
+
+def bit_budget(path: Path, n_sample: int = 200_000) -> dict:
+    """Where the bits of a compact file go, from ``n_sample`` pixels spread over it: bits per
+    value of each part (the mean's values over n_pix * n_dist, the samples' over
+    n_pix * n_samples * n_dist, headers and padding over all values), the infilled pixels'
+    share of the bytes and the file's code tables' bits per value of what they code."""
+    import h5py
+
+    from dustmaps_ext._io.decaps_compact import read_codes
+
+    codes = read_codes(path)
+    with h5py.File(path) as f:
+        n_pix = f["record_offsets"].shape[0] - 1
+        n_slots = int(f.attrs["n_slots"])
+        pick = np.unique(np.linspace(0, n_pix - 1, min(n_sample, n_pix)).astype(np.int64))
+        infilled = f["pixel_info/infilled"][()][pick].astype(bool)
+        records_bytes = f["records"].shape[0]
+    from dustmaps_ext._io.decaps import inspect_decaps_file
+    from dustmaps_ext._io.decaps_compact import CompactStore
+
+    store = CompactStore(inspect_decaps_file(path))
+    values = np.empty((pick.size, n_slots, store.info.n_dist), dtype=np.uint16)
+    store.decode_into(pick, n_slots, values)
+    out = np.zeros(len(_BUDGET_PARTS), dtype=np.int64)
+    out_inf = np.zeros(1, dtype=np.int64)
+    _budget_kernel()(values, infilled, codes.value_lengths, codes.tuple_lengths, codes.pair_lengths, out, out_inf)
+    n_dist = values.shape[2]
+    per = {"mean": pick.size * n_dist, "samples": pick.size * (n_slots - 1) * n_dist,
+           "all": pick.size * n_slots * n_dist}
+    rows = {}
+    for k, name in enumerate(_BUDGET_PARTS):
+        over = "mean" if name.startswith("mean") else "samples" if name.startswith("samples") else "all"
+        rows[name] = (out[k] / max(per[over], 1), over, out[k] / out.sum())
+    return {"rows": rows, "bits_per_value": out.sum() / per["all"], "infilled_pixels": infilled.mean(),
+            "infilled_share": out_inf[0] / out.sum(), "sampled": pick.size, "records_bytes": records_bytes,
+            "n_pix": n_pix}
+
+
+def decode_profile(path: Path, n_rows: int = 200_000) -> dict:
+    """Decoding times of a compact file: ns per record for the mean alone and for whole
+    records (``n_rows`` random records, one thread), and a decode of all records in blocks
+    on one thread and on the package's threads."""
+    from dustmaps_ext._core.threads import max_threads, run_tasks
+    from dustmaps_ext._io.decaps import inspect_decaps_file
+    from dustmaps_ext._io.decaps_compact import CompactStore
+
+    info = inspect_decaps_file(path)
+    store = CompactStore(info)
+    n_slots = 1 + info.n_samples
+    rows = np.random.default_rng(1).integers(0, info.n_pix, min(n_rows, info.n_pix))
+    out = np.empty((rows.size, n_slots, info.n_dist), dtype=np.uint16)
+    res = {}
+    for label, n_read in (("mean alone", 1), ("whole record", n_slots)):
+        store.decode_into(rows[:10], n_read, out[:10])
+        res[label] = _best(lambda r=n_read: store.decode_into(rows, r, out), 3) / rows.size * 1e9
+    block = 65536
+    full = np.empty((min(info.n_pix, 8 * block), n_slots, info.n_dist), dtype=np.uint16)
+    blocks = [(a, min(a + block, full.shape[0])) for a in range(0, full.shape[0], block)]
+
+    def decode(b):
+        store.decode_into(np.arange(*b), n_slots, full[b[0]:b[1]])
+
+    for label, parallel in (("1 thread", False), (f"{max_threads()} threads", True)):
+        res[label] = _best(lambda p=parallel: run_tasks(decode, blocks, parallel=p), 2) / full.shape[0] * 1e9
+    return res
 
 
 def build(workdir: Path, pixels: int, log) -> Path:
@@ -173,6 +295,10 @@ def main(argv=None) -> None:
                         lambda p=full, c=coords, md=mode: p.query(c, mode=md), 3 if n < 10 ** 6 else 1)
         del full
 
+    log("bit budget and decode profile of the compact file")
+    budget = bit_budget(paths["compact"])
+    profile = decode_profile(paths["compact"])
+
     # ----------------------------------------------------------------- report
     lines = []
     w = lines.append
@@ -232,6 +358,23 @@ def main(argv=None) -> None:
         w(f"| {k} | {v:.2f} |")
     w("")
     w(f"Compact answers equal pixel-major answers at 10^4 coordinates (mean, samples): {same}.")
+    w("")
+    w("## Where the compact file's bits go")
+    w("")
+    w(f"From {budget['sampled']:,} records spread over the file (code lengths of the file's tables; "
+      f"{budget['bits_per_value']:.3f} bits per value in all, i.e. {budget['bits_per_value'] / 16:.3f} of "
+      f"raw float16). Infilled pixels: {budget['infilled_pixels']:.1%} of the pixels, "
+      f"{budget['infilled_share']:.1%} of the bits.")
+    w("")
+    w("| part | bits per value | of the values of | share of the bits |")
+    w("|---|---|---|---|")
+    for name, (bpv, over, share) in budget["rows"].items():
+        w(f"| {name} | {bpv:.3f} | {over} | {share:.1%} |")
+    w("")
+    w("Decoding (one thread, random records; ns per record): "
+      + ", ".join(f"{k} {v:,.0f} ns" for k, v in profile.items() if "thread" not in k)
+      + ". A decode of whole records in blocks of 65,536 (ns per record): "
+      + ", ".join(f"{k} {v:,.0f} ns" for k, v in profile.items() if "thread" in k) + ".")
     w("")
     w("## Targets of issue 18, point 2")
     w("")

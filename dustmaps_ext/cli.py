@@ -226,7 +226,7 @@ def _register_fetch(sub: argparse._SubParsersAction) -> None:
     # the layouts of dustmaps_ext._io.decaps.REPACK_LAYOUTS, literal so that --help imports no numpy
     d.add_argument("--layout", choices=("compact", "pixel-major"), default="compact",
                    help="layout of the repacked file: compact (default; lossless, an estimated "
-                        "14.9 GB) or pixel-major (uncompressed, 74.0 GB)")
+                        "11.4 GB) or pixel-major (uncompressed, 74.0 GB)")
     d.add_argument("--yes", action="store_true", help="consent to the large download without asking")
     d.add_argument("--base-url", default=None,
                    help="Dataverse installation (default: $DUSTMAPS_EXT_DATAVERSE_URL or "

@@ -236,7 +236,7 @@ def test_decaps_space_check_counts_the_repacked_copy(server, decaps_release, dus
     real = dl.shutil.disk_usage
     monkeypatch.setattr(dl, "SPACE_MARGIN", 0)
     # room for the 400 kB download, not for its compact copy as well (written through a
-    # side file: twice 0.47 x 1.54 x the published bytes, the real release's ratio of
+    # side file: twice 0.40 x 1.54 x the published bytes, the real release's ratio of
     # uncompressed to published: 8 GB -> 12.3 GB)
     monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: real(p)._replace(free=800_000))
     monkeypatch.setattr(fetchers, "_repack_hook", Recorder())

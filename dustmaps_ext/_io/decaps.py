@@ -84,7 +84,7 @@ __all__ = ["DOI", "MEAN_AND_SAMPLES", "MEAN_ONLY", "NSIDE", "NPIX", "N_SAMPLES",
            "PIXEL_DTYPES", "VALUE_DTYPE", "L_RANGE_DEG", "B_RANGE_DEG", "in_footprint",
            "decaps_dir", "decaps_paths", "default_repacked_path", "default_map_path",
            "repacked_bytes", "repack_peak_bytes", "COMPACT_FRACTION", "MapFileError", "PIXEL_MAJOR_LAYOUT", "COMPACT_LAYOUT",
-           "COMPACT_VERSION", "COMPACT_CODEC", "COMPACT_DATASETS", "REPACK_LAYOUTS", "DecapsFileInfo",
+           "COMPACT_VERSION", "COMPACT_CODEC", "COMPACT_DATASETS", "COMPACT_CODE_DATASETS", "REPACK_LAYOUTS", "DecapsFileInfo",
            "inspect_decaps_file", "inspect_open_file", "InMemoryStore", "MappedStore", "PublishedRowStore",
            "load_in_memory", "repack_pixel_major", "map_datasets", "read_pixel_arrays",
            "published_blocks", "write_pixel_info", "create_contiguous", "pwrite_all"]
@@ -129,10 +129,11 @@ PIXEL_MAJOR_LAYOUT = "dustmaps_ext/decaps-pixel-major"
 LAYOUT_VERSION = 1
 #: ``layout`` attribute of the compact layout, its version and the ``codec`` attribute.
 COMPACT_LAYOUT = "dustmaps_ext/decaps-compact"
-COMPACT_VERSION = 2
+COMPACT_VERSION = 3
 COMPACT_CODEC = profile_codec.CODEC_NAME
-#: Datasets holding the values of a compact file.
+#: Datasets holding the values of a compact file (memory-mapped), and its code tables.
 COMPACT_DATASETS = ("records", "record_offsets")
+COMPACT_CODE_DATASETS = ("value_code_lengths", "tuple_code_lengths", "pair_code_lengths")
 #: Layouts :func:`dustmaps_ext.decaps.repack` writes (the first is the default).
 REPACK_LAYOUTS = ("compact", "pixel-major")
 #: The values of a pixel-major file as :class:`MappedStore` maps them.
@@ -198,7 +199,7 @@ def default_map_path(mean_only: bool = False) -> Path:
 #: and samples: False; the mean alone: True), measured on the realistic simulated release
 #: (``benchmarks/bench_decaps_layouts.py``): an estimate for the real map, whose values may
 #: compress differently.
-COMPACT_FRACTION = {False: 0.201, True: 0.47}
+COMPACT_FRACTION = {False: 0.154, True: 0.40}
 
 
 def repacked_bytes(mean_only: bool, published_bytes: int | None = None,
@@ -207,7 +208,7 @@ def repacked_bytes(mean_only: bool, published_bytes: int | None = None,
 
     ``'pixel-major'``: the uncompressed float16 values of every pixel, 74.0 GB for the real
     release (12.3 GB mean-only). ``'compact'``: :data:`COMPACT_FRACTION` of that (an
-    estimate: about 14.9 GB, 5.8 GB mean-only). When the published file's size is known (a
+    estimate: about 11.4 GB, 4.9 GB mean-only). When the published file's size is known (a
     mirror or a test server may serve a smaller map), the estimate scales with it by the
     real release's ratio of repacked to published bytes.
     """
@@ -371,6 +372,13 @@ def _check_compact(path: Path, f: h5py.File, n_pix: int, n_dist: int, problems: 
         problems.append(f"record_offsets is {offsets.dtype} {offsets.shape}, expected int64 ({n_pix + 1},)")
     if records.dtype != np.uint8 or records.ndim != 1:
         problems.append(f"records is {records.dtype} {records.shape}, expected 1D uint8")
+    missing = [name for name in COMPACT_CODE_DATASETS if name not in f]
+    if missing:
+        problems.append(f"no {' or '.join(missing)}")
+    else:
+        problem = profile_codec.check_code_lengths(*(f[name][()] for name in COMPACT_CODE_DATASETS))
+        if problem:
+            problems.append(problem)
     for name in PIXEL_DATASETS:
         want = PIXEL_DTYPES[name]
         if f["pixel_info"][name].dtype != want:

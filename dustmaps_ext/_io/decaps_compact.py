@@ -13,7 +13,9 @@ with
 * ``record_offsets`` int64 (n_pix + 1): pixel ``p``'s record is
   ``records[record_offsets[p]:record_offsets[p + 1]]``;
 * ``records`` uint8: the records, coded as :mod:`dustmaps_ext._core.profile_codec`
-  describes (mean first, then the samples; each a monotone profile coded exactly).
+  describes (mean first, then the samples; each a monotone profile coded exactly);
+* ``value_code_lengths`` / ``tuple_code_lengths`` / ``pair_code_lengths`` uint8: the lengths of the prefix codes
+  the records use, fitted to the map's first pixels when it was written.
 
 The format is documented for other programs in ``docs/compact_layout.rst``; its facts
 (names, version, datasets) and its check live with the other DECaPS layouts in
@@ -40,6 +42,7 @@ from .._core.voxel import VoxelStore
 from ..errors import MapFileError
 from ..progress import tqdm
 from .decaps import (
+    COMPACT_CODE_DATASETS,
     COMPACT_CODEC,
     COMPACT_LAYOUT,
     COMPACT_VERSION,
@@ -65,6 +68,7 @@ __all__ = ["CompactStore", "load_compact_in_memory", "repack_compact", "write_co
 logger = logging.getLogger(__name__)
 
 _ENCODE_PIXELS = 8192  # pixels encoded per task
+_FIT_PIXELS = 65536  # pixels (spread over the first block) the prefix codes are fitted to
 _DECODE_PIXELS = 65536  # pixels decoded per task when loading a whole file
 _COPY_BYTES = 64 << 20
 _ALL_DISTANCES = np.empty(0, dtype=np.int64)
@@ -104,6 +108,7 @@ class CompactStore(VoxelStore):
         self._records = views["records"]
         self._offsets = views["record_offsets"]
         self._n_slots = 1 + info.n_samples
+        self.codes = read_codes(info.path)
 
     def decode_into(self, rows: np.ndarray, n_read: int, out: np.ndarray,
                     upto: np.ndarray | None = None) -> None:
@@ -118,7 +123,8 @@ class CompactStore(VoxelStore):
         prefix = _ALL_DISTANCES if upto is None else np.ascontiguousarray(upto, dtype=np.int64)
         done = profile_codec.decode_rows(self._records, self._offsets, rows, self._n_slots, n_read,
                                          prefix, self.info.n_dist, profile_codec.CENT_TABLE,
-                                         profile_codec.FLOAT_TABLE, out)
+                                         profile_codec.FLOAT_TABLE, self.codes.value_lookup,
+                                         self.codes.tuple_lookup, self.codes.pair_lookup, out)
         if done < 0:
             _raise_decode_error(self.info.path, done)
 
@@ -154,6 +160,12 @@ class CompactStore(VoxelStore):
         release_pages(self._mmap)
 
 
+def read_codes(path) -> profile_codec.PrefixCodes:
+    """The prefix codes of a compact file (checked when the file was inspected)."""
+    with open_hdf5(path, "DECaPS map") as f:
+        return profile_codec.PrefixCodes(*(f[name][()] for name in COMPACT_CODE_DATASETS))
+
+
 def load_compact_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bool = True) -> InMemoryStore:
     """Decode a compact file whole into RAM with ``n_samples`` sample slots.
 
@@ -184,13 +196,22 @@ def load_compact_in_memory(info: DecapsFileInfo, *, n_samples: int, progress: bo
 
 
 # --------------------------------------------------------------------------- writing
-def _encode_block(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fit_codes(values: np.ndarray) -> profile_codec.PrefixCodes:
+    """Prefix codes fitted to at most ``_FIT_PIXELS`` pixels spread over ``values``."""
+    return profile_codec.PrefixCodes.fit(values[::max(1, -(-values.shape[0] // _FIT_PIXELS))])
+
+
+def _encode_block(values: np.ndarray, codes: profile_codec.PrefixCodes) -> tuple[np.ndarray, np.ndarray]:
     """Records of a block of pixels (uint16 values) and their offsets (n + 1, from 0)."""
     n, n_slots, n_dist = values.shape
     out = np.empty(n * profile_codec.max_record_bytes(n_slots, n_dist), dtype=np.uint8)
     offsets = np.empty(n + 1, dtype=np.int64)
     used = profile_codec.encode_pixels(np.ascontiguousarray(values), profile_codec.CENT_TABLE,
-                                       profile_codec.FLOAT_TABLE, out, offsets, 0)
+                                       profile_codec.FLOAT_TABLE, codes.value_codes, codes.value_lengths,
+                                       codes.tuple_codes, codes.tuple_lengths, codes.pair_codes, codes.pair_lengths,
+                                       out, offsets, 0)
+    if used < 0:
+        raise ValueError(f"{n_dist} distances are too many for the compact layout")
     return out[:used], offsets
 
 
@@ -247,8 +268,8 @@ def write_compact(dst, *, nside: int, dm_bin_edges, n_samples: int,
         side_records = partial.with_name(partial.name + ".records")
         side_offsets = partial.with_name(partial.name + ".offsets")
         try:
-            n_records = _write_records(side_records, side_offsets, value_blocks, n_pix=n_pix,
-                                       n_slots=n_slots, n_dist=n_dist, progress=progress)
+            n_records, codes = _write_records(side_records, side_offsets, value_blocks, n_pix=n_pix,
+                                              n_slots=n_slots, n_dist=n_dist, progress=progress)
             with h5py.File(partial, "w") as out:
                 out.attrs["layout"] = COMPACT_LAYOUT
                 out.attrs["layout_version"] = COMPACT_VERSION
@@ -262,6 +283,9 @@ def write_compact(dst, *, nside: int, dm_bin_edges, n_samples: int,
                 where = {name: create_contiguous(out, name, h5type, (count,)).id.get_offset()
                          for name, h5type, count in (("record_offsets", h5py.h5t.STD_I64LE, n_pix + 1),
                                                      ("records", h5py.h5t.STD_U8LE, n_records))}
+                for name, lengths in zip(COMPACT_CODE_DATASETS,
+                                         (codes.value_lengths, codes.tuple_lengths, codes.pair_lengths)):
+                    out.create_dataset(name, data=lengths.astype(np.uint8))
             _copy_into(partial, {where["records"]: side_records, where["record_offsets"]: side_offsets})
             with h5py.File(partial, "r+") as out:
                 out.attrs["complete"] = True
@@ -272,10 +296,12 @@ def write_compact(dst, *, nside: int, dm_bin_edges, n_samples: int,
 
 
 def _write_records(side_records: Path, side_offsets: Path, value_blocks, *, n_pix: int,
-                   n_slots: int, n_dist: int, progress: bool) -> int:
-    """Encode the value blocks into two side files (records, offsets); return the bytes of records."""
+                   n_slots: int, n_dist: int, progress: bool) -> tuple[int, profile_codec.PrefixCodes]:
+    """Encode the value blocks into two side files (records, offsets) with prefix codes
+    fitted to the first block; return the bytes of records and the codes."""
     written = 0
     pixels_done = 0
+    codes = None
     with open(side_records, "wb") as rec, open(side_offsets, "wb") as off, \
             tqdm(total=n_pix, desc="Writing compact DECaPS", unit="pix", unit_scale=True,
                  disable=not progress) as bar:
@@ -290,11 +316,13 @@ def _write_records(side_records: Path, side_offsets: Path, value_blocks, *, n_pi
             if pixels_done > n_pix:
                 raise ValueError(f"value blocks hold more than the {n_pix} pixels of healpix_index")
             bits = block.view(np.uint16)
+            if codes is None:
+                codes = fit_codes(bits)
             parts = [bits[a:a + _ENCODE_PIXELS] for a in range(0, bits.shape[0], _ENCODE_PIXELS)]
             encoded = [None] * len(parts)
 
             def encode(k):
-                encoded[k] = _encode_block(parts[k])
+                encoded[k] = _encode_block(parts[k], codes)
 
             run_tasks(encode, range(len(parts)))
             for records, offsets in encoded:
@@ -305,7 +333,9 @@ def _write_records(side_records: Path, side_offsets: Path, value_blocks, *, n_pi
         if pixels_done != n_pix:
             raise ValueError(f"value blocks hold {pixels_done} pixels; healpix_index has {n_pix}")
         off.write(np.int64(written).tobytes())
-    return written
+    if codes is None:  # no pixels
+        codes = fit_codes(np.empty((0, n_slots, n_dist), dtype=np.uint16))
+    return written, codes
 
 
 def _copy_into(path: Path, sources: Mapping[int, Path]) -> None:
@@ -360,7 +390,7 @@ def repack(src, dst=None, *, progress: bool = True, layout: str = "compact") -> 
     progress : bool
         Show a tqdm progress bar.
     layout : {'compact', 'pixel-major'}
-        ``'compact'`` (default): lossless, about a sixth of the uncompressed values and
+        ``'compact'`` (default): lossless, about 0.15 of the uncompressed values and
         smaller than the release (see :doc:`/compact_layout`); random queries decode only
         the pixels they touch (:func:`repack_compact`). ``'pixel-major'``: uncompressed
         float16, memory-mapped as is (74 GB for the release); resumes after an

@@ -193,8 +193,8 @@ def fetch_decaps(mean_only: bool = False, silence_warnings: bool = False, clobbe
         release's MD5). With False it is deleted once the repacked file is complete, which
         frees 33.8 GB (about 8 GB for mean only).
     layout : {'compact', 'pixel-major'}
-        Layout of the repacked file. ``'compact'`` (default): lossless, an estimated 14.9 GB
-        for mean and samples (5.8 GB mean only; measured on a realistic simulation, the real
+        Layout of the repacked file. ``'compact'`` (default): lossless, an estimated 11.4 GB
+        for mean and samples (4.9 GB mean only; measured on a realistic simulation, the real
         values may compress differently), needing twice that for a moment while it is
         written. ``'pixel-major'``: uncompressed, 74.0 GB (12.3 GB mean only).
     region : (l_deg, b_deg, radius_deg) or sequence of them, keyword-only
