@@ -16,6 +16,7 @@ from dustmaps_ext._core.los import values_at_distmod
 from dustmaps_ext._core.voxel import distances_needed
 from dustmaps_ext._io import decaps_compact as compact
 from dustmaps_ext._io.decaps import inspect_decaps_file
+from dustmaps_ext._io.decaps_compact import COMPACT_CHUNK_COORDS, CompactStore
 from dustmaps_ext.decaps import DECaPSQuery, DECaPSQueryLite, MapFileError, repack
 from helpers.reference import quiet
 from helpers.sky import decaps_coords as _coords
@@ -229,6 +230,18 @@ def test_every_mode_on_compact_equals_dustmaps_on_published(release, reference, 
     for name in ref_flags.dtype.names:
         assert np.array_equal(flags[name].astype(ref_flags[name].dtype), ref_flags[name], equal_nan=True)
     assert np.any(np.isfinite(mine)) and np.any(np.isnan(mine))
+
+
+@pytest.mark.parametrize("mode", ["mean", "samples"])
+def test_lite_default_chunks_on_threads_equal_dustmaps(release, reference, mode):
+    """The default chunk size of a compact file (several chunks, on the package's threads)."""
+    assert DECaPSQueryLite(release["compact"])._store.chunk_coords == COMPACT_CHUNK_COORDS
+    n = 2 * COMPACT_CHUNK_COORDS + 1000
+    assert n >= CompactStore.parallel_min_coords
+    coords = _coords(n, seed=11)
+    ref = quiet(reference.query, coords, mode=mode)
+    mine = DECaPSQueryLite(release["compact"]).query(coords, mode=mode)
+    assert _same(mine, ref) and np.isfinite(mine).any()
 
 
 def test_random_modes_on_compact_draw_the_published_samples(release, reference):

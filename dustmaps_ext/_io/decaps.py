@@ -86,10 +86,13 @@ __all__ = ["DOI", "MEAN_AND_SAMPLES", "MEAN_ONLY", "NSIDE", "NPIX", "N_SAMPLES",
            "repacked_bytes", "repack_peak_bytes", "COMPACT_FRACTION", "MapFileError", "PIXEL_MAJOR_LAYOUT", "COMPACT_LAYOUT",
            "COMPACT_VERSION", "COMPACT_CODEC", "COMPACT_DATASETS", "COMPACT_CODE_DATASETS", "REPACK_LAYOUTS", "DecapsFileInfo",
            "inspect_decaps_file", "inspect_open_file", "InMemoryStore", "MappedStore", "PublishedRowStore",
-           "load_in_memory", "repack_pixel_major", "map_datasets", "read_pixel_arrays",
+           "MAPPED_CHUNK_COORDS", "load_in_memory", "repack_pixel_major", "map_datasets", "read_pixel_arrays",
            "published_blocks", "write_pixel_info", "create_contiguous", "pwrite_all"]
 
 logger = logging.getLogger(__name__)
+
+#: Coordinates a memory-mapped pixel-major file answers between two releases of its pages.
+MAPPED_CHUNK_COORDS = 512
 
 # --------------------------------------------------------------------------- facts
 #: Dataverse DOI of the DECaPS 3D dust map release (Zucker et al. 2025).
@@ -553,7 +556,7 @@ class MappedStore(VoxelStore):
         resident memory stays below roughly ``chunk_coords x 400 kB``.
     """
 
-    def __init__(self, info: DecapsFileInfo, chunk_coords: int = 512) -> None:
+    def __init__(self, info: DecapsFileInfo, chunk_coords: int = MAPPED_CHUNK_COORDS) -> None:
         if info.layout != "pixel-major":
             raise ValueError("MappedStore needs a pixel-major file; call repack() first")
         self.info = info

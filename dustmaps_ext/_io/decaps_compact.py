@@ -63,9 +63,13 @@ from .download import file_lock
 from .files import atomic_output, open_hdf5, release_pages
 from .stores import InMemoryStore
 
-__all__ = ["CompactStore", "load_compact_in_memory", "repack_compact", "write_compact", "repack"]
+__all__ = ["COMPACT_CHUNK_COORDS", "CompactStore", "load_compact_in_memory", "repack_compact", "write_compact", "repack"]
 
 logger = logging.getLogger(__name__)
+
+#: Coordinates a memory-mapped compact file answers per chunk: decoding has a fixed cost per
+#: chunk, and a compact record (~220 bytes) maps few pages (see ``DECaPSQueryLite``).
+COMPACT_CHUNK_COORDS = 4096
 
 _ENCODE_PIXELS = 8192  # pixels encoded per task
 _FIT_PIXELS = 65536  # pixels (spread over the first block) the prefix codes are fitted to
@@ -98,7 +102,8 @@ class CompactStore(VoxelStore):
     #: decoding costs more than reading: queries this large already run on the package's threads
     parallel_min_coords = 8192
 
-    def __init__(self, info: DecapsFileInfo, *, mean_only: bool = False, chunk_coords: int = 4096) -> None:
+    def __init__(self, info: DecapsFileInfo, *, mean_only: bool = False,
+                 chunk_coords: int = COMPACT_CHUNK_COORDS) -> None:
         if info.layout != "compact":
             raise ValueError("CompactStore needs a compact file; call repack() first")
         self.info = info
