@@ -153,15 +153,18 @@ def timed_repack(published: Path, workdir: Path, log) -> dict:
     return {"path": dst, "seconds": dt}
 
 
-def write_16px_copy(published: Path, repacked: Path, workdir: Path, log) -> tuple[Path, float | None]:
+def write_16px_copy(published: Path, repacked: Path | None, workdir: Path, log,
+                    suffix: str = "_16px") -> tuple[Path, float | None]:
     """The dustmaps development line's copy: whole-pixel chunks of 16, gzip 7, shuffle.
 
-    Written from the repacked file (same values; reading it is cheap), reused when present.
+    Written from the repacked (pixel-major) file (same values; reading it is cheap), or,
+    with ``repacked=None``, from the published file itself (as a user would write it: the
+    time then includes decompressing the published chunk rows); reused when present.
     Returns the path and the write time (None when reused).
     """
     import h5py
 
-    dst = workdir / (published.stem + "_16px.h5")
+    dst = workdir / (published.stem + suffix + ".h5")
     if dst.exists():
         with h5py.File(dst, "r") as f:
             if f.attrs.get("complete", False) and f.attrs.get("source_size") == published.stat().st_size:
@@ -170,13 +173,17 @@ def write_16px_copy(published: Path, repacked: Path, workdir: Path, log) -> tupl
     log("writing the 16-pixel deflate-7 copy ...")
     partial = dst.with_name(dst.name + ".partial")
     t0 = time.perf_counter()
-    with h5py.File(published, "r") as src, h5py.File(repacked, "r") as rp, h5py.File(partial, "w") as out:
+    with h5py.File(published, "r") as src, h5py.File(partial, "w") as out:
         grp = out.create_group("pixel_info")
         for key, value in src["pixel_info"].attrs.items():
             grp.attrs[key] = value
         for name, dset in src["pixel_info"].items():
             grp.create_dataset(name, data=dset[()])
-        data = rp["data"]
+        if repacked is None:
+            data = _PublishedRows(src)
+        else:
+            rp = h5py.File(repacked, "r")
+            data = rp["data"]
         n_pix, n_slots, n_dist = data.shape
         mean = out.create_dataset("mean", shape=(n_pix, 1, n_dist), dtype=np.float16,
                                   chunks=(16, 1, n_dist), compression="gzip", compression_opts=7,
@@ -199,9 +206,36 @@ def write_16px_copy(published: Path, repacked: Path, workdir: Path, log) -> tupl
                         dset.id.write_direct_chunk((s, 0, 0), payload)
         out.attrs["complete"] = True
         out.attrs["source_size"] = published.stat().st_size
+        if repacked is not None:
+            rp.close()
     dt = time.perf_counter() - t0
     os.replace(partial, dst)
     return dst, dt
+
+
+class _PublishedRows:
+    """Consecutive slices ``[a:b]`` of the published file's values, (b - a, 1 + n_samples,
+    n_dist) float16, read a whole published chunk row at a time (each is decompressed once)."""
+
+    def __init__(self, f) -> None:
+        from dustmaps_ext._io.decaps import inspect_decaps_file, published_blocks
+
+        info = inspect_decaps_file(f.filename)
+        self.shape = (info.n_pix, 1 + info.n_samples, info.n_dist)
+        self._blocks = published_blocks(f, info)
+        self._a, self._b, self._values = 0, 0, np.empty((0,) + self.shape[1:], np.float16)
+
+    def __getitem__(self, sel: slice) -> np.ndarray:
+        a, b = sel.start, min(sel.stop, self.shape[0])
+        parts = []
+        while a < b:
+            if a >= self._b:
+                self._a, self._b, view = next(self._blocks)
+                self._values = view.copy()
+            stop = min(b, self._b)
+            parts.append(self._values[a - self._a:stop - self._a])
+            a = stop
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _shuffle_deflate(rows: np.ndarray) -> bytes:

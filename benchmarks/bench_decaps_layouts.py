@@ -232,6 +232,12 @@ def main(argv=None) -> None:
         stale.unlink()
     copy16, copy16_s = write_16px_copy(published, paths["pixel-major"], args.workdir, log)
     times["16-pixel copy"] = copy16_s
+    # the same copy written from the published file, as a user would (decompression included)
+    copy16_pub, times["16-pixel copy from published"] = write_16px_copy(
+        published, None, args.workdir, log, suffix="_16px_from_published")
+    with h5py.File(copy16) as a, h5py.File(copy16_pub) as b:
+        same_copy = all(np.array_equal(a[k][()], b[k][()]) for k in ("mean", "samples"))
+    copy16_pub.unlink()
     # the same source for both: the compact file written from the pixel-major one (encoding
     # only), as the 16-pixel copy is; a repack from the published file also decompresses it
     log("compact from the pixel-major file ...")
@@ -340,7 +346,9 @@ def main(argv=None) -> None:
     w(f"The 16-pixel copy is written from the pixel-major file (`write_16px_copy` of `bench_decaps.py`: "
       f"threads, gzip 7 + shuffle); the compact file written from the same file takes "
       f"{times['compact from pixel-major']:.1f} s. Both repacks read the published file, whose "
-      f"decompression is most of their time.")
+      f"decompression is most of their time. Written from the published file instead (as a user "
+      f"would, decompression included), the 16-pixel copy takes "
+      f"{times['16-pixel copy from published']:.1f} s (same contents: {same_copy}).")
     w("")
     w("## Query times (best of 3; 10^6 coordinates: 1 run)")
     w("")
@@ -389,11 +397,14 @@ def main(argv=None) -> None:
         w(f"| lite compact, 10^4, {mode}: <= 2x the pixel-major time | {r2:.2f}x | {'yes' if r2 <= 2 else 'no'} |")
     r = loads["published"] / loads["compact"]
     w(f"| full load from compact >= 3x faster than from published | {r:.1f}x | {'yes' if r >= 3 else 'no'} |")
-    r = times["16-pixel copy"] / times["repack compact"]
-    w(f"| repack (compact, from the published file) >= 2x faster than writing the 16-pixel copy "
-      f"(from the pixel-major file) | {r:.1f}x | {'yes' if r >= 2 else 'no'} |")
+    r = times["16-pixel copy from published"] / times["repack compact"]
+    w(f"| repack (compact) >= 2x faster than writing the 16-pixel copy, both from the published "
+      f"file | {r:.1f}x | {'yes' if r >= 2 else 'no'} |")
     r = times["16-pixel copy"] / times["compact from pixel-major"]
     w(f"| the same, both written from the pixel-major file | {r:.1f}x | {'yes' if r >= 2 else 'no'} |")
+    r = times["16-pixel copy"] / times["repack compact"]
+    w(f"| (mixed sources: compact from the published file, 16-pixel copy from the pixel-major file) "
+      f"| {r:.1f}x | - |")
     text = "\n".join(lines) + "\n"
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
