@@ -75,7 +75,8 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
+    """CPU model, core count, RAM, Python and library versions of this machine (for reports)."""
     mem = 0
     with open("/proc/meminfo") as fh:
         for line in fh:
@@ -278,7 +279,7 @@ def make_coordinates(published: Path, workdir: Path, n_max: int) -> Path:
 
 
 # =========================================================================== the workers
-class _H5Peer:
+class H5Peer:
     """h5py row reads of the 16-pixel copy: sorted unique rows, ``dset[rows]``, numpy maths."""
 
     def __init__(self, path: str) -> None:
@@ -352,7 +353,7 @@ def worker(args) -> None:
         elif args.peer == "dustmaps lite":
             q = dd.DECaPSQueryLite(args.file)
         else:
-            q = _H5Peer(args.file)
+            q = H5Peer(args.file)
         t2 = time.perf_counter()
     res["import_s"] = t1 - t0
     res["load_s"] = t2 - t1
@@ -452,7 +453,7 @@ def driver(args) -> None:
     pixels = args.pixels if args.pixels else (20_000 if args.quick else 2_000_000)
     sizes = [1, 100, 10_000] if args.quick else [1, 100, 10_000, 1_000_000]
     load_before = os.getloadavg()
-    machine = _machine()
+    machine = machine_info()
     t_start = time.perf_counter()
 
     published, meta = build_published(workdir, pixels, log)

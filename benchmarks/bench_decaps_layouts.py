@@ -39,7 +39,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from bench_decaps import _H5Peer, _machine, make_coordinates, write_16px_copy  # noqa: E402
+from bench_decaps import H5Peer, machine_info, make_coordinates, write_16px_copy  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "bench_decaps_layouts.md"
 SEED = 2025
@@ -272,7 +272,7 @@ def main(argv=None) -> None:
     q = {}
     peers = {"lite compact": DECaPSQueryLite(paths["compact"]),
              "lite pixel-major": DECaPSQueryLite(paths["pixel-major"]),
-             "h5py 16-px": _H5Peer(str(copy16))}
+             "h5py 16-px": H5Peer(str(copy16))}
     for name, peer in peers.items():
         for mode in ("mean", "samples"):
             for n, coords in sky.items():
@@ -308,7 +308,7 @@ def main(argv=None) -> None:
     # ----------------------------------------------------------------- report
     lines = []
     w = lines.append
-    m = _machine()
+    m = machine_info()
     w("# DECaPS layouts: published, 16-pixel copy, compact, pixel-major")
     w("")
     w(f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `benchmarks/bench_decaps_layouts.py` "

@@ -20,6 +20,8 @@ import logging
 import warnings
 from pathlib import Path
 
+from astropy.utils.decorators import format_doc
+
 from ._core.modes import ALL_MODES
 from ._core.params import check_bool, check_int
 from ._io.cutout import CutoutCoverage
@@ -45,6 +47,15 @@ __all__ = ["DECaPSQuery", "DECaPSQueryLite", "fetch", "repack", "default_map_pat
            "OutsideFetchedRegionError"]
 
 logger = logging.getLogger(__name__)
+
+#: the ``outside_regions`` parameter, as both query classes document it
+_OUTSIDE_REGIONS_DOC = """\
+    outside_regions : {'raise', 'nan'}, keyword-only
+        For a region cutout (``fetch(region=...)``): a position inside the DECaPS footprint
+        but outside every fetched region raises :class:`OutsideFetchedRegionError` naming
+        the regions (default), or, with ``'nan'``, gets NaN and a ``fetched=False`` field in
+        the flags (``fetched`` is added to the flags of every cutout query). Ignored for a
+        full map."""
 
 
 class _DECaPSBase(ReopenByPath, VoxelDustMap):
@@ -119,6 +130,7 @@ class _DECaPSBase(ReopenByPath, VoxelDustMap):
         return self._answer(coords, mode, return_flags, pct, rng)
 
 
+@format_doc(None, outside_regions=_OUTSIDE_REGIONS_DOC)
 class DECaPSQuery(_DECaPSBase):
     """The DECaPS map, loaded whole into RAM.
 
@@ -134,12 +146,7 @@ class DECaPSQuery(_DECaPSBase):
         Load only the mean; only ``mode='mean'`` is then available.
     progress : bool, keyword-only
         Show a progress bar while loading.
-    outside_regions : {'raise', 'nan'}, keyword-only
-        For a region cutout (``fetch(region=...)``): a position inside the DECaPS footprint
-        but outside every fetched region raises :class:`OutsideFetchedRegionError` naming
-        the regions (default), or, with ``'nan'``, gets NaN and a ``fetched=False`` field in
-        the flags (``fetched`` is added to the flags of every cutout query). Ignored for a
-        full map.
+{outside_regions}
 
     Notes
     -----
@@ -164,6 +171,7 @@ class DECaPSQuery(_DECaPSBase):
                             outside_regions=outside_regions)
 
 
+@format_doc(None, outside_regions=_OUTSIDE_REGIONS_DOC)
 class DECaPSQueryLite(_DECaPSBase):
     """The DECaPS map, memory-mapped: small resident memory whatever the map's size.
 
@@ -185,12 +193,7 @@ class DECaPSQueryLite(_DECaPSBase):
         decoding makes small chunks slow (a compact record is ~220 bytes, so a chunk
         touches few pages: 10^6 random coordinates raised the peak resident memory by
         85 MB with 4096 and by 77 MB with 512 on a 2 M-pixel map).
-    outside_regions : {'raise', 'nan'}, keyword-only
-        For a region cutout (``fetch(region=...)``): a position inside the DECaPS footprint
-        but outside every fetched region raises :class:`OutsideFetchedRegionError` naming
-        the regions (default), or, with ``'nan'``, gets NaN and a ``fetched=False`` field in
-        the flags (``fetched`` is added to the flags of every cutout query). Ignored for a
-        full map.
+{outside_regions}
 
     Notes
     -----
