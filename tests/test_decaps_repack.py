@@ -110,3 +110,28 @@ def test_unsorted_source_is_refused(tmp_path):
         f["pixel_info/healpix_index"][...] = np.array([3, 1, 2, 5], dtype=np.uint64)
     with pytest.raises(MapFileError, match="not sorted"):
         repack(path, tmp_path / "x.h5", progress=False)
+
+
+@pytest.mark.parametrize("layout", ["compact", "pixel-major"])
+def test_repack_keeps_a_built_maps_extra_pixel_columns(tmp_path, layout):
+    # a map built with dustmaps_ext_build carries n_stars and no_reliable_range; a repack must
+    # not drop them (and the standard columns keep their dtypes)
+    n = 6
+    rng = np.random.default_rng(3)
+    n_stars = rng.integers(0, 500, n)
+    no_range = np.array([1, 0, 0, 1, 0, 0], dtype=bool)
+    src = tmp_path / "built.h5"
+    write_decaps_release(src, nside=8, healpix_index=np.arange(n) * 3,
+                         mean=np.sort(rng.random((n, 120)), axis=1),
+                         samples=np.sort(rng.random((n, 2, 120)), axis=2),
+                         dm_reliable_min=np.full(n, 8.0), dm_reliable_max=np.full(n, 14.0),
+                         converged=np.ones(n), infilled=np.zeros(n), n_stars=n_stars,
+                         no_reliable_range=no_range)
+    dst = repack(src, tmp_path / f"{layout}.h5", progress=False, layout=layout)
+    with h5py.File(src, "r") as f, h5py.File(dst, "r") as g:
+        for name in ("n_stars", "no_reliable_range"):
+            assert g["pixel_info"][name].dtype == f["pixel_info"][name].dtype
+            np.testing.assert_array_equal(g["pixel_info"][name][()], f["pixel_info"][name][()])
+        for name in layouts.PIXEL_DATASETS:
+            assert g["pixel_info"][name].dtype == layouts.PIXEL_DTYPES[name]
+    np.testing.assert_array_equal(h5py.File(dst, "r")["pixel_info/no_reliable_range"][()], no_range)

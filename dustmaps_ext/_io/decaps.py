@@ -723,7 +723,9 @@ def write_pixel_info(out: h5py.File, columns, *, nside: int, n_pix: int, coarse_
     """Write the ``pixel_info`` group of a repacked file (pixel-major or compact).
 
     ``columns`` maps each of :data:`PIXEL_DATASETS` to an array or dataset of length
-    ``n_pix``, read in slices; ``attrs`` are the group's attributes (the release's). Checks
+    ``n_pix``, read in slices; any other 1-D column of length ``n_pix`` in it (e.g. the
+    ``n_stars`` and ``no_reliable_range`` of a map built with ``dustmaps_ext_build``) is
+    copied with its own dtype. ``attrs`` are the group's attributes (the release's). Checks
     that ``healpix_index`` is strictly increasing and within ``nside``, and adds the coarse
     pixel index ``coarse_start`` (see :class:`~dustmaps_ext._core.pixels.PixelIndex`).
     """
@@ -733,15 +735,18 @@ def write_pixel_info(out: h5py.File, columns, *, nside: int, n_pix: int, coarse_
     for key, value in attrs.items():
         grp.attrs[key] = value
     last = -1  # the last pixel index seen, to check the order across blocks
-    for name in PIXEL_DATASETS:
-        dset = grp.create_dataset(name, shape=(n_pix,), dtype=PIXEL_DTYPES[name])
+    extra = [name for name in columns.keys() if name not in PIXEL_DTYPES and name != "coarse_start"
+             and np.shape(columns[name]) == (n_pix,)]
+    for name in (*PIXEL_DATASETS, *extra):
+        dtype = PIXEL_DTYPES.get(name, np.asarray(columns[name][:0]).dtype)
+        dset = grp.create_dataset(name, shape=(n_pix,), dtype=dtype)
         for a in range(0, n_pix, step):
             b = min(a + step, n_pix)
             with _reading(source, f"pixel_info/{name}"):
                 block = np.asarray(columns[name][a:b])
             if block.shape != (b - a,):
                 raise ValueError(f"pixel column {name} must have length {n_pix}")
-            dset[a:b] = block.astype(PIXEL_DTYPES[name])
+            dset[a:b] = block.astype(dtype)
             if name == "healpix_index":
                 last = _check_index_block(source, block, a, last, nside, counts)
     coarse = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

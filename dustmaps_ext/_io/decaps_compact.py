@@ -46,7 +46,6 @@ from .decaps import (
     COMPACT_CODEC,
     COMPACT_LAYOUT,
     COMPACT_VERSION,
-    PIXEL_DATASETS,
     REPACK_LAYOUTS,
     DecapsFileInfo,
     default_repacked_path,
@@ -244,7 +243,8 @@ def write_compact(dst, *, nside: int, dm_bin_edges, n_samples: int,
     pixel_columns : mapping
         ``healpix_index`` (NESTED, strictly increasing: the pixels present),
         ``DM_reliable_min``, ``DM_reliable_max``, ``converged``, ``infilled``: arrays (or
-        h5py datasets) of length n_pix, read in slices.
+        h5py datasets) of length n_pix, read in slices; other columns of that length (e.g.
+        a built map's ``n_stars``, ``no_reliable_range``) are copied as they are.
     value_blocks : iterable of numpy.ndarray
         Consecutive blocks, in the order of ``healpix_index``, of shape
         (m, 1 + n_samples, n_dist), float16 or their uint16 bit patterns (slot 0 the
@@ -372,7 +372,7 @@ def repack_compact(src, dst, *, progress: bool = True, coarse_nside: int = 256) 
         grp = f["pixel_info"]
         result = write_compact(dst, nside=info.nside, dm_bin_edges=info.dm_bin_edges,
                                n_samples=info.n_samples,
-                               pixel_columns={name: grp[name] for name in PIXEL_DATASETS},
+                               pixel_columns=grp,
                                value_blocks=(view for _, _, view in published_blocks(f, info)),
                                pixel_attrs=dict(grp.attrs), source=str(src),
                                coarse_nside=coarse_nside, progress=progress)
