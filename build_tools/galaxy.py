@@ -285,7 +285,7 @@ XP_FAINT_LIMIT_MG = 8.5
 LUMINOSITY_FUNCTIONS = ("solar_neighbourhood", "gaussian")
 
 
-def absolute_g_from_v(abs_mag_v):
+def absolute_g_from_v(abs_mag_v) -> np.ndarray:
     """Absolute G magnitude of a main-sequence star of absolute V magnitude ``abs_mag_v``."""
     abs_mag_v = np.asarray(abs_mag_v, dtype=np.float64)
     return abs_mag_v + np.interp(abs_mag_v, _DWARF_MV, _DWARF_G_MINUS_V)
