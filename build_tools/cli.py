@@ -183,7 +183,7 @@ def parametric_parser() -> argparse.ArgumentParser:
                    help="read a canonical column from a differently named one (repeatable)")
     p.add_argument("--float64", action="store_true", help="store float64 columns (default float32)")
     add_build_options(p)
-    g = p.add_argument_group("method settings (defaults: the paper's)")
+    g = p.add_argument_group("method settings (defaults: the paper's, except --lam)")
     g.add_argument("--threshold", type=int, default=20,
                    help="minimum stars per sightline (default: %(default)s)")
     g.add_argument("--nside-min", type=int, default=64,
@@ -198,6 +198,9 @@ def parametric_parser() -> argparse.ArgumentParser:
                         "default: %(default)s)")
     g.add_argument("--rho-max", type=float, default=None,
                    help="upper bound of the diffuse density (mag/kpc; Table 3: 0.04)")
+    g.add_argument("--lam", type=float, default=None,
+                   help="weight of the L1 penalty on the cloud columns (eq. 15; default "
+                        "0.05, the paper's is 0.1: see the building_parametric docs)")
     return p
 
 
@@ -222,6 +225,8 @@ def _run_parametric(args: argparse.Namespace) -> int:
     fit = FitConfig()
     if args.rho_max is not None:
         fit = dataclasses.replace(fit, rho_bounds=(fit.rho_bounds[0], args.rho_max))
+    if args.lam is not None:
+        fit = dataclasses.replace(fit, lam=args.lam)
     config = ParametricBuildConfig(
         threshold=args.threshold, nside_min=args.nside_min, nside_max=args.nside_max,
         block_nside=args.block_nside, min_decentration_weight=args.min_decentration_weight,

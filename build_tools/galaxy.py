@@ -26,7 +26,9 @@ import numba
 import numpy as np
 
 __all__ = ["Cloud", "SimulatedGalaxy", "default_galaxy", "draw_stars", "draw_observed_stars",
-           "lbd_to_xyz"]
+           "lbd_to_xyz", "draw_absolute_magnitudes", "absolute_g_from_v",
+           "luminosity_function_density", "SOLAR_NEIGHBOURHOOD_LF", "SOLAR_NEIGHBOURHOOD_LF_MV",
+           "XP_FAINT_LIMIT_MG", "LUMINOSITY_FUNCTIONS"]
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,11 @@ class SimulatedGalaxy:
         Returns the point of closest approach of each cloud whose column along this
         sightline is at least ``min_column``, sorted by distance.
         """
+        return [(t0, col) for t0, col, _ in self.cloud_crossings(l_deg, b_deg, min_column)]
+
+    def cloud_crossings(self, l_deg: float, b_deg: float, min_column: float = 0.0):
+        """As :meth:`cloud_distances_along`, with each cloud's radius (Gaussian sigma, kpc):
+        a list of ``(distance, column, radius)`` sorted by distance."""
         u = np.stack(lbd_to_xyz(l_deg, b_deg, 1.0))
         found = []
         for c in self.clouds:
@@ -191,7 +198,7 @@ class SimulatedGalaxy:
             perp2 = max(float(centre @ centre) - t0 ** 2, 0.0)
             col = c.column_mag * math.exp(-0.5 * perp2 / c.radius_kpc ** 2)
             if t0 > 0 and col >= min_column:
-                found.append((t0, col))
+                found.append((t0, col, c.radius_kpc))
         found.sort()
         return found
 
@@ -251,6 +258,74 @@ def default_galaxy() -> SimulatedGalaxy:
     return SimulatedGalaxy(clouds=clouds)
 
 
+#: The solar-neighbourhood luminosity function phi(M_V): stars per pc^3 per magnitude in
+#: 1-mag bins centred on ``SOLAR_NEIGHBOURHOOD_LF_MV`` (Allen's Astrophysical Quantities,
+#: the V-band function of the nearby stars, giants included; 0.131 stars pc^-3 in all, of
+#: which M_V > 9.5, the M dwarfs, make 80%). Gaia's census of the stars within 100 pc
+#: (Gaia Collaboration, Smart et al. 2021: 331,312 objects, >= 92% complete down to M9)
+#: gives the same order, 0.08 objects pc^-3, dominated by M dwarfs.
+SOLAR_NEIGHBOURHOOD_LF_MV = np.arange(-5.0, 23.0)
+SOLAR_NEIGHBOURHOOD_LF = 1e-4 * np.array([
+    0.0006, 0.0029, 0.013, 0.05, 0.25, 1.0, 3.0, 6.0, 12.0, 19.0, 34.0, 42.0, 35.0, 42.0,
+    54.0, 78.0, 98.0, 107.0, 117.0, 129.0, 125.0, 120.0, 107.0, 83.0, 50.0, 30.0, 13.0, 5.0])
+
+#: G - V of the mean main sequence at absolute magnitude M_V (approximate readings, to
+#: about 0.1 mag, of the dwarf colour sequence of Pecaut & Mamajek 2013: A0 V, F0 V, the
+#: Sun, K0 V, K5 V, M0 V, M2 V, M4 V, M6 V), linear in between and constant beyond.
+_DWARF_MV = np.array([1.1, 2.5, 4.8, 5.9, 7.3, 8.9, 10.3, 12.8, 16.6])
+_DWARF_G_MINUS_V = np.array([-0.01, -0.06, -0.17, -0.27, -0.50, -0.80, -1.10, -1.60, -2.40])
+
+#: Faintest absolute magnitude M_G of a star with a usable E(B-V) in the sample of Wang et
+#: al. (2025): their reddenings come from LAMOST's catalogue of A, F, G and K stars and from
+#: Zhang et al. (2023)'s XP parameters, trained on LAMOST, with BP signal-to-noise > 5;
+#: both end near the K/M boundary (T_eff ~ 3,700-3,900 K, M0-M1 V, M_G ~ 8-8.5).
+XP_FAINT_LIMIT_MG = 8.5
+
+#: The luminosity functions :func:`draw_observed_stars` knows.
+LUMINOSITY_FUNCTIONS = ("solar_neighbourhood", "gaussian")
+
+
+def absolute_g_from_v(abs_mag_v) -> np.ndarray:
+    """Absolute G magnitude of a main-sequence star of absolute V magnitude ``abs_mag_v``."""
+    abs_mag_v = np.asarray(abs_mag_v, dtype=np.float64)
+    return abs_mag_v + np.interp(abs_mag_v, _DWARF_MV, _DWARF_G_MINUS_V)
+
+
+def draw_absolute_magnitudes(n: int, rng: np.random.Generator, *,
+                             faint_limit_mg: float = XP_FAINT_LIMIT_MG) -> np.ndarray:
+    """Absolute G magnitudes of ``n`` stars drawn from the solar-neighbourhood luminosity
+    function (:data:`SOLAR_NEIGHBOURHOOD_LF`, piecewise constant in M_V, converted to
+    M_G by :func:`absolute_g_from_v`), truncated at ``M_G <= faint_limit_mg``.
+
+    These are the stars of a unit volume that the sample can hold; the volume density of
+    the draw is ``phi`` summed over M_G <= ``faint_limit_mg``
+    (:func:`luminosity_function_density`).
+    """
+    lo, frac = _bins_brighter_than(faint_limit_mg)
+    if not np.any(frac > 0):
+        raise ValueError(f"faint_limit_mg={faint_limit_mg!r} leaves no star of the "
+                         "luminosity function")
+    weights = SOLAR_NEIGHBOURHOOD_LF * frac
+    k = rng.choice(weights.size, size=n, p=weights / weights.sum())
+    return absolute_g_from_v(lo[k] + frac[k] * rng.random(n))
+
+
+def luminosity_function_density(faint_limit_mg: float = XP_FAINT_LIMIT_MG) -> float:
+    """Stars per pc^3 of the solar-neighbourhood luminosity function with
+    ``M_G <= faint_limit_mg``."""
+    return float(np.sum(SOLAR_NEIGHBOURHOOD_LF * _bins_brighter_than(faint_limit_mg)[1]))
+
+
+def _bins_brighter_than(faint_limit_mg):
+    """Lower M_V edge of each luminosity-function bin and the fraction of the bin with
+    ``M_G <= faint_limit_mg`` (M_G increases with M_V)."""
+    lo = SOLAR_NEIGHBOURHOOD_LF_MV - 0.5
+    grid = np.linspace(lo[0], lo[-1] + 1.0, 20001)
+    v_limit = float(np.interp(faint_limit_mg, absolute_g_from_v(grid), grid,
+                              left=-np.inf, right=np.inf))
+    return lo, np.clip(v_limit - lo, 0.0, 1.0)
+
+
 def draw_stars(galaxy: SimulatedGalaxy, n: int, rng: np.random.Generator, *,
                l_range_deg=(0.0, 360.0), b_range_deg=(-90.0, 90.0),
                d_range_kpc=(0.05, 8.0), stellar_scale_height_kpc: float = 0.3):
@@ -285,16 +360,26 @@ def draw_stars(galaxy: SimulatedGalaxy, n: int, rng: np.random.Generator, *,
 def draw_observed_stars(galaxy: SimulatedGalaxy, n: int, rng: np.random.Generator, *,
                         l_range_deg=(0.0, 360.0), b_range_deg=(-90.0, 90.0),
                         d_range_kpc=(0.05, 8.0), stellar_scale_height_kpc: float = 0.3,
+                        luminosity_function: str = "solar_neighbourhood",
+                        abs_mag_faint_limit: float = XP_FAINT_LIMIT_MG,
                         abs_mag_mean: float = 2.5, abs_mag_sigma: float = 1.5,
                         g_limit: float = 17.5, a_g_per_ebv: float = 2.74,
                         ebv_err_range=(0.02, 0.05), min_plx_snr: float = 3.0,
                         outlier_fraction: float = 0.01, outlier_scale_mag: float = 0.15):
     """Stars drawn with :func:`draw_stars`, selected by magnitude and observed with errors.
 
-    * Selection: absolute magnitude M_G ~ Normal(``abs_mag_mean``, ``abs_mag_sigma``),
-      apparent ``G = M_G + 5 log10(100 d_true) + a_g_per_ebv * E_true``; stars fainter than
+    * Selection: absolute magnitudes M_G from the ``luminosity_function``, apparent
+      ``G = M_G + 5 log10(100 d_true) + a_g_per_ebv * E_true``; stars fainter than
       ``g_limit`` are not observed, so heavily reddened and distant stars drop out as in a
-      real survey.
+      real survey. ``"solar_neighbourhood"`` (default): the luminosity function of the
+      nearby stars (:data:`SOLAR_NEIGHBOURHOOD_LF`, :func:`draw_absolute_magnitudes`) cut
+      at ``M_G <= abs_mag_faint_limit`` (default 8.5: the sample of Wang et al. 2025 holds
+      AFGK stars, LAMOST's and those of Zhang et al. 2023's XP parameters, which stop near
+      M0-M1 V). Every star of the volume density is then a star the sample can hold, and
+      a G-limited sample gets the nearby K and G dwarfs a real one has.
+      ``"gaussian"``: M_G ~ Normal(``abs_mag_mean``, ``abs_mag_sigma``), the earlier mock
+      (almost no dwarfs: an observed sample with few stars within 0.6 kpc), kept for
+      comparison.
     * Distance, Gaia DR3-like: parallax error ``sqrt(0.015^2 + (0.022 * 10^(0.25 (G - 15)))^2)``
       mas (0.03 mas at G = 15, 0.07 at 17, 0.4 at 20), observed parallax = 1/d_true +
       Gaussian noise; stars with parallax over error below ``min_plx_snr`` are dropped (the
@@ -314,13 +399,19 @@ def draw_observed_stars(galaxy: SimulatedGalaxy, n: int, rng: np.random.Generato
     """
     if not 0.0 <= outlier_fraction < 1.0:
         raise ValueError("outlier_fraction must be in [0, 1)")
+    if luminosity_function not in LUMINOSITY_FUNCTIONS:
+        raise ValueError(f"luminosity_function must be one of {LUMINOSITY_FUNCTIONS}, "
+                         f"got {luminosity_function!r}")
     if min_plx_snr <= 1.0:
         raise ValueError("min_plx_snr must exceed 1 so that the upper distance bound is finite")
     stars = draw_stars(galaxy, n, rng, l_range_deg=l_range_deg, b_range_deg=b_range_deg,
                        d_range_kpc=d_range_kpc, stellar_scale_height_kpc=stellar_scale_height_kpc)
     d_true = stars["d"]
-    g_mag = (abs_mag_mean + abs_mag_sigma * rng.standard_normal(n)
-             + 5.0 * np.log10(100.0 * d_true) + a_g_per_ebv * stars["ebv_true"])
+    if luminosity_function == "gaussian":
+        abs_mag = abs_mag_mean + abs_mag_sigma * rng.standard_normal(n)
+    else:
+        abs_mag = draw_absolute_magnitudes(n, rng, faint_limit_mg=abs_mag_faint_limit)
+    g_mag = abs_mag + 5.0 * np.log10(100.0 * d_true) + a_g_per_ebv * stars["ebv_true"]
     lo, hi = ebv_err_range
     ebv_err = lo + (hi - lo) * rng.random(n)
     ebv = stars["ebv_true"] + ebv_err * rng.standard_normal(n)

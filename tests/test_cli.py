@@ -172,6 +172,19 @@ def test_parametric_options_reach_the_build(tmp_path, monkeypatch, capsys, caplo
     assert calls[-1]["dashboard"] == "127.0.0.1:8790" and calls[-1]["resume"] is True
 
 
+def test_parametric_penalty_and_bound_reach_the_fit(tmp_path, monkeypatch):
+    from dustmaps_ext_build.parametric.fit import FitConfig
+
+    calls = _record_parametric(monkeypatch)
+    out = str(tmp_path / "map.fits")
+    assert build_cli.build_parametric_main(["cat.parquet", out]) == 0
+    assert calls[-1]["config"].fit == FitConfig()  # lam 0.05, rho <= 0.04 by default
+    assert build_cli.build_parametric_main(["cat.parquet", out, "--lam", "0.1",
+                                            "--rho-max", "0.5"]) == 0
+    fit = calls[-1]["config"].fit
+    assert fit.lam == 0.1 and fit.rho_bounds == (0.0, 0.5)
+
+
 @pytest.fixture(scope="module")
 def star_file(tmp_path_factory):
     from dustmaps_ext_build.decaps import mock

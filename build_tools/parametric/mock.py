@@ -140,7 +140,10 @@ def catalog_at_density(galaxy: SimulatedGalaxy, patches, seed: int, *,
 
     Stars are drawn with :func:`mock_catalog` in rounds until every patch holds
     ``stars_per_deg2`` times its area of observed stars (after the magnitude and parallax
-    cuts), then cut to exactly that number.
+    cuts), then cut to exactly that number. The stars of the luminosity function are
+    spread over the volume, so the density fixes the number of observed stars and the
+    luminosity function their distances (see
+    :func:`~dustmaps_ext_build.galaxy.draw_observed_stars`).
 
     Parameters
     ----------
@@ -166,15 +169,19 @@ def catalog_at_density(galaxy: SimulatedGalaxy, patches, seed: int, *,
                 * (180.0 / np.pi) ** 2)
         want = int(round(stars_per_deg2 * area))
         got = {c: [] for c in CATALOG_COLUMNS}
-        n_have = 0
+        n_have = n_drawn = 0
         for round_seed in ss.spawn(_MAX_ROUNDS):
             if n_have >= want:
                 break
-            cat = mock_catalog(galaxy, max(2 * (want - n_have), 1000), round_seed,
+            # draw for the missing stars at the fraction kept so far (twice, at first)
+            kept = n_have / n_drawn if n_have else 0.5
+            n = max(int(np.ceil(1.2 * (want - n_have) / kept)), 1000)
+            cat = mock_catalog(galaxy, n, round_seed,
                                l_range_deg=lr, b_range_deg=br, **error_kwargs).as_dict()
             for c in CATALOG_COLUMNS:
                 got[c].append(cat[c])
             n_have += cat["l"].size
+            n_drawn += n
         if n_have < want:
             raise ValueError(f"patch l={lr}, b={br}: only {n_have} of {want} stars observed "
                              f"after {_MAX_ROUNDS} rounds of drawing")

@@ -259,3 +259,30 @@ def test_place_components_leaves_a_rise_without_stars_in_front():
     e = evaluate_model(p, 20.0, x)
     placed = place_components(p, x, e, np.ones(x.size), 20.0)
     np.testing.assert_allclose(_live_clouds(placed)[0], [0.3])
+
+
+def test_penalty_keeps_a_far_cloud_seen_by_few_low_weight_stars():
+    """A cloud at 4 kpc behind which only a few distant, low-weight stars lie: the default
+    penalty (lam = 0.05) keeps it; the paper's lam = 0.1 costs more than those stars'
+    weighted residuals and drops it (the baseline that should lose)."""
+    rng = np.random.default_rng(4)
+    far_truth = np.zeros(15)
+    far_truth[:3] = (0.1, 0.12, 0.0)
+    far_truth[3:6] = (3.6, 0.2, 0.37)  # centre 3.6 + 2 x 0.2 + 0.1 = 4.1 kpc
+    far_truth[7] = far_truth[10] = far_truth[13] = 0.01
+    x_front = np.sort(rng.uniform(0.2, 3.8, 300))
+    x_back = np.sort(rng.uniform(4.4, 6.0, 30))
+    x = np.concatenate([x_front, x_back])
+    e = evaluate_model(far_truth, 10.0, x) + rng.normal(0.0, 0.02, x.size)
+    # near stars: weight ~0.01; the 30 behind the cloud: 0.0025 each (summed 0.075, between
+    # 0.05 and 0.1: the stars' evidence for the cloud beats one penalty, not the other)
+    w = np.concatenate([np.full(300, 0.01), np.full(30, 0.0025)])
+    found = {}
+    for lam in (None, 0.1):
+        config = FitConfig() if lam is None else FitConfig(lam=lam)
+        res = fit_sightline(x, e, w, 10.0, config=config)
+        near = np.abs(cloud_centres(res.params) - 4.1) <= 0.15 * 4.1
+        found[lam] = float(res.params[5::3][near].sum())
+    assert FitConfig().lam == 0.05
+    assert found[None] == pytest.approx(0.37, rel=0.3)
+    assert found[0.1] < 0.1

@@ -98,3 +98,39 @@ def test_table3_disk_keeps_the_clouds_and_stays_inside_the_bound():
     for bad in (0.0, 0.05, -0.01):
         with pytest.raises(ValueError, match="Table 3"):
             with_table3_disk(galaxy, bad)
+
+
+def test_truth_rise_references_of_a_cloud_without_disk():
+    """Without a disk, the true rise across a Gaussian cloud (d -/+ 2 r) is erf(sqrt 2) =
+    95.4% of its column along the sightline, and across the window d -/+ 15% it is
+    erf(0.15 d / (r sqrt 2)); the column criteria then agree."""
+    import healpy as hp
+
+    from dustmaps_ext_build.galaxy import Cloud, SimulatedGalaxy
+    from dustmaps_ext_build.parametric.recovery import recovered_against
+
+    cloud = Cloud(l_deg=40.0, b_deg=8.0, distance_kpc=1.0, radius_kpc=0.04, column_mag=0.5)
+    galaxy = SimulatedGalaxy(disk_density=0.0, clouds=(cloud,))
+    nside = 256
+    ipix = hp.ang2pix(nside, 40.0, 8.0, nest=True, lonlat=True)
+    params = np.zeros(15)
+    params[:3] = (0.1, 0.12, 0.0)
+    params[3:6] = (0.9 - 0.02 - 0.1, 0.01, 0.45)  # centre 0.9 kpc (10% off), column 0.45
+    params[7] = params[10] = params[13] = 0.01
+    results = {"nside": np.array([nside]), "ipix": np.array([ipix]),
+               "b_lim": np.array([hp.pix2ang(nside, ipix, nest=True, lonlat=True)[1]]),
+               "params": params[None, :], "max_distance": np.array([3.0]),
+               "fitted": np.array([True])}
+    pairs = recovery_metrics(results, galaxy)["pairs"]
+    assert pairs.size == 1
+    row = pairs[0]
+    assert row["truth_rise_cloud"] == pytest.approx(math.erf(math.sqrt(2.0)) * row["column"],
+                                                    rel=1e-3)
+    assert row["truth_rise_window"] == pytest.approx(
+        math.erf(0.15 * row["distance"] / (cloud.radius_kpc * math.sqrt(2.0))) * row["column"],
+        rel=1e-3)
+    assert row["found"] and row["fitted_column"] == pytest.approx(0.45)
+    for ref in ("column", "truth_rise_cloud", "truth_rise_window"):
+        assert recovered_against(pairs, ref)[0]
+    assert recovered_against(pairs, "column")[0] == row["recovered"]
+    assert not recovered_against(pairs, "column", column_tolerance=0.05)[0]
