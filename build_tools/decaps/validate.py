@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Validate the DECaPS pipeline on the simulated "
                                              "galaxy")
     ap.add_argument("--stars", type=int, default=1200)
-    ap.add_argument("--weighting", choices=("loglike", "loglike_raw", "image"),
+    ap.add_argument("--weighting", choices=("loglike", "loglike_kish", "loglike_raw", "image"),
                     default="loglike")
     ap.add_argument("--no-smooth", action="store_true")
     ap.add_argument("--rounds", type=int, default=2500)
