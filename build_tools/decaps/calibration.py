@@ -23,16 +23,17 @@ The generative model of one sightline, exact on the sampler's grid:
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
 
-from . import mock, reliable
+from . import mock, pixelize, prior, reliable
 from .inputs import DM_MIN, DM_STEP, N_DM, N_E, StarPosteriors
 from .sampler import SamplerSettings, pack_pixel, sample_pixel
 
-__all__ = ["draw_profile_from_prior", "simulate_sightline", "coverage_68", "truth_ranks",
-           "calibrate_sampler"]
+__all__ = ["draw_profile_from_prior", "add_clouds", "simulate_sightline", "coverage_68",
+           "truth_ranks", "calibrate_sampler", "gaussian_disc_weights"]
 
 #: Distance-modulus edges of the sampler's grid.
 DM_EDGES = DM_MIN + DM_STEP * np.arange(N_DM)
@@ -56,6 +57,30 @@ def draw_profile_from_prior(logp_dy: np.ndarray, rng: np.random.Generator) -> np
         if y[-1] < n_e:
             return y.astype(np.int64)
     raise ValueError("the jump table's profiles leave the reddening grid")
+
+
+def add_clouds(y, n_clouds: int, rng: np.random.Generator, *, mu_range=(8.9, 10.6),
+               column_range=(0.4, 0.7)) -> np.ndarray:
+    """``y`` (quanta) with ``n_clouds`` clouds added: each a jump of a column uniform in
+    ``column_range`` (mag) at a cell drawn uniformly with ``mu`` in ``mu_range`` (the
+    defaults: the validation galaxy's four near clouds, 0.6-1.3 kpc), capped at the grid."""
+    y = np.array(y, np.int64)
+    cells = np.flatnonzero((DM_EDGES >= mu_range[0]) & (DM_EDGES <= mu_range[1]))
+    if n_clouds and cells.size == 0:
+        raise ValueError("mu_range holds no cell of the grid")
+    for _ in range(n_clouds):
+        x = rng.choice(cells)
+        y[x:] += int(round(rng.uniform(*column_range) / 0.01))
+    return np.minimum(y, N_E - 1)
+
+
+def gaussian_disc_weights(n_star: int, rng: np.random.Generator,
+                          truncate_fwhm: float = 2.0) -> np.ndarray:
+    """Pixel weights of stars spread uniformly over the weighting disc: the Gaussian of
+    :func:`.pixelize.assign_stars_to_pixels`, ``exp(-4 ln 2 (r / FWHM)^2)``, ``r`` up to
+    ``truncate_fwhm`` FWHM (the sum is ~0.09 n for the default truncation)."""
+    r = truncate_fwhm * np.sqrt(rng.random(n_star))
+    return np.exp(-4.0 * math.log(2.0) * r ** 2)
 
 
 def simulate_sightline(y_true, n_star: int, rng: np.random.Generator, *,
@@ -117,7 +142,7 @@ def truth_ranks(samples, truth, rng: np.random.Generator) -> np.ndarray:
 
 def calibrate_sampler(logp_dy, *, n_sims: int = 16, n_star: int = 100,
                       settings: SamplerSettings | None = None, weights=None, seed: int = 0,
-                      mu_range=(5.0, 13.0), sample_fn=None) -> dict:
+                      mu_range=(5.0, 13.0), sample_fn=None, draw_truth=None) -> dict:
     """Coverage of the sampler's posterior samples when the truth is drawn from its prior.
 
     Parameters
@@ -139,6 +164,10 @@ def calibrate_sampler(logp_dy, *, n_sims: int = 16, n_star: int = 100,
         ``sample_fn(packed, logp_dy, settings, seed)`` returning samples of shape
         (n_samples, n_dist) in mag (default :func:`.sampler.sample_pixel` without retries):
         a baseline to judge the sampler against.
+    draw_truth : callable, optional
+        ``draw_truth(rng)`` gives a true profile (quanta, shape (n_dist,)) instead of a
+        draw from ``logp_dy``: the coverage when the sky is not what the sampler's prior
+        expects (e.g. a draw from another table, or with a cloud added).
 
     Returns
     -------
@@ -155,10 +184,13 @@ def calibrate_sampler(logp_dy, *, n_sims: int = 16, n_star: int = 100,
         raise ValueError(f"logp_dy must have shape ({N_DM}, {N_E})")
     if n_sims < 1:
         raise ValueError("n_sims must be >= 1")
+    if draw_truth is None:
+        def draw_truth(g):
+            return draw_profile_from_prior(logp_dy, g)
     rng = np.random.default_rng(seed)
     covered, ranks, bias, width = [], [], [], []
     for i in range(n_sims):
-        y_true = draw_profile_from_prior(logp_dy, rng)
+        y_true = np.asarray(draw_truth(rng), np.int64)
         (x0, nx, y0, ny, off, data), _ = simulate_sightline(y_true, n_star, rng,
                                                             mu_range=mu_range)
         w = np.ones(n_star) if weights is None else np.asarray(weights(n_star, rng), float)
@@ -184,10 +216,66 @@ def calibrate_sampler(logp_dy, *, n_sims: int = 16, n_star: int = 100,
     covered = np.concatenate(covered)
     ranks = np.concatenate(ranks)
     hist = np.histogram(ranks, bins=10, range=(0.0, 1.0))[0] / max(ranks.size, 1)
-    return {"coverage_68": float(covered.mean()),
-            "rank_coverage_68": float(np.mean((ranks >= 0.16) & (ranks <= 0.84))),
+    bias = np.concatenate(bias)
+    width = np.concatenate(width)
+
+    def frac_or_nan(x):
+        return float(np.mean(x)) if x.size else float("nan")
+
+    return {"coverage_68": frac_or_nan(covered),
+            "rank_coverage_68": frac_or_nan((ranks >= 0.16) & (ranks <= 0.84)),
             "rank_coverage_68_se": (float(per_sim.std(ddof=1) / math.sqrt(per_sim.size))
                                     if per_sim.size > 1 else float("nan")),
             "n_voxels": int(covered.size), "rank_histogram": hist,
-            "median_bias": float(np.median(np.concatenate(bias))),
-            "median_width_68": float(np.median(np.concatenate(width)))}
+            "median_bias": float(np.median(bias)) if bias.size else float("nan"),
+            "median_width_68": float(np.median(width)) if width.size else float("nan")}
+
+def main(argv=None) -> int:
+    """Print the coverage of the sampler on simulated sightlines (``--help``)."""
+    ap = argparse.ArgumentParser(description="Simulation-based calibration of the DECaPS "
+                                             "line-of-sight sampler on one sightline")
+    ap.add_argument("--sims", type=int, default=40, help="simulated sightlines")
+    ap.add_argument("--stars", type=int, default=100, help="stars per sightline")
+    ap.add_argument("--rounds", type=int, default=1000)
+    ap.add_argument("--sweeps", type=int, default=10)
+    ap.add_argument("--prior-rounding", choices=("floor", "split"), default="floor",
+                    help="the sampler's jump table")
+    ap.add_argument("--weighting", choices=("none",) + pixelize.WEIGHT_MODES[:3],
+                    default="none", help="none: every exponent 1; otherwise Gaussian pixel "
+                                         "weights of stars spread over the weighting disc")
+    ap.add_argument("--truth-scale", type=float, default=None,
+                    help="draw the truths from the split table of the smooth model's means "
+                         "times this (default: from the sampler's own table)")
+    ap.add_argument("--clouds", type=int, default=0,
+                    help="clouds of 0.4-0.7 mag added at 0.6-1.3 kpc")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--l", type=float, default=330.0)
+    ap.add_argument("--b", type=float, default=-1.5)
+    args = ap.parse_args(argv)
+    means = prior.jump_prior_means(args.l, args.b, DM_EDGES)
+    table = prior.log_jump_prior_table(means, 0.75, N_E, rounding=args.prior_rounding)
+    truth_table = (table if args.truth_scale is None else
+                   prior.log_jump_prior_table(means * args.truth_scale, 0.75, N_E,
+                                              rounding="split"))
+
+    def draw(rng):
+        return add_clouds(draw_profile_from_prior(truth_table, rng), args.clouds, rng)
+
+    weights = None
+    if args.weighting != "none":
+        def weights(n, rng):
+            return pixelize.likelihood_exponents(gaussian_disc_weights(n, rng),
+                                                 args.weighting)
+    r = calibrate_sampler(table, n_sims=args.sims, n_star=args.stars,
+                          settings=SamplerSettings(n_rounds=args.rounds,
+                                                   sweeps_per_round=args.sweeps),
+                          weights=weights, seed=args.seed, draw_truth=draw)
+    print("| quantity | value |\n|---|---|")
+    for k, v in r.items():
+        text = " ".join(f"{x:.3f}" for x in v) if isinstance(v, np.ndarray) else f"{v:.4g}"
+        print(f"| {k} | {text} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

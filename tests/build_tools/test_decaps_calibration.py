@@ -27,12 +27,6 @@ def _table(rounding="floor"):
     return prior.log_jump_prior_table(means, 0.75, rounding=rounding)
 
 
-def _gaussian_weights(n, rng):
-    """Pixel weights of stars spread uniformly over the weighting disc (radius 2 FWHM)."""
-    r_fwhm = 2.0 * np.sqrt(rng.random(n))
-    return np.exp(-4.0 * math.log(2.0) * r_fwhm ** 2)
-
-
 def test_profiles_drawn_from_the_prior_follow_its_jump_table():
     table = _table("split")
     rng = np.random.default_rng(1)
@@ -89,7 +83,8 @@ def test_gaussian_weights_need_kish_normalisation_to_be_calibrated():
     table = _table("floor")
 
     def exps(mode):
-        return lambda n, rng: pixelize.likelihood_exponents(_gaussian_weights(n, rng), mode)
+        return lambda n, rng: pixelize.likelihood_exponents(calibration.gaussian_disc_weights(n, rng),
+                                                         mode)
 
     kish = calibration.calibrate_sampler(table, n_sims=20, n_star=150, settings=FAST, seed=4,
                                          weights=exps("loglike_kish"))
@@ -98,6 +93,27 @@ def test_gaussian_weights_need_kish_normalisation_to_be_calibrated():
     assert abs(kish["rank_coverage_68"] - 0.68) <= max(0.1, 3 * kish["rank_coverage_68_se"])
     assert count["rank_coverage_68"] < 0.58
     assert count["rank_coverage_68"] < kish["rank_coverage_68"] - 0.08
+
+
+def test_disc_weights_clouds_and_command_line(capsys):
+    rng = np.random.default_rng(5)
+    w = calibration.gaussian_disc_weights(200_000, rng)
+    # mean of exp(-r^2 / (2 sigma^2)) over a uniform disc of radius R = 2 FWHM:
+    # 2 sigma^2 (1 - exp(-R^2 / (2 sigma^2))) / R^2, sigma = FWHM / sqrt(8 ln 2)
+    s2 = 1.0 / (8.0 * math.log(2.0))
+    assert w.mean() == pytest.approx(2 * s2 * (1 - math.exp(-4.0 / (2 * s2))) / 4.0, rel=0.01)
+    y = np.zeros(N_DM, np.int64)
+    yc = calibration.add_clouds(y, 3, rng)
+    jumps = np.diff(np.concatenate([[0], yc]))
+    steps = np.flatnonzero(jumps)
+    assert 1 <= steps.size <= 3 and 120 <= yc[-1] <= 210
+    mu = calibration.DM_EDGES[steps]
+    assert mu.min() >= 8.9 and mu.max() <= 10.6
+    assert calibration.main(["--sims", "2", "--stars", "60", "--rounds", "20", "--sweeps",
+                             "1", "--weighting", "loglike", "--clouds", "1"]) == 0
+    out = capsys.readouterr().out
+    n_vox = int(next(line for line in out.splitlines() if "| n_voxels |" in line).split("|")[2])
+    assert n_vox > 0 and "| rank_coverage_68 |" in out
 
 
 def test_likelihood_exponents_normalisations():
