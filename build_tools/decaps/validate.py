@@ -222,6 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weighting", choices=("loglike", "loglike_kish", "loglike_raw", "image"),
                     default="loglike")
     ap.add_argument("--no-smooth", action="store_true")
+    ap.add_argument("--d-max", type=float, default=4.0,
+                    help="farthest star (kpc; the stars are drawn between 0.1 kpc and this)")
     ap.add_argument("--rounds", type=int, default=2500)
     ap.add_argument("--sweeps", type=int, default=20)
     ap.add_argument("--retry", action="store_true", help="the paper's escalating retries")
@@ -234,7 +236,8 @@ def main(argv=None) -> int:
     r = validate_on_galaxy(n_stars=args.stars, n_rounds=args.rounds,
                            sweeps_per_round=args.sweeps, retry=args.retry,
                            weight_mode=args.weighting, smooth=not args.no_smooth, galaxy=gal,
-                           prior_rounding=args.prior_rounding)
+                           prior_rounding=args.prior_rounding,
+                           d_range_kpc=(0.1, args.d_max))
     print("| quantity | value |\n|---|---|")
     for k, v in r.items():
         print(f"| {k} | {v:.4g} |")
