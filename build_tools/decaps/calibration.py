@@ -130,12 +130,13 @@ def truth_ranks(samples, truth, rng: np.random.Generator) -> np.ndarray:
     """Normalised rank of ``truth`` among ``samples`` in [0, 1], ties broken at random.
 
     Uniform on [0, 1] when ``truth`` is a draw from the distribution the samples come from
-    (for independent samples); the central 68% then holds 68% of the ranks.
+    (for independent samples); the central 68% then holds 68% of the ranks. Values within
+    1e-5 mag are ties (the samples are float32 multiples of 0.01 mag).
     """
     s = np.asarray(samples, np.float64)
     t = np.asarray(truth, np.float64)
-    below = (s < t - 1e-9).sum(axis=0)
-    ties = (np.abs(s - t) <= 1e-9).sum(axis=0)
+    below = (s < t - 1e-5).sum(axis=0)
+    ties = (np.abs(s - t) <= 1e-5).sum(axis=0)
     r = below + np.floor(rng.random(t.shape) * (ties + 1))
     return (r + rng.random(t.shape)) / (s.shape[0] + 1)
 

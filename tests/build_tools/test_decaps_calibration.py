@@ -63,6 +63,22 @@ def test_simulated_stars_sit_on_the_profile():
         calibration.simulate_sightline(y[:10], 5, rng)
 
 
+def test_ranks_treat_float32_samples_of_the_truth_as_ties():
+    # the sampler's samples are float32 multiples of 0.01 mag; 75% of them lie just below
+    # the float64 truth: counted as "below", a sampler that is exactly right would rank
+    # its truth at the top
+    y = np.arange(1, 700)
+    truth = 0.01 * y
+    samples = np.tile((y.astype(np.float32) * np.float32(0.01)), (100, 1))
+    ranks = calibration.truth_ranks(samples, truth, np.random.default_rng(0))
+    assert abs(ranks.mean() - 0.5) < 0.03
+    assert abs(np.mean((ranks >= 0.16) & (ranks <= 0.84)) - 0.68) < 0.04
+    assert calibration.coverage_68(samples, truth).all()
+    # a truth one quantum above every sample ranks at the top
+    top = calibration.truth_ranks(samples, truth + 0.01, np.random.default_rng(1))
+    assert top.min() > 100 / 101
+
+
 def test_sampler_is_calibrated_and_an_over_confident_chain_is_not():
     table = _table("floor")
     good = calibration.calibrate_sampler(table, n_sims=32, n_star=100, settings=FAST, seed=5)
