@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dustmaps_ext_build.decaps import mock, prior, sampler  # noqa: E402
+from dustmaps_ext_build.decaps import calibration, mock, pixelize, prior, sampler  # noqa: E402
 from dustmaps_ext_build.decaps.inputs import N_DM  # noqa: E402
 
 CPP_CPU_S = {100: 41.7, 300: 186.6}
@@ -52,10 +52,8 @@ def true_profile() -> np.ndarray:
 
 def disc_weights(n_star: int, rng: np.random.Generator) -> np.ndarray:
     """The pipeline's default exponents for stars uniform in the weighting disc (2 FWHM)."""
-    fwhm = 1.0
-    r = 2.0 * fwhm * np.sqrt(rng.random(n_star))
-    w = np.exp(-0.5 * (r / (fwhm / np.sqrt(8 * np.log(2)))) ** 2)
-    return w * (n_star / w.sum())
+    return pixelize.likelihood_exponents(calibration.gaussian_disc_weights(n_star, rng),
+                                         "loglike")
 
 
 def run(n_star: int, n_pix: int, settings: sampler.SamplerSettings, seed: int,

@@ -290,11 +290,12 @@ def decaps_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, default=256,
                    help="side of an infill tile in cells of the ring image (0: one tile; "
                         "default: %(default)s)")
-    p.add_argument("--weighting", choices=("loglike", "loglike_raw", "image"),
+    p.add_argument("--weighting", choices=("loglike", "loglike_kish", "loglike_raw", "image"),
                    default=None,
                    help="how a star's Gaussian pixel weight enters: as the exponent of its "
                         "likelihood, rescaled to sum to the number of stars (loglike, the "
-                        "default: the map's 1.07' PSF at nside 8192), not rescaled "
+                        "default: the map's 1.07' PSF at nside 8192), rescaled to sum to "
+                        "Kish's effective number of stars (loglike_kish), not rescaled "
                         "(loglike_raw), or as a factor on its posterior image (image: nearly "
                         "a 2.15' top-hat)")
     p.add_argument("--prior-rounding", choices=("floor", "split"), default=None,

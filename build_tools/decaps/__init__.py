@@ -6,5 +6,6 @@ posterior images or samples), :mod:`.filters` (§4.1.2 smoothing and
 :mod:`.sampler` (§4.2.3 parallel-tempered MCMC), :mod:`.reliable` (Appendix B),
 :mod:`.infill` (§4.2.4), :mod:`.mock` (posteriors from the simulated galaxy),
 :mod:`.pipeline` (blocks, Dask run, release file), :mod:`.cli` (``build-decaps``) and
-:mod:`.validate` (recovery figures on the simulated galaxy). See docs/building_decaps.rst.
+:mod:`.validate` (recovery figures on the simulated galaxy) and :mod:`.calibration`
+(simulation-based calibration of the sampler). See docs/building_decaps.rst.
 """

@@ -16,7 +16,7 @@ import numpy as np
 from dustmaps_ext.formats import decaps as decaps_format
 from dustmaps_ext.healpix import check_nside, in_lon_lat_box
 
-from . import prior
+from . import pixelize, prior
 from .sampler import RETRY_SETTINGS, SamplerSettings
 
 __all__ = ["DM_EDGES", "DecapsBuildConfig"]
@@ -47,11 +47,14 @@ class DecapsBuildConfig:
         Pixels with fewer stars are infilled (10).
     fwhm_pixels, truncate_fwhm : float
         Star weighting (2.5 pixels, truncated at 2 FWHM).
-    weight_mode : {"loglike", "loglike_raw", "image"}
+    weight_mode : {"loglike", "loglike_kish", "loglike_raw", "image"}
         How a star's Gaussian weight ``w_k`` enters the fit. ``"loglike"`` (the default):
         each star's log likelihood is multiplied by ``w_k * n / sum(w)``, the Gaussian's
         relative weights with the ``n`` stars weighing ``n`` in all, which gives the map the
         point-spread function of the weighting Gaussian (1.07 arcmin FWHM at nside 8192);
+        ``"loglike_kish"``: by ``w_k sum(w) / sum(w^2)`` (the same PSF; exponents summing
+        to Kish's effective number of stars, ~0.18 n: the samples' spread then matches the
+        scatter of the weighted fit, but the prior weighs ~5x more);
         ``"loglike_raw"``: by ``w_k`` itself (the same PSF, the prior weighs ~10x more);
         ``"image"``: the posterior is multiplied by ``w_k``, which under the softened
         likelihood ``log(w L + eps)`` makes every star within the truncation radius count
@@ -114,8 +117,8 @@ class DecapsBuildConfig:
             raise ValueError("nside_block must not exceed nside")
         if self.min_stars < 1 or self.n_keep_samples < 1:
             raise ValueError("min_stars and n_keep_samples must be >= 1")
-        if self.weight_mode not in ("loglike", "loglike_raw", "image"):
-            raise ValueError("weight_mode must be 'loglike', 'loglike_raw' or 'image', not "
+        if self.weight_mode not in pixelize.WEIGHT_MODES:
+            raise ValueError(f"weight_mode must be one of {pixelize.WEIGHT_MODES}, not "
                              f"{self.weight_mode!r}")
         if self.prior_rounding not in ("floor", "split"):
             raise ValueError("prior_rounding must be 'floor' or 'split', not "

@@ -99,14 +99,8 @@ def _block_pixels(block: int, cfg: DecapsBuildConfig) -> np.ndarray:
 
 
 #: How each weighting choice packs a pixel (:func:`.sampler.pack_pixel`'s ``weight_mode``).
-_PACK_MODE = {"loglike": "loglike", "loglike_raw": "loglike", "image": "image"}
-
-
-def _exponents(w: np.ndarray, mode: str) -> np.ndarray:
-    """Per-star weights passed to the sampler for a weighting choice."""
-    if mode == "loglike" and w.size:
-        return w * (w.size / w.sum())
-    return w
+_PACK_MODE = {"loglike": "loglike", "loglike_kish": "loglike", "loglike_raw": "loglike",
+              "image": "image"}
 
 
 def process_block(block: int, stars: StarPosteriors, cfg: DecapsBuildConfig) -> dict:
@@ -161,7 +155,8 @@ def process_block(block: int, stars: StarPosteriors, cfg: DecapsBuildConfig) -> 
             prior.jump_prior_means(l, b, DM_EDGES, cfg.prior_model),
             cfg.prior_model.sigma_ln, N_E, rounding=cfg.prior_rounding)
         packed = pack_pixel(x0, nx, y0, ny, stars.offsets, stars.data, star_index=idx,
-                                    weights=_exponents(w, cfg.weight_mode), weight_mode=_PACK_MODE[cfg.weight_mode])
+                            weights=pixelize.likelihood_exponents(w, cfg.weight_mode),
+                            weight_mode=_PACK_MODE[cfg.weight_mode])
         seed = int(np.random.SeedSequence([cfg.seed, p]).generate_state(1, np.uint64)[0])
         res = sample_pixel(packed, table, cfg.sampler, seed=seed, retry=cfg.retry,
                                    retry_settings=cfg.retry_settings)

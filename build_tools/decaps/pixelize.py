@@ -18,7 +18,11 @@ from scipy.spatial import cKDTree
 
 from dustmaps_ext.healpix import check_nside
 
-__all__ = ["PixelAssignment", "pixel_size_rad", "assign_stars_to_pixels", "pixels_touched"]
+__all__ = ["PixelAssignment", "pixel_size_rad", "assign_stars_to_pixels", "pixels_touched",
+           "WEIGHT_MODES", "likelihood_exponents"]
+
+#: How a star's Gaussian weight can enter a pixel's fit (``DecapsBuildConfig.weight_mode``).
+WEIGHT_MODES = ("loglike", "loglike_kish", "loglike_raw", "image")
 
 
 def pixel_size_rad(nside: int) -> float:
@@ -115,3 +119,37 @@ def pixels_touched(l_deg, b_deg, nside: int, *, fwhm_pixels: float = 2.5,
     vecs = _unit_vectors(np.asarray(l_deg, float), np.asarray(b_deg, float))
     out = [hp.query_disc(nside, v, radius, inclusive=False, nest=True) for v in vecs]
     return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+
+def likelihood_exponents(weights, mode: str = "loglike") -> np.ndarray:
+    """Exponents of the stars' likelihoods in a pixel's fit for a weighting choice.
+
+    Parameters
+    ----------
+    weights : array_like, shape (n,)
+        The stars' Gaussian pixel weights ``w`` (:func:`assign_stars_to_pixels`).
+    mode : {"loglike", "loglike_kish", "loglike_raw", "image"}
+        ``"loglike"``: ``w n / sum(w)`` (the ``n`` stars weigh ``n`` in all);
+        ``"loglike_kish"``: ``w sum(w) / sum(w^2)``, which sum to Kish's effective number
+        of stars ``sum(w)^2 / sum(w^2)`` -- the normalisation under which the posterior's
+        width matches the scatter of the weighted estimate (the sampler's samples then
+        cover a truth drawn from its prior, :mod:`.calibration`); ``"loglike_raw"``: ``w``;
+        ``"image"``: ``w`` (used as a factor on the image, not as an exponent).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,), float64
+    """
+    w = np.asarray(weights, np.float64)
+    if mode not in WEIGHT_MODES:
+        raise ValueError(f"weight mode must be one of {WEIGHT_MODES}, not {mode!r}")
+    if w.ndim != 1 or np.any(~np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weights must be a 1D array of finite, non-negative values")
+    total = w.sum()
+    if w.size == 0 or total == 0.0:
+        return w.copy()
+    if mode == "loglike":
+        return w * (w.size / total)
+    if mode == "loglike_kish":
+        return w * (total / np.dot(w, w))
+    return w.copy()

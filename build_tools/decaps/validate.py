@@ -107,7 +107,8 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
         ``n_cloud_crossings`` and ``frac_clouds_within_10pct`` (clouds of at least
         ``min_cloud_column`` mag in the reliable range whose distance -- where the mean
         profile reaches the truth at the cloud's centre -- is within 10%), ``converged``
-        (fraction), ``median_n_stars``, ``median_sum_weights`` and ``cpu_s_per_pixel``
+        (fraction), ``median_dm_reliable_min`` and ``median_dm_reliable_max`` (the
+        fitted pixels' reliable range; the paper's median is 9.6 to 14.9), ``median_n_stars``, ``median_sum_weights`` and ``cpu_s_per_pixel``
         (stage 2, process time, per fitted pixel).
     """
     gal = validation_galaxy(nside) if galaxy is None else galaxy
@@ -210,6 +211,8 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
             "n_cloud_crossings": len(found),
             "frac_clouds_within_10pct": float(np.mean(found)) if found else float("nan"),
             "converged": float(np.mean(out["converged"][fitted])),
+            "median_dm_reliable_min": float(np.nanmedian(lo)),
+            "median_dm_reliable_max": float(np.nanmedian(hi)),
             "median_n_stars": float(np.median(out["n_stars"][fitted])),
             "median_sum_weights": float(np.median(blk["sum_weights"][blk["fitted"]])),
             "cpu_s_per_pixel": cpu / max(1, int(fitted.sum()))}
@@ -219,9 +222,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Validate the DECaPS pipeline on the simulated "
                                              "galaxy")
     ap.add_argument("--stars", type=int, default=1200)
-    ap.add_argument("--weighting", choices=("loglike", "loglike_raw", "image"),
+    ap.add_argument("--weighting", choices=("loglike", "loglike_kish", "loglike_raw", "image"),
                     default="loglike")
     ap.add_argument("--no-smooth", action="store_true")
+    ap.add_argument("--d-max", type=float, default=4.0,
+                    help="farthest star (kpc; the stars are drawn between 0.1 kpc and this)")
     ap.add_argument("--rounds", type=int, default=2500)
     ap.add_argument("--sweeps", type=int, default=20)
     ap.add_argument("--retry", action="store_true", help="the paper's escalating retries")
@@ -234,7 +239,8 @@ def main(argv=None) -> int:
     r = validate_on_galaxy(n_stars=args.stars, n_rounds=args.rounds,
                            sweeps_per_round=args.sweeps, retry=args.retry,
                            weight_mode=args.weighting, smooth=not args.no_smooth, galaxy=gal,
-                           prior_rounding=args.prior_rounding)
+                           prior_rounding=args.prior_rounding,
+                           d_range_kpc=(0.1, args.d_max))
     print("| quantity | value |\n|---|---|")
     for k, v in r.items():
         print(f"| {k} | {v:.4g} |")

@@ -58,7 +58,8 @@ def _fit_footprint(stars, cfg):
     return res
 
 
-@pytest.mark.parametrize("mode, expect_ok", [("loglike", True), ("image", False)])
+@pytest.mark.parametrize("mode, expect_ok", [("loglike", True), ("loglike_kish", True),
+                                             ("image", False)])
 def test_one_arcmin_filament_is_recovered_at_its_centre(mode, expect_ok):
     lc, bc = _centre_pixel()
     rng = np.random.default_rng(11)
