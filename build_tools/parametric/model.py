@@ -113,44 +113,51 @@ def _diffuse_gradient_constants(p, sin_b, dc):
 
 
 @numba.njit(inline="always", **_JIT)
-def _diffuse_gradient(p, sin_b, dc, gc, xj, edge, decay):
-    """d diffuse(x) / d (bubble, h, rho) at ``xj``, from :func:`_value`'s edge and decay
-    and :func:`_diffuse_gradient_constants`."""
+def _diffuse_gradient(p, sin_b, dc, gc, n, e1, e2, i0, i1, i2):
+    """Weighted sum over stars of d diffuse(x) / d (bubble, h, rho).
+
+    The derivatives are linear in a few per-star quantities, so a sum over stars needs
+    only their weighted sums: ``n = sum w``, ``e1 = sum w edge``, ``e2 = sum w edge (1 -
+    edge)`` (``edge`` the bubble-edge step of :func:`_value`), and over the stars at
+    ``x >= bubble`` ``i0 = sum w``, ``i1 = sum w decay``, ``i2 = sum w decay x``. One star
+    with weight 1 gives its own derivatives (the Jacobian row); the loss kernel passes the
+    sums with the weights ``d|r|/d model``.
+    """
     bubble = p[0]
     rho = p[2]
     span0, total, c0, _, cw = dc
     eb, denom, dcw_db, dc0_db, dc0_dh, dc0_drho = gc
-    g = (edge - cw) / denom         # the diffuse step is c0 * g
-    dsb_db = -(5.0 / BUBBLE_EDGE_WIDTH) * edge * (1.0 - edge)
-    dg_db = (dsb_db - dcw_db) / denom + (edge - cw) * dcw_db / (denom * denom)
-    d_bubble = dc0_db * g + c0 * dg_db
-    d_h = dc0_dh * g
-    d_rho = dc0_drho * g
-    if xj >= bubble:
-        d_bubble += -rho * eb
-        d_h += (rho / sin_b) * (eb - decay) + total * (eb * bubble - decay * xj) / (
-            span0 * span0) / sin_b
-        d_rho += span0 * (eb - decay)
+    g = (e1 - cw * n) / denom         # the diffuse step is c0 * g
+    dsb_db = -(5.0 / BUBBLE_EDGE_WIDTH) * e2
+    dg_db = (dsb_db - dcw_db * n) / denom + (e1 - cw * n) * dcw_db / (denom * denom)
+    d_bubble = dc0_db * g + c0 * dg_db - rho * eb * i0
+    d_h = dc0_dh * g + (rho / sin_b) * (eb * i0 - i1) + total * (eb * bubble * i0 - i2) / (
+        span0 * span0) / sin_b
+    d_rho = dc0_drho * g + span0 * (eb * i0 - i1)
     return d_bubble, d_h, d_rho
 
 
 @numba.njit(inline="always", **_JIT)
-def _cloud_gradient(p, consts, k, xj, s):
-    """d cloud_k(x) / d (centre, span_k, Cum_EBV_k) at ``xj``, ``s`` its logistic; the
-    derivative in span_k is the one at fixed distance_k (centre moving by 2 span_k)."""
+def _cloud_gradient(p, consts, k, n, s1, s2, s3):
+    """Weighted sum over stars of d cloud_k(x) / d (centre, span_k, Cum_EBV_k).
+
+    Linear in ``n = sum w``, ``s1 = sum w s``, ``s2 = sum w s (1 - s)`` and ``s3 = sum w u
+    s (1 - s)``, with ``s`` the cloud's logistic at the star and ``u = 5 (x - centre) /
+    span_k`` (one star with weight 1: its Jacobian row). The derivative in span_k is the
+    one at fixed distance_k (centre moving by 2 span_k).
+    """
     span = p[4 + 3 * k]
     cum = p[5 + 3 * k]
     mk = consts[k, 0]
     nk = consts[k, 1]
     em = consts[k, 4]
     ck = consts[k, 5]
-    u = 5.0 * (xj - mk) / span
-    ss = s * (1.0 - s)
     cc = ck * (1.0 - ck)
-    d_m = (5.0 / span) * (-cum * em * (s - ck) + nk * (cc - ss))
+    rise = s1 - ck * n
+    d_m = (5.0 / span) * (-cum * em * rise + nk * (cc * n - s2))
     vm = 5.0 * mk / (span * span)
-    d_span_m = vm * cum * em * (s - ck) - nk * (u / span) * ss - nk * cc * vm
-    return d_m, d_span_m + 2.0 * d_m, (1.0 + em) * (s - ck)
+    d_span_m = vm * cum * em * rise - nk * s3 / span - nk * cc * vm * n
+    return d_m, d_span_m + 2.0 * d_m, (1.0 + em) * rise
 
 
 @numba.njit(**_JIT)
@@ -165,10 +172,14 @@ def _model_kernel(p, sin_b, x, out, jac, want_jac):
         val, edge, decay = _value(p, xj, dc, consts, s)
         out[j] = val
         if want_jac:
-            jac[j, 0], jac[j, 1], jac[j, 2] = _diffuse_gradient(p, sin_b, dc, gc, xj, edge,
-                                                                decay)
+            inside = 1.0 if xj >= p[0] else 0.0
+            jac[j, 0], jac[j, 1], jac[j, 2] = _diffuse_gradient(
+                p, sin_b, dc, gc, 1.0, edge, edge * (1.0 - edge), inside, inside * decay,
+                inside * decay * xj)
             for k in range(N_CLOUDS):
-                d_m, d_span, d_cum = _cloud_gradient(p, consts, k, xj, s[k])
+                ss = s[k] * (1.0 - s[k])
+                u = consts[k, 3] * (xj - consts[k, 0])
+                d_m, d_span, d_cum = _cloud_gradient(p, consts, k, 1.0, s[k], ss, u * ss)
                 jac[j, 3 + 3 * k] = d_m
                 jac[j, 4 + 3 * k] = d_span
                 jac[j, 5 + 3 * k] = d_cum
@@ -180,14 +191,19 @@ def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad):
     """Eq. 15 loss; writes its gradient into ``grad``.
 
     The model values of :func:`_model_kernel`, fused with the L1 sum so that no Jacobian is
-    stored; stars that the model fits exactly contribute nothing (``sign(0) = 0``).
+    stored; stars that the model fits exactly contribute nothing (``sign(0) = 0``). The
+    gradient is linear in a few weighted sums over the stars (:func:`_diffuse_gradient`,
+    :func:`_cloud_gradient`), so the loop accumulates those and the derivatives are formed
+    once at the end.
     """
     dc = _diffuse_constants(p[0], p[1], p[2], sin_b)
     gc = _diffuse_gradient_constants(p, sin_b, dc)
     consts = _cloud_constants_of(p)
     s = np.empty(N_CLOUDS)
-    for i in range(grad.size):
-        grad[i] = 0.0
+    # per cloud: sum w s, sum w s (1 - s), sum w u s (1 - s)
+    sums = np.zeros((N_CLOUDS, 3))
+    n = e1 = e2 = i0 = i1 = i2 = 0.0
+    bubble = p[0]
     loss = 0.0
     for j in range(x.size):
         xj = x[j]
@@ -197,16 +213,26 @@ def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad):
             continue
         sw = wt[j] if r < 0.0 else -wt[j]   # d|r|/d model = -sign(r)
         loss += wt[j] * abs(r)
-        d_bubble, d_h, d_rho = _diffuse_gradient(p, sin_b, dc, gc, xj, edge, decay)
-        grad[1] += sw * d_h
-        grad[2] += sw * d_rho
+        n += sw
+        e1 += sw * edge
+        e2 += sw * (edge * (1.0 - edge))
+        if xj >= bubble:
+            i0 += sw
+            i1 += sw * decay
+            i2 += sw * (decay * xj)
         for k in range(N_CLOUDS):
-            d_m, d_span, d_cum = _cloud_gradient(p, consts, k, xj, s[k])
-            grad[3 + 3 * k] += sw * d_m
-            grad[4 + 3 * k] += sw * d_span
-            grad[5 + 3 * k] += sw * d_cum
-            d_bubble += d_m
-        grad[0] += sw * d_bubble
+            ss = sw * (s[k] * (1.0 - s[k]))
+            sums[k, 0] += sw * s[k]
+            sums[k, 1] += ss
+            sums[k, 2] += ss * (consts[k, 3] * (xj - consts[k, 0]))
+    grad[0], grad[1], grad[2] = _diffuse_gradient(p, sin_b, dc, gc, n, e1, e2, i0, i1, i2)
+    for k in range(N_CLOUDS):
+        d_m, d_span, d_cum = _cloud_gradient(p, consts, k, n, sums[k, 0], sums[k, 1],
+                                             sums[k, 2])
+        grad[3 + 3 * k] = d_m
+        grad[4 + 3 * k] = d_span
+        grad[5 + 3 * k] = d_cum
+        grad[0] += d_m
     for k in range(N_CLOUDS):
         cum = p[5 + 3 * k]
         loss += lam * abs(cum)
