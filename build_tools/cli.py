@@ -306,8 +306,8 @@ def decaps_parser() -> argparse.ArgumentParser:
                    help="width of the jump prior's log-normal in ln(jump) (bayestar's "
                         "--sigma-log-Delta-EBV; default 0.75, as the code that made the "
                         "released map); wider makes clouds (large jumps in one bin) likelier: "
-                        "with --weighting loglike_kish, 1.5 gives samples that cover a cloudy "
-                        "sky")
+                        "with --weighting loglike_kish, 2 gives samples that cover a cloudy "
+                        "sky (see the docs, 'What accuracy the data allow')")
     smooth = p.add_mutually_exclusive_group()
     smooth.add_argument("--no-smooth", action="store_true",
                         help="do not smooth the star posteriors (1%% of each axis)")

@@ -149,7 +149,7 @@ def test_likelihood_exponents_normalisations():
 def test_error_of_the_posterior_mean_falls_with_the_number_of_stars():
     """The accuracy the data allow (issue 19 point 8): on truths drawn from the prior, the
     posterior mean's median error over fixed distances (mu 9.5-12.875) falls from N to 4N
-    stars by ~0.7 (N^-0.25: the prior still carries much of the answer at these
+    stars by ~0.7 (about N^-0.3: the prior still carries much of the answer at these
     densities; 1/sqrt(N) would be 0.5), while a baseline that ignores the data -- draws from
     the prior alone -- stays where it is on the same truths and is ~3 times worse."""
     table = _table()
