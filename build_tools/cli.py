@@ -302,6 +302,12 @@ def decaps_parser() -> argparse.ArgumentParser:
                    help="how the jump prior's continuous jumps become 0.01 mag quanta: "
                         "floor (the default, as the code that made the released map) or "
                         "split (keeps the smooth model's mean jump)")
+    p.add_argument("--prior-sigma-ln", type=float, default=None, metavar="SIGMA",
+                   help="width of the jump prior's log-normal in ln(jump) (bayestar's "
+                        "--sigma-log-Delta-EBV; default 0.75, as the code that made the "
+                        "released map); wider makes clouds (large jumps in one bin) likelier: "
+                        "with --weighting loglike_kish, 2 gives samples that cover a cloudy "
+                        "sky (see the docs, 'What accuracy the data allow')")
     smooth = p.add_mutually_exclusive_group()
     smooth.add_argument("--no-smooth", action="store_true",
                         help="do not smooth the star posteriors (1%% of each axis)")
@@ -322,12 +328,20 @@ def decaps_config_from_args(args: argparse.Namespace):
     smp = SamplerSettings(n_rounds=args.rounds or base.n_rounds,
                           sweeps_per_round=args.sweeps or base.sweeps_per_round)
     # options left unset keep the config's defaults, which are the release's facts
+    if args.prior_sigma_ln is not None:
+        import dataclasses
+
+        from .decaps.prior import FlaredSechDiskDustModel
+        model = dataclasses.replace(FlaredSechDiskDustModel(), sigma_ln=args.prior_sigma_ln)
+    else:
+        model = None
     given = {name: value for name, value in (
         ("nside", args.nside),
         ("l_range_deg", None if args.l_range is None else tuple(args.l_range)),
         ("b_range_deg", None if args.b_range is None else tuple(args.b_range)),
         ("weight_mode", args.weighting),
-        ("prior_rounding", args.prior_rounding)) if value is not None}
+        ("prior_rounding", args.prior_rounding), ("prior_model", model))
+        if value is not None}
     return DecapsBuildConfig(nside_block=args.nside_block, sampler=smp,
                              retry=args.retry or not custom, seed=args.seed, **given)
 

@@ -143,7 +143,9 @@ def truth_ranks(samples, truth, rng: np.random.Generator) -> np.ndarray:
 
 def calibrate_sampler(logp_dy, *, n_sims: int = 16, n_star: int = 100,
                       settings: SamplerSettings | None = None, weights=None, seed: int = 0,
-                      mu_range=(5.0, 13.0), sample_fn=None, draw_truth=None) -> dict:
+                      mu_range=(5.0, 13.0), sample_fn=None, draw_truth=None,
+                      sigma_mu=(0.2, 0.6), sigma_ebv=(0.03, 0.08),
+                      truth_seed: int | None = None, mu_window=None) -> dict:
     """Coverage of the sampler's posterior samples when the truth is drawn from its prior.
 
     Parameters
@@ -169,6 +171,17 @@ def calibrate_sampler(logp_dy, *, n_sims: int = 16, n_star: int = 100,
         ``draw_truth(rng)`` gives a true profile (quanta, shape (n_dist,)) instead of a
         draw from ``logp_dy``: the coverage when the sky is not what the sampler's prior
         expects (e.g. a draw from another table, or with a cloud added).
+    sigma_mu, sigma_ebv : (float, float)
+        Ranges of the stars' distance-modulus and reddening uncertainties (mag), as
+        :func:`simulate_sightline`.
+    truth_seed : int, optional
+        Draw the true profiles from their own random stream of this seed, so that runs with
+        different stars (their number, quality or weights) see the same truths (default:
+        one stream, seeded by ``seed``, for the truths and the stars).
+    mu_window : (float, float), optional
+        Count only the voxels inside the reliable range that also lie in this window of
+        distance modulus: a fixed set of distances, so that runs whose reliable ranges
+        differ (more stars reach closer) compare on the same voxels.
 
     Returns
     -------
@@ -177,7 +190,10 @@ def calibrate_sampler(logp_dy, *, n_sims: int = 16, n_star: int = 100,
         in [0.16, 0.84]) over the (sightline, distance) voxels inside each sightline's
         reliable distance range, ``rank_coverage_68_se`` (its standard error from the
         spread between sightlines: the voxels of one sightline are correlated), ``n_voxels``, ``rank_histogram`` (10 bins, fractions),
-        ``median_bias`` (posterior mean minus truth, mag) and ``median_width_68`` (mag).
+        ``median_bias`` (posterior mean minus truth, mag), ``median_abs_error`` (of the
+        posterior mean: the Bayes-optimal estimate when the truth is drawn from the prior
+        and the exponents are 1), ``p90_abs_error`` and ``median_width_68`` (the central
+        68% interval's full width, mag).
     """
     settings = settings or SamplerSettings()
     logp_dy = np.ascontiguousarray(logp_dy, np.float64)
@@ -189,11 +205,12 @@ def calibrate_sampler(logp_dy, *, n_sims: int = 16, n_star: int = 100,
         def draw_truth(g):
             return draw_profile_from_prior(logp_dy, g)
     rng = np.random.default_rng(seed)
+    truth_rng = rng if truth_seed is None else np.random.default_rng(truth_seed)
     covered, ranks, bias, width = [], [], [], []
     for i in range(n_sims):
-        y_true = np.asarray(draw_truth(rng), np.int64)
-        (x0, nx, y0, ny, off, data), _ = simulate_sightline(y_true, n_star, rng,
-                                                            mu_range=mu_range)
+        y_true = np.asarray(draw_truth(truth_rng), np.int64)
+        (x0, nx, y0, ny, off, data), _ = simulate_sightline(
+            y_true, n_star, rng, mu_range=mu_range, sigma_mu=sigma_mu, sigma_ebv=sigma_ebv)
         w = np.ones(n_star) if weights is None else np.asarray(weights(n_star, rng), float)
         packed = pack_pixel(x0, nx, y0, ny, off, data, weights=w, weight_mode="loglike")
         if sample_fn is None:
@@ -205,6 +222,8 @@ def calibrate_sampler(logp_dy, *, n_sims: int = 16, n_star: int = 100,
         pdm = reliable.distance_probability(stars, np.arange(n_star), w)
         lo, hi = reliable.reliable_distance_range(pdm, DM_EDGES)
         inside = (DM_EDGES >= lo) & (DM_EDGES <= hi)
+        if mu_window is not None:
+            inside &= (DM_EDGES >= mu_window[0]) & (DM_EDGES <= mu_window[1])
         truth = 0.01 * y_true
         covered.append(coverage_68(samples, truth)[inside])
         ranks.append(truth_ranks(samples, truth, rng)[inside])
@@ -229,6 +248,10 @@ def calibrate_sampler(logp_dy, *, n_sims: int = 16, n_star: int = 100,
                                     if per_sim.size > 1 else float("nan")),
             "n_voxels": int(covered.size), "rank_histogram": hist,
             "median_bias": float(np.median(bias)) if bias.size else float("nan"),
+            "median_abs_error": (float(np.median(np.abs(bias))) if bias.size
+                                 else float("nan")),
+            "p90_abs_error": (float(np.percentile(np.abs(bias), 90)) if bias.size
+                              else float("nan")),
             "median_width_68": float(np.median(width)) if width.size else float("nan")}
 
 def main(argv=None) -> int:

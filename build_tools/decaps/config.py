@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,6 +124,9 @@ class DecapsBuildConfig:
         if self.prior_rounding not in ("floor", "split"):
             raise ValueError("prior_rounding must be 'floor' or 'split', not "
                              f"{self.prior_rounding!r}")
+        if not (math.isfinite(self.prior_model.sigma_ln) and self.prior_model.sigma_ln > 0):
+            raise ValueError("prior_model.sigma_ln (the jump prior's width in ln(jump)) "
+                             f"must be positive and finite, not {self.prior_model.sigma_ln!r}")
         if self.n_keep_samples > self.sampler.n_samples:
             raise ValueError("n_keep_samples cannot exceed the sampler's n_samples")
 

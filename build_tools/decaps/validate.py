@@ -20,7 +20,7 @@ from pathlib import Path
 import healpy as hp
 import numpy as np
 
-from . import filters, mock, pipeline, pixelize
+from . import filters, mock, pipeline, pixelize, prior
 from .sampler import SamplerSettings
 
 __all__ = ["psf_weighted_truth", "validate_on_galaxy", "validation_galaxy"]
@@ -77,7 +77,8 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
                        sweeps_per_round: int = 20, retry: bool = False, seed: int = 42,
                        weight_mode: str = "loglike", smooth: bool = True,
                        min_cloud_column: float = 0.2, galaxy=None,
-                       prior_rounding: str = "floor", work_dir=None) -> dict:
+                       prior_rounding: str = "floor", prior_model=None,
+                       work_dir=None) -> dict:
     """Run the pipeline on a simulated patch and measure its errors.
 
     The default density, 1200 stars on 0.5 x 0.5 deg at nside 2048, puts about 300 stars
@@ -85,7 +86,8 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
     stars per disc, which is what a pixel's fit sees (the same stars per disc at nside 8192
     are 16 times denser on the sky). ``galaxy`` replaces :func:`validation_galaxy` (e.g.
     its disk alone, ``dataclasses.replace(validation_galaxy(), clouds=())``);
-    ``prior_rounding`` is :class:`.config.DecapsBuildConfig`'s.
+    ``prior_rounding`` and ``prior_model`` are :class:`.config.DecapsBuildConfig`'s (default:
+    its defaults).
 
     Returns
     -------
@@ -121,6 +123,7 @@ def validate_on_galaxy(*, n_stars: int = 1200, l_range=(329.75, 330.25),
     cfg = pipeline.DecapsBuildConfig(
         nside=nside, nside_block=max(1, nside // 16), retry=retry, seed=seed, sampler=smp,
         n_keep_samples=smp.n_samples, weight_mode=weight_mode, prior_rounding=prior_rounding,
+        prior_model=prior_model or prior.FlaredSechDiskDustModel(),
         infill_window=3,
         infill_train=5, infill_median=3, l_range_deg=footprint_l, b_range_deg=footprint_b)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
@@ -234,12 +237,23 @@ def main(argv=None) -> int:
                     help="the validation galaxy's smooth disk alone")
     ap.add_argument("--prior-rounding", choices=("floor", "split"), default="floor",
                     help="discretisation of the jump prior (DecapsBuildConfig.prior_rounding)")
+    ap.add_argument("--prior-sigma-ln", type=float, default=None,
+                    help="width of the jump prior's log-normal (bayestar's "
+                         "--sigma-log-Delta-EBV; default 0.75)")
+    ap.add_argument("--prior-mean-ceil", type=float, default=None,
+                    help="ceiling of the jump prior's mean jump per bin, mag (bayestar's "
+                         "exp(--log-Delta-EBV-max); default exp(-3))")
     args = ap.parse_args(argv)
+    pm = prior.FlaredSechDiskDustModel()
+    if args.prior_sigma_ln is not None:
+        pm = dataclasses.replace(pm, sigma_ln=args.prior_sigma_ln)
+    if args.prior_mean_ceil is not None:
+        pm = dataclasses.replace(pm, mean_ceil=args.prior_mean_ceil)
     gal = dataclasses.replace(validation_galaxy(), clouds=()) if args.no_clouds else None
     r = validate_on_galaxy(n_stars=args.stars, n_rounds=args.rounds,
                            sweeps_per_round=args.sweeps, retry=args.retry,
                            weight_mode=args.weighting, smooth=not args.no_smooth, galaxy=gal,
-                           prior_rounding=args.prior_rounding,
+                           prior_rounding=args.prior_rounding, prior_model=pm,
                            d_range_kpc=(0.1, args.d_max))
     print("| quantity | value |\n|---|---|")
     for k, v in r.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -93,6 +95,13 @@ def test_weighting_and_smoothing_options(tmp_path, monkeypatch, capsys):
     assert cli.config_from_args(parse(["s.npz", "o.h5"])).prior_rounding == "floor"
     assert cli.config_from_args(parse(["s.npz", "o.h5", "--prior-rounding", "split"])
                                 ).prior_rounding == "split"
+    default_model = cli.config_from_args(parse(["s.npz", "o.h5"])).prior_model
+    assert default_model.sigma_ln == 0.75  # bayestar's --sigma-log-Delta-EBV default
+    wide = cli.config_from_args(parse(["s.npz", "o.h5", "--prior-sigma-ln", "1.5"]))
+    assert wide.prior_model == dataclasses.replace(default_model, sigma_ln=1.5)
+    assert wide.fingerprint() != cli.config_from_args(parse(["s.npz", "o.h5"])).fingerprint()
+    with pytest.raises(ValueError, match="sigma_ln"):
+        cli.config_from_args(parse(["s.npz", "o.h5", "--prior-sigma-ln", "0"]))
     with pytest.raises(SystemExit):  # the two smoothing flags exclude each other
         parse(["s.npz", "o.h5", "--no-smooth", "--already-smoothed"])
     seen = {}
