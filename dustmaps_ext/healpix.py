@@ -4,6 +4,8 @@
 * :func:`lb_to_nested`, :func:`nested_to_lb` and :func:`lb_to_ring` -- Galactic (l, b) to
   NESTED or RING pixel and back (the pixels healpy and astropy-healpix give, boundaries
   included);
+* :func:`lb_to_unit_vectors` -- Galactic (l, b) to Cartesian unit vectors (for angular
+  neighbour searches);
 * :func:`in_lon_lat_box` -- the one footprint rule (open boundaries, longitudes may wrap);
   the DECaPS footprint itself is ``dustmaps_ext.formats.decaps.in_footprint``.
 
@@ -17,6 +19,8 @@ array([ True,  True, False])
 0
 """
 
-from ._core.pixels import check_nside, in_lon_lat_box, lb_to_nested, lb_to_ring, nested_to_lb
+from ._core.pixels import (check_nside, in_lon_lat_box, lb_to_nested, lb_to_ring, lb_to_unit_vectors,
+                           nested_to_lb)
 
-__all__ = ["check_nside", "lb_to_nested", "nested_to_lb", "lb_to_ring", "in_lon_lat_box"]
+__all__ = ["check_nside", "lb_to_nested", "nested_to_lb", "lb_to_ring", "lb_to_unit_vectors",
+           "in_lon_lat_box"]

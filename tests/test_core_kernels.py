@@ -224,3 +224,14 @@ def test_place_scaled_rejects_what_it_cannot_do():
         los.place_scaled(out.astype(np.float64), np.arange(2), np.zeros((2, 2), np.float32))
     with pytest.raises(TypeError, match="float16, float32 or float64"):
         los.place_scaled(out, np.arange(2), np.zeros((2, 2), np.int32))
+
+
+def test_lb_to_unit_vectors_equals_healpy():
+    from dustmaps_ext.healpix import lb_to_unit_vectors
+
+    rng = np.random.default_rng(5)
+    l_deg = rng.uniform(-180.0, 540.0, 1000)
+    b_deg = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, 1000)))
+    vec = lb_to_unit_vectors(l_deg, b_deg)
+    np.testing.assert_allclose(vec, hp.ang2vec(l_deg, b_deg, lonlat=True), atol=1e-15)
+    assert lb_to_unit_vectors(l_deg.reshape(10, 100), b_deg.reshape(10, 100)).shape == (10, 100, 3)

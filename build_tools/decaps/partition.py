@@ -42,7 +42,7 @@ import numba
 import numpy as np
 
 from dustmaps_ext.files import atomic_output
-from dustmaps_ext.healpix import check_nside
+from dustmaps_ext.healpix import check_nside, lb_to_unit_vectors
 
 from . import filters, pixelize
 from .inputs import REQUIRED_FIELDS, StarPosteriors
@@ -254,7 +254,7 @@ def assign_blocks(l_deg: np.ndarray, b_deg: np.ndarray, nside_block: int, radius
     n = l_deg.size
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    vec = pixelize._unit_vectors(l_deg, b_deg).reshape(-1, 3)
+    vec = lb_to_unit_vectors(l_deg, b_deg).reshape(-1, 3)
     own = hp.vec2pix(nside_block, vec[:, 0], vec[:, 1], vec[:, 2], nest=True).astype(np.int64)
     order = np.argsort(own, kind="stable")
     so = own[order]

@@ -16,7 +16,7 @@ import healpy as hp
 import numpy as np
 from scipy.spatial import cKDTree
 
-from dustmaps_ext.healpix import check_nside
+from dustmaps_ext.healpix import check_nside, lb_to_unit_vectors
 
 __all__ = ["PixelAssignment", "pixel_size_rad", "assign_stars_to_pixels", "pixels_touched",
            "WEIGHT_MODES", "likelihood_exponents"]
@@ -28,11 +28,6 @@ WEIGHT_MODES = ("loglike", "loglike_kish", "loglike_raw", "image")
 def pixel_size_rad(nside: int) -> float:
     """Square root of the HEALPix pixel area (rad)."""
     return math.sqrt(4.0 * math.pi / (12.0 * nside * nside))
-
-
-def _unit_vectors(l_deg, b_deg) -> np.ndarray:
-    lr, br = np.radians(l_deg), np.radians(b_deg)
-    return np.stack([np.cos(br) * np.cos(lr), np.cos(br) * np.sin(lr), np.sin(br)], axis=-1)
 
 
 @dataclass(frozen=True)
@@ -95,14 +90,14 @@ def assign_stars_to_pixels(l_deg, b_deg, pixels, nside: int, *, fwhm_pixels: flo
     if l_deg.size == 0 or pixels.size == 0:
         return PixelAssignment(pixels, np.zeros(pixels.size + 1, np.int64),
                                np.zeros(0, np.int64), np.zeros(0, np.float64))
-    tree = cKDTree(_unit_vectors(l_deg, b_deg))
+    tree = cKDTree(lb_to_unit_vectors(l_deg, b_deg))
     hits = tree.query_ball_point(centres, chord, return_sorted=True)
     counts = np.array([len(h) for h in hits], np.int64)
     indptr = np.concatenate([[0], np.cumsum(counts)])
     star = np.concatenate([np.asarray(h, np.int64) for h in hits]) if indptr[-1] else \
         np.zeros(0, np.int64)
     owner = np.repeat(np.arange(pixels.size), counts)
-    stars_xyz = _unit_vectors(l_deg[star], b_deg[star])
+    stars_xyz = lb_to_unit_vectors(l_deg[star], b_deg[star])
     cosang = np.clip(np.einsum("ij,ij->i", stars_xyz, centres[owner]), -1.0, 1.0)
     # great-circle distance, accurate at small angles
     cross = np.linalg.norm(np.cross(stars_xyz, centres[owner]), axis=1)
@@ -116,7 +111,7 @@ def pixels_touched(l_deg, b_deg, nside: int, *, fwhm_pixels: float = 2.5,
     """Sorted NESTED pixels within the truncation radius of at least one star."""
     nside = check_nside(nside)
     radius = truncate_fwhm * fwhm_pixels * pixel_size_rad(nside)
-    vecs = _unit_vectors(np.asarray(l_deg, float), np.asarray(b_deg, float))
+    vecs = lb_to_unit_vectors(np.asarray(l_deg, float), np.asarray(b_deg, float))
     out = [hp.query_disc(nside, v, radius, inclusive=False, nest=True) for v in vecs]
     return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 

@@ -36,7 +36,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from dustmaps_ext.files import atomic_output
-from dustmaps_ext.healpix import check_nside
+from dustmaps_ext.healpix import check_nside, lb_to_unit_vectors
 
 from ..runner import load_blocks, run_blocks
 from ..writers.parametric import (PARAMETRIC_COLUMNS, RELEASE_NROWS, RELEASE_NSIDE,
@@ -155,11 +155,8 @@ def _b_lim(b_deg, floor_deg):
     return np.where(b < 0, -1.0, 1.0) * np.maximum(np.abs(b), floor_deg)
 
 
-def unit_vectors(l_deg, b_deg) -> np.ndarray:
-    """Unit vectors (..., 3) of Galactic directions (deg)."""
-    l = np.radians(l_deg)
-    b = np.radians(b_deg)
-    return np.stack([np.cos(b) * np.cos(l), np.cos(b) * np.sin(l), np.sin(b)], axis=-1)
+#: Unit vectors (..., 3) of Galactic directions (deg); the package's one implementation.
+unit_vectors = lb_to_unit_vectors
 
 
 # --------------------------------------------------------------------------- prepare

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 __all__ = ["check_nside", "in_lon_lat_box", "lb_to_nested", "nested_to_lb", "lb_to_ring", "PixelIndex",
-           "stable_order", "first_unsorted_row"]
+           "stable_order", "first_unsorted_row", "lb_to_unit_vectors"]
 
 
 def stable_order(keys: np.ndarray) -> np.ndarray:
@@ -109,6 +109,12 @@ def in_lon_lat_box(l_deg, b_deg, l_range_deg, b_range_deg) -> np.ndarray:
         dl = np.mod(l_deg - l_lo, 360.0)
         in_l = np.isfinite(l_deg) if span >= 360.0 else (dl > 0.0) & (dl < span)
         return in_l & (b_deg > b_lo) & (b_deg < b_hi)
+
+
+def lb_to_unit_vectors(l_deg, b_deg) -> np.ndarray:
+    """Unit vectors, shape (..., 3), of Galactic directions (deg): (cos b cos l, cos b sin l, sin b)."""
+    lr, br = np.radians(l_deg), np.radians(b_deg)
+    return np.stack([np.cos(br) * np.cos(lr), np.cos(br) * np.sin(lr), np.sin(br)], axis=-1)
 
 
 def lb_to_nested(nside: int, l_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import pytest
 from dustmaps_ext_build.decaps import mock, partition, pipeline, pixelize, sampler
 from dustmaps_ext_build.decaps.inputs import StarPosteriors
 from dustmaps_ext_build.runner import block_path, load_blocks
+from dustmaps_ext.healpix import lb_to_unit_vectors
 from helpers.reference import assert_same_hdf5
 
 
@@ -34,7 +35,7 @@ def _edge_and_corner_stars(nside_block: int, rng, n_blocks: int = 40):
 def _exact_blocks(l, b, nside: int, nside_block: int, radius: float):
     """Brute force: blocks of the map pixels whose centres lie within the radius."""
     f = (nside // nside_block) ** 2
-    vec = pixelize._unit_vectors(l, b)
+    vec = lb_to_unit_vectors(l, b)
     return [set((hp.query_disc(nside, v, radius, nest=True) // f).tolist()) for v in vec]
 
 
