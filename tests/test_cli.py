@@ -476,3 +476,12 @@ def test_installed_demo_runs_offline_into_a_folder(tmp_path):
     assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "E(B-V)" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.png"]
+
+
+def test_weighting_choices_are_the_pipelines_weight_modes():
+    # the parser keeps its choices literal (no pipeline import at --help); they must stay the
+    # modes the build accepts
+    from dustmaps_ext_build.decaps.pixelize import WEIGHT_MODES
+
+    action = next(a for a in build_cli.decaps_parser()._actions if a.dest == "weighting")
+    assert tuple(action.choices) == WEIGHT_MODES
