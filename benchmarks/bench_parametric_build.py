@@ -129,7 +129,7 @@ def _reference_fit(x, e, w, b_lim, config):
     def loss(p, xs, es, ws):
         return np.sum(ws * np.abs(es - model(p, xs))) + config.lam * np.sum(np.abs(p[5::3]))
 
-    bounds = parameter_bounds(config)
+    bounds = parameter_bounds(dataclasses.replace(config, rho_soft_limit=None))  # the paper's
     emax = np.percentile(e, config.ebv_max_percentile)
     best, best_sig = None, np.inf
     for s in range(len(config.start_distances)):

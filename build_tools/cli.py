@@ -150,6 +150,16 @@ def _start(prog: str, args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------- build-parametric
 
+def _float_or_none_word(text: str) -> float | str:
+    """A number, or the word ``none`` (returned as ``"none"``)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
 def _column_map(items: Sequence[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -197,7 +207,11 @@ def parametric_parser() -> argparse.ArgumentParser:
                    help="leave out neighbours with a smaller eq. 1 weight (0 keeps all; "
                         "default: %(default)s)")
     g.add_argument("--rho-max", type=float, default=None,
-                   help="upper bound of the diffuse density (mag/kpc; Table 3: 0.04)")
+                   help="Table 3's upper bound of the diffuse density (mag/kpc; default "
+                        "0.04); beyond it the diffuse dust pays the cloud penalty")
+    g.add_argument("--rho-soft-limit", type=_float_or_none_word, default=None,
+                   help="largest diffuse density (mag/kpc) the soft bound allows "
+                        "(default 1.0); 'none' makes --rho-max a hard bound, as the paper does")
     g.add_argument("--lam", type=float, default=None,
                    help="weight of the L1 penalty on the cloud columns (eq. 15; default "
                         "0.05, the paper's is 0.1: see the building_parametric docs)")
@@ -223,6 +237,9 @@ def _run_parametric(args: argparse.Namespace) -> int:
     from .parametric.pipeline import ParametricBuildConfig, build_parametric_map
 
     fit = FitConfig()
+    if args.rho_soft_limit is not None:
+        fit = dataclasses.replace(fit, rho_soft_limit=(
+            None if args.rho_soft_limit == "none" else args.rho_soft_limit))
     if args.rho_max is not None:
         fit = dataclasses.replace(fit, rho_bounds=(fit.rho_bounds[0], args.rho_max))
     if args.lam is not None:

@@ -178,11 +178,19 @@ def test_parametric_penalty_and_bound_reach_the_fit(tmp_path, monkeypatch):
     calls = _record_parametric(monkeypatch)
     out = str(tmp_path / "map.fits")
     assert build_cli.build_parametric_main(["cat.parquet", out]) == 0
-    assert calls[-1]["config"].fit == FitConfig()  # lam 0.05, rho <= 0.04 by default
+    # lam 0.05, rho free of penalty up to 0.04 and soft up to 1 by default
+    assert calls[-1]["config"].fit == FitConfig()
     assert build_cli.build_parametric_main(["cat.parquet", out, "--lam", "0.1",
                                             "--rho-max", "0.5"]) == 0
     fit = calls[-1]["config"].fit
-    assert fit.lam == 0.1 and fit.rho_bounds == (0.0, 0.5)
+    assert fit.lam == 0.1 and fit.rho_bounds == (0.0, 0.5) and fit.rho_soft_limit == 1.0
+    # the paper's hard bound
+    assert build_cli.build_parametric_main(["cat.parquet", out, "--rho-soft-limit", "none"]) == 0
+    assert calls[-1]["config"].fit.rho_soft_limit is None
+    assert build_cli.build_parametric_main(["cat.parquet", out, "--rho-soft-limit", "2"]) == 0
+    assert calls[-1]["config"].fit.rho_soft_limit == 2.0
+    with pytest.raises(SystemExit):
+        build_cli.build_parametric_main(["cat.parquet", out, "--rho-soft-limit", "lots"])
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,10 @@
 
 Steps, for the stars of one sightline (its own and its weighted neighbours):
 
-1. L-BFGS-B fits of the eq. 15 loss (weighted L1 + 0.1 x L1 on the cloud columns)
-   within the Table 3 bounds, from three fixed sets of starting cloud distances and one
+1. L-BFGS-B fits of the eq. 15 loss (weighted L1 + ``lam`` x L1 on the cloud columns)
+   within the Table 3 bounds, the bound on the diffuse density made soft (rho may exceed
+   0.04 mag/kpc, and the diffuse column it adds beyond the bound pays the cloud penalty:
+   ``FitConfig.rho_soft_limit``; not in the paper), from three fixed sets of starting cloud distances and one
    set placed at the steepest rises of the stars' reddening (:func:`data_start_centres`);
 2. the start with the smallest residual sigma (weighted standard deviation) wins;
 3. its cloud components are placed by the stars (:func:`place_components`: moved to the
@@ -78,7 +80,16 @@ class FitConfig:
     rho_init: float = 0.02
     bubble_bounds: tuple = (0.05, 1.0)
     h_bounds: tuple = (0.05, 0.5)
+    #: Table 3's range of the diffuse density rho (mag/kpc); see ``rho_soft_limit``
     rho_bounds: tuple = (0.0, 0.04)
+    #: Table 3's upper bound on rho made soft: rho may rise to this limit (mag/kpc), but
+    #: the diffuse dust beyond the bound pays the L1 penalty that cloud dust pays
+    #: (``lam`` x the excess diffuse column out to the farthest star). ``None`` keeps
+    #: ``rho_bounds`` as a hard bound, as the paper does. Galactic dust in the plane is
+    #: denser than the bound (tenths of a magnitude of E(B-V) per kpc); with the hard
+    #: bound the cloud components nearest each cloud take that dust and their columns
+    #: come out too high
+    rho_soft_limit: float | None = 1.0
     distance_bounds: tuple = (0.0, 15.0)
     span_bounds: tuple = (0.01, 7.5)
     cum_bounds: tuple = (0.0, 3.0)
@@ -116,6 +127,9 @@ class FitConfig:
             lo, hi = getattr(self, name)
             if not lo <= hi:
                 raise ValueError(f"{name}: lower bound {lo} exceeds upper bound {hi}")
+        if self.rho_soft_limit is not None and not self.rho_soft_limit >= self.rho_bounds[1]:
+            raise ValueError(f"rho_soft_limit ({self.rho_soft_limit}) must be at least the "
+                             f"upper bound of rho_bounds ({self.rho_bounds[1]})")
         if self.h_bounds[0] <= 0 or self.span_bounds[0] <= 0:
             raise ValueError("h and span lower bounds must be positive")
         if self.clip_sigma <= 0 or self.lam < 0:
@@ -151,8 +165,9 @@ class SightlineFit:
     start_sigmas : numpy.ndarray
         Residual sigma of each multi-start fit.
     loss : float
-        Value of the eq. 15 loss at the end of the refit (before negligible components
-        are dropped).
+        Value of the eq. 15 loss (with the penalty on the diffuse dust beyond Table 3's
+        bound, ``FitConfig.rho_soft_limit``) at the end of the refit (before negligible
+        components are dropped).
     kept : numpy.ndarray of bool, shape (n,)
         The stars that survived the clipping (in the order given).
     """
@@ -171,8 +186,11 @@ class SightlineFit:
 
 
 def parameter_bounds(config: FitConfig) -> list[tuple[float, float]]:
-    """L-BFGS-B bounds for the 15 parameters."""
-    return [config.bubble_bounds, config.h_bounds, config.rho_bounds] + [
+    """L-BFGS-B bounds for the 15 parameters (rho up to ``rho_soft_limit`` when set)."""
+    rho = config.rho_bounds
+    if config.rho_soft_limit is not None:
+        rho = (rho[0], config.rho_soft_limit)
+    return [config.bubble_bounds, config.h_bounds, rho] + [
         config.distance_bounds, config.span_bounds, config.cum_bounds] * N_CLOUDS
 
 
@@ -437,19 +455,40 @@ def residual_sigma(residual: np.ndarray, weight: np.ndarray) -> float:
 
 
 class _Objective:
-    """Loss and gradient for scipy."""
+    """Loss and gradient for scipy: eq. 15, plus the penalty on the diffuse dust beyond
+    Table 3's bound when that bound is soft (``FitConfig.rho_soft_limit``)."""
 
-    def __init__(self, sin_b, x, e, w, lam):
-        self.args = (sin_b, x, e, w, lam)
+    def __init__(self, sin_b, x, e, w, config):
+        self.args = (sin_b, x, e, w, config.lam)
+        self.rho_free = config.rho_bounds[1] if config.rho_soft_limit is not None else None
+        self.x_far = np.array([x.max()])
 
     def __call__(self, p):
         grad = np.empty(N_PARAMS)
         loss = _loss_grad_kernel(p, *self.args, grad)
+        if self.rho_free is not None and p[2] > self.rho_free:
+            loss += _excess_diffuse_penalty(p, self.args[0], self.x_far, self.rho_free,
+                                            self.args[4], grad)
         return loss, grad
 
 
+def _excess_diffuse_penalty(p, sin_b, x_far, rho_free, lam, grad):
+    """``lam`` x the diffuse column out to ``x_far`` carried by the density above
+    ``rho_free`` (the column is proportional to rho: ``(1 - rho_free / rho) E_diffuse``);
+    adds its gradient to ``grad``."""
+    diffuse_only = p.copy()
+    diffuse_only[5::3] = 0.0
+    column = np.empty(1)
+    jac = np.empty((1, N_PARAMS))
+    _model_kernel(diffuse_only, sin_b, x_far, column, jac, True)
+    share = 1.0 - rho_free / p[2]
+    grad[:2] += lam * share * jac[0, :2]
+    grad[2] += lam * column[0] / p[2]
+    return lam * share * column[0]
+
+
 def _minimise(p0, sin_b, x, e, w, config, bounds, tol=None):
-    obj = _Objective(sin_b, x, e, w, config.lam)
+    obj = _Objective(sin_b, x, e, w, config)
     res = minimize(obj, p0, jac=True, method="L-BFGS-B", bounds=bounds,
                    options={"maxiter": config.maxiter, "ftol": tol or config.ftol,
                             "gtol": tol or config.gtol})
@@ -544,7 +583,7 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     # the components placed by the stars (the gradient cannot move a rise no star lies on)
     p = best_p
     if config.place_in_gaps:
-        p = _place_and_refit(p, _Objective(sin_b, x, e, w, config.lam)(p)[0], x, e, w,
+        p = _place_and_refit(p, _Objective(sin_b, x, e, w, config)(p)[0], x, e, w,
                              b_lim_deg, sin_b, config, bounds)[0]
     # iterative 3-sigma clipping: remove the stars beyond clip_sigma x the residual sigma
     # of the kept stars, refit from the current parameters, until no star is removed

@@ -49,7 +49,7 @@ __all__ = ["recovery_metrics", "pixel_average_profile", "miss_causes", "recovere
 MISS_CAUSES = (
     "not locatable: the stars leave a gap around the cloud wider than the tolerance",
     "locatable, but no fitted component within the distance tolerance",
-    "column too high, diffuse density at its Table 3 bound",
+    "column too high, diffuse density at or above its Table 3 bound",
     "column too high",
     "column too low",
 )
@@ -116,8 +116,8 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
         (``sightline``, ``distance``, ``column``, ``rel_distance_err`` (nearest fitted
         centre, inf without one), ``fitted_column``, ``found``, ``recovered``,
         ``locatable``, ``star_gap`` (``(b - a) / (b + a)`` of the stars around the cloud;
-        NaN without a catalog), ``diffuse_at_bound`` (the fitted diffuse density is at its
-        upper bound), ``truth_rise_cloud`` (the true E(B-V) rise across the cloud,
+        NaN without a catalog), ``diffuse_at_bound`` (the fitted diffuse density is at or
+        above Table 3's bound), ``truth_rise_cloud`` (the true E(B-V) rise across the cloud,
         ``E_true(d + 2 r) - E_true(d - 2 r)`` with ``r`` its radius: the cloud plus the
         diffuse dust inside it), ``truth_rise_window`` (the true rise over the distance
         window ``(1 -/+ tolerance) d`` in which components count as the cloud's)), for
@@ -221,8 +221,9 @@ def miss_causes(pairs: np.ndarray, column_tolerance: float = 0.30) -> dict[str, 
 
     A pair that is not recovered is put under the first cause that applies: not
     locatable; no component within the distance tolerance; the fitted column above
-    ``1 + column_tolerance`` times the true one, with the diffuse density at its Table 3
-    bound (the diffuse dust around the cloud went into the cloud components) or not;
+    ``1 + column_tolerance`` times the true one, with the diffuse density at or above its
+    Table 3 bound (the diffuse dust around the cloud went into the cloud components) or
+    not;
     the fitted column too low (the rest of the cases).
     """
     counts = dict.fromkeys(MISS_CAUSES, 0)
