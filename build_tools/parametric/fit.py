@@ -472,6 +472,7 @@ class _Objective:
         return loss, grad
 
 
+@numba.njit(cache=True, nogil=True)
 def _excess_diffuse_penalty(p, sin_b, x_far, rho_free, lam, grad):
     """``lam`` x the diffuse column out to ``x_far`` carried by the density above
     ``rho_free`` (the column is proportional to rho: ``(1 - rho_free / rho) E_diffuse``);
