@@ -2,8 +2,9 @@
 
 Steps, for the stars of one sightline (its own and its weighted neighbours):
 
-1. L-BFGS-B fits of the eq. 15 loss (weighted L1 + 0.1 x L1 on the cloud columns)
-   within the Table 3 bounds, from three fixed sets of starting cloud distances and one
+1. L-BFGS-B fits of the eq. 15 loss (weighted L1 + ``lam`` x L1 on the cloud columns,
+   each column's penalty weighed by the share of the stars' weight behind it:
+   ``FitConfig.penalty_share_exp``) within the Table 3 bounds, from three fixed sets of starting cloud distances and one
    set placed at the steepest rises of the stars' reddening (:func:`data_start_centres`);
 2. the start with the smallest residual sigma (weighted standard deviation) wins;
 3. its cloud components are placed by the stars (:func:`place_components`: moved to the
@@ -68,11 +69,18 @@ class FitConfig:
     Distances in kpc, densities in mag/kpc, columns in mag.
     """
 
-    #: weight of the L1 penalty on the cloud columns (eq. 15). The paper uses 0.1; a
-    #: component then survives only if the stars behind it carry a summed weight above
-    #: ``lam``, which the few low-weight stars behind a cloud at 3-4 kpc do not reach
-    #: (``FitConfig(lam=0.1)`` or ``--lam 0.1`` for the paper's value)
+    #: weight of the L1 penalty on the cloud columns (eq. 15; the paper uses 0.1:
+    #: ``FitConfig(lam=0.1)`` or ``--lam 0.1``)
     lam: float = 0.05
+    #: each column's penalty is ``lam |Cum_EBV_k| F_k^penalty_share_exp``, ``F_k`` the share
+    #: of the stars' weight behind cloud ``k`` (0: eq. 15 as printed, every column
+    #: penalised alike). Only the stars behind a cloud support its column: under eq. 15 a
+    #: cloud survives only where their weighted residuals outweigh ``lam`` (summed weight
+    #: above ``lam``), which the few low-weight stars behind a cloud at 3-4 kpc do not
+    #: reach. With the exponent 1/2 the threshold scales as the random imbalance of the
+    #: residuals of those stars (sqrt of their number), so a spurious component is as
+    #: unlikely far as near; a cloud in front of all the stars is penalised as in eq. 15
+    penalty_share_exp: float = 0.5
     bubble_init: float = 0.1
     h_init: float = 0.12
     rho_init: float = 0.02
@@ -120,6 +128,8 @@ class FitConfig:
             raise ValueError("h and span lower bounds must be positive")
         if self.clip_sigma <= 0 or self.lam < 0:
             raise ValueError("clip_sigma must be positive and lam non-negative")
+        if not self.penalty_share_exp >= 0:
+            raise ValueError("penalty_share_exp must be non-negative")
         if self.max_clip_iter < 1:
             raise ValueError("max_clip_iter must be at least 1")
         if not self.start_ftol > 0:
@@ -439,8 +449,8 @@ def residual_sigma(residual: np.ndarray, weight: np.ndarray) -> float:
 class _Objective:
     """Loss and gradient for scipy."""
 
-    def __init__(self, sin_b, x, e, w, lam):
-        self.args = (sin_b, x, e, w, lam)
+    def __init__(self, sin_b, x, e, w, config):
+        self.args = (sin_b, x, e, w, config.lam, config.penalty_share_exp)
 
     def __call__(self, p):
         grad = np.empty(N_PARAMS)
@@ -449,7 +459,7 @@ class _Objective:
 
 
 def _minimise(p0, sin_b, x, e, w, config, bounds, tol=None):
-    obj = _Objective(sin_b, x, e, w, config.lam)
+    obj = _Objective(sin_b, x, e, w, config)
     res = minimize(obj, p0, jac=True, method="L-BFGS-B", bounds=bounds,
                    options={"maxiter": config.maxiter, "ftol": tol or config.ftol,
                             "gtol": tol or config.gtol})
@@ -544,7 +554,7 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     # the components placed by the stars (the gradient cannot move a rise no star lies on)
     p = best_p
     if config.place_in_gaps:
-        p = _place_and_refit(p, _Objective(sin_b, x, e, w, config.lam)(p)[0], x, e, w,
+        p = _place_and_refit(p, _Objective(sin_b, x, e, w, config)(p)[0], x, e, w,
                              b_lim_deg, sin_b, config, bounds)[0]
     # iterative 3-sigma clipping: remove the stars beyond clip_sigma x the residual sigma
     # of the kept stars, refit from the current parameters, until no star is removed
