@@ -15,7 +15,8 @@ Steps, for the stars of one sightline (its own and its weighted neighbours):
 4. iterative clipping: stars more than 3 sigma from the fit are removed and the fit is
    redone from the current parameters, until no more star is removed; then step 3 once
    more on the kept stars;
-5. cloud components with a column under 0.001 mag are dropped (column set to 0);
+5. cloud components with a column under 0.001 mag, or whose rise begins beyond the
+   farthest kept star (no star sees them), are dropped (column set to 0);
 6. the residual sigmas (overall and for 0-2, 1-4 and > 2 kpc) and the maximum reliable
    distance come from the stars of the line of sight itself (``reliable``: the stars of
    the sightline's pixel, not its weighted neighbours) that survived the clipping: the
@@ -573,10 +574,13 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     if config.place_in_gaps:
         p, loss = _place_and_refit(p, loss, xk, ek, w[keep], b_lim_deg, sin_b, config, bounds)
 
-    # drop negligible components, then sort the clouds by centre
+    # drop negligible components and those no kept star sees (the rise begins beyond the
+    # farthest one: nothing supports their column, which the share-weighted penalty no
+    # longer shrinks), then sort the clouds by centre
     clouds = p[3:].reshape(N_CLOUDS, 3).copy()
-    clouds[clouds[:, 2] < config.drop_below, 2] = 0.0
     centre = clouds[:, 0] + 2.0 * clouds[:, 1]
+    unseen = centre + p[0] - RISE_HALF_WIDTH * clouds[:, 1] > xk.max()
+    clouds[(clouds[:, 2] < config.drop_below) | unseen, 2] = 0.0
     clouds = clouds[np.argsort(centre, kind="stable")]
     p = np.concatenate([p[:3], clouds.ravel()])
 

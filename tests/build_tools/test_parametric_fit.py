@@ -293,6 +293,30 @@ def test_penalty_keeps_a_far_cloud_seen_by_few_low_weight_stars():
     assert found["eq. 15, lam 0.1"] < 0.1
 
 
+def test_no_column_beyond_the_farthest_star():
+    """Stars out to 3 kpc, one cloud at 1 kpc: no component keeps a column where no star
+    can see it, so the fitted E(B-V) at 8 kpc is the one at the farthest star plus the
+    diffuse dust between (without the rule, draws 4 and 5 keep a 0.07-0.12 mag component
+    at 3-5 kpc that no star lies behind, from a start that no data moved)."""
+    truth = np.zeros(15)
+    truth[:3] = (0.1, 0.1, 0.02)
+    truth[3:6] = (0.7, 0.1, 0.4)
+    truth[7::3] = 0.01
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        x = np.sort(rng.uniform(0.1, 3.0, 300))
+        e = evaluate_model(truth, 3.0, x) + rng.normal(0.0, 0.03, x.size)
+        res = fit_sightline(x, e, rng.uniform(0.005, 0.03, x.size), 3.0)
+        p = res.params
+        live = p[5::3] > 0
+        assert np.all(cloud_centres(p)[live] - 0.6 * p[4::3][live] <= x[res.kept].max())
+        bare = p.copy()
+        bare[5::3] = 0.0
+        diffuse = np.diff(evaluate_model(bare, 3.0, [x.max(), 8.0]))[0]
+        rise = np.diff(evaluate_model(p, 3.0, [x.max(), 8.0]))[0]
+        assert rise - diffuse < 0.02
+
+
 def _far_cloud_sightline(seed, galaxy):
     """~380 mock stars (Gaia-like distance errors: ~20% at 4 kpc) within 3 resolutions of
     a sightline through the 4 kpc cloud of the cloud ladder, with eq. 10-13 and eq. 1
