@@ -2,10 +2,12 @@
 
 Steps, for the stars of one sightline (its own and its weighted neighbours):
 
-1. L-BFGS-B fits of the eq. 15 loss (weighted L1 + ``lam`` x L1 on the cloud columns)
-   within the Table 3 bounds, the bound on the diffuse density made soft (rho may exceed
-   0.04 mag/kpc, and the diffuse column it adds beyond the bound pays the cloud penalty:
-   ``FitConfig.rho_soft_limit``; not in the paper), from three fixed sets of starting cloud distances and one
+1. L-BFGS-B fits of the eq. 15 loss (weighted L1 + ``lam`` x L1 on the cloud columns,
+   each column's penalty weighed by the share of the stars' weight behind it:
+   ``FitConfig.penalty_share_exp``) within the Table 3 bounds, the bound on the diffuse
+   density made soft (rho may exceed 0.04 mag/kpc, and the diffuse column it adds beyond
+   the bound pays the cloud penalty: ``FitConfig.rho_soft_limit``; not in the paper), from
+   three fixed sets of starting cloud distances and one
    set placed at the steepest rises of the stars' reddening (:func:`data_start_centres`);
 2. the start with the smallest residual sigma (weighted standard deviation) wins;
 3. its cloud components are placed by the stars (:func:`place_components`: moved to the
@@ -16,7 +18,9 @@ Steps, for the stars of one sightline (its own and its weighted neighbours):
 4. iterative clipping: stars more than 3 sigma from the fit are removed and the fit is
    redone from the current parameters, until no more star is removed; then step 3 once
    more on the kept stars;
-5. cloud components with a column under 0.001 mag are dropped (column set to 0);
+5. cloud components with a column under 0.001 mag, or whose centre lies beyond the
+   farthest kept star (no star sees even half of their rise), are dropped (column set
+   to 0);
 6. the residual sigmas (overall and for 0-2, 1-4 and > 2 kpc) and the maximum reliable
    distance come from the stars of the line of sight itself (``reliable``: the stars of
    the sightline's pixel, not its weighted neighbours) that survived the clipping: the
@@ -70,11 +74,18 @@ class FitConfig:
     Distances in kpc, densities in mag/kpc, columns in mag.
     """
 
-    #: weight of the L1 penalty on the cloud columns (eq. 15). The paper uses 0.1; a
-    #: component then survives only if the stars behind it carry a summed weight above
-    #: ``lam``, which the few low-weight stars behind a cloud at 3-4 kpc do not reach
-    #: (``FitConfig(lam=0.1)`` or ``--lam 0.1`` for the paper's value)
+    #: weight of the L1 penalty on the cloud columns (eq. 15; the paper uses 0.1:
+    #: ``FitConfig(lam=0.1)`` or ``--lam 0.1``)
     lam: float = 0.05
+    #: each column's penalty is ``lam |Cum_EBV_k| F_k^penalty_share_exp``, ``F_k`` the share
+    #: of the stars' weight behind cloud ``k`` (0: eq. 15 as printed, every column
+    #: penalised alike). Only the stars behind a cloud support its column: under eq. 15 a
+    #: cloud survives only where their weighted residuals outweigh ``lam`` (summed weight
+    #: above ``lam``), which the few low-weight stars behind a cloud at 3-4 kpc do not
+    #: reach. With the exponent 1/2 the threshold scales as the random imbalance of the
+    #: residuals of those stars (sqrt of their number), so a spurious component is as
+    #: unlikely far as near; a cloud in front of all the stars is penalised as in eq. 15
+    penalty_share_exp: float = 0.5
     bubble_init: float = 0.1
     h_init: float = 0.12
     rho_init: float = 0.02
@@ -134,6 +145,8 @@ class FitConfig:
             raise ValueError("h and span lower bounds must be positive")
         if self.clip_sigma <= 0 or self.lam < 0:
             raise ValueError("clip_sigma must be positive and lam non-negative")
+        if not self.penalty_share_exp >= 0:
+            raise ValueError("penalty_share_exp must be non-negative")
         if self.max_clip_iter < 1:
             raise ValueError("max_clip_iter must be at least 1")
         if not self.start_ftol > 0:
@@ -455,11 +468,11 @@ def residual_sigma(residual: np.ndarray, weight: np.ndarray) -> float:
 
 
 class _Objective:
-    """Loss and gradient for scipy: eq. 15, plus the penalty on the diffuse dust beyond
+    """Loss and gradient for scipy: eq. 15 (share-weighted penalty), plus the penalty on the diffuse dust beyond
     Table 3's bound when that bound is soft (``FitConfig.rho_soft_limit``)."""
 
     def __init__(self, sin_b, x, e, w, config):
-        self.args = (sin_b, x, e, w, config.lam)
+        self.args = (sin_b, x, e, w, config.lam, config.penalty_share_exp)
         self.rho_free = config.rho_bounds[1] if config.rho_soft_limit is not None else None
         self.x_far = np.array([x.max()])
 
@@ -603,10 +616,14 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     if config.place_in_gaps:
         p, loss = _place_and_refit(p, loss, xk, ek, w[keep], b_lim_deg, sin_b, config, bounds)
 
-    # drop negligible components, then sort the clouds by centre
+    # drop negligible components and those the kept stars do not see (the middle of the
+    # rise lies beyond the farthest one: less than half the column is supported by any
+    # star, and the share-weighted penalty no longer shrinks it), then sort the clouds by
+    # centre
     clouds = p[3:].reshape(N_CLOUDS, 3).copy()
-    clouds[clouds[:, 2] < config.drop_below, 2] = 0.0
     centre = clouds[:, 0] + 2.0 * clouds[:, 1]
+    unseen = centre + p[0] > xk.max()
+    clouds[(clouds[:, 2] < config.drop_below) | unseen, 2] = 0.0
     clouds = clouds[np.argsort(centre, kind="stable")]
     p = np.concatenate([p[:3], clouds.ravel()])
 

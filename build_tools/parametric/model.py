@@ -187,7 +187,7 @@ def _model_kernel(p, sin_b, x, out, jac, want_jac):
 
 
 @numba.njit(**_JIT)
-def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad):
+def _loss_grad_kernel(p, sin_b, x, e, wt, lam, share_exp, grad):
     """Eq. 15 loss; writes its gradient into ``grad``.
 
     The model values of :func:`_model_kernel`, fused with the L1 sum so that no Jacobian is
@@ -195,19 +195,34 @@ def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad):
     gradient is linear in a few weighted sums over the stars (:func:`_diffuse_gradient`,
     :func:`_cloud_gradient`), so the loop accumulates those and the derivatives are formed
     once at the end.
+
+    With ``share_exp = a > 0`` the penalty on cloud ``k``'s column is
+    ``lam |Cum_EBV_k| F_k^a``, ``F_k = sum_j w_j rise_k(x_j) / sum_j w_j`` the share of the
+    stars' weight behind the cloud (``rise_k`` its normalised rise, 0 in front, 1 behind);
+    ``a = 0`` is eq. 15.
     """
     dc = _diffuse_constants(p[0], p[1], p[2], sin_b)
     gc = _diffuse_gradient_constants(p, sin_b, dc)
     consts = _cloud_constants_of(p)
     s = np.empty(N_CLOUDS)
-    # per cloud: sum w s, sum w s (1 - s), sum w u s (1 - s)
+    # per cloud: sum w s, sum w s (1 - s), sum w u s (1 - s); with sign weights, and (for
+    # the weight shares behind the clouds) with the plain weights
     sums = np.zeros((N_CLOUDS, 3))
+    shares = np.zeros((N_CLOUDS, 3))
     n = e1 = e2 = i0 = i1 = i2 = 0.0
+    wsum = 0.0
     bubble = p[0]
     loss = 0.0
     for j in range(x.size):
         xj = x[j]
         val, edge, decay = _value(p, xj, dc, consts, s)
+        if share_exp > 0.0:
+            wsum += wt[j]
+            for k in range(N_CLOUDS):
+                ss = wt[j] * (s[k] * (1.0 - s[k]))
+                shares[k, 0] += wt[j] * s[k]
+                shares[k, 1] += ss
+                shares[k, 2] += ss * (consts[k, 3] * (xj - consts[k, 0]))
         r = e[j] - val
         if r == 0.0:
             continue
@@ -235,11 +250,26 @@ def _loss_grad_kernel(p, sin_b, x, e, wt, lam, grad):
         grad[0] += d_m
     for k in range(N_CLOUDS):
         cum = p[5 + 3 * k]
-        loss += lam * abs(cum)
-        if cum > 0.0:
-            grad[5 + 3 * k] += lam
-        elif cum < 0.0:
-            grad[5 + 3 * k] -= lam
+        sign = 1.0 if cum > 0.0 else (-1.0 if cum < 0.0 else 0.0)
+        if share_exp > 0.0 and wsum > 0.0:
+            # F_k and its derivatives: the cloud's weighted sum at unit column over sum w
+            # (_cloud_gradient's d/d cum is the rise itself, its d/d centre and d/d span
+            # are cum times those of the rise)
+            d_m, d_span, share = _cloud_gradient(p, consts, k, wsum, shares[k, 0],
+                                                 shares[k, 1], shares[k, 2])
+            share = max(share / wsum, 0.0)
+            scale = share ** share_exp
+            loss += lam * abs(cum) * scale
+            grad[5 + 3 * k] += lam * sign * scale
+            if share > 0.0:
+                # cum * dF/d(centre, span) = d_m / wsum, d_span / wsum
+                f = lam * sign * share_exp * share ** (share_exp - 1.0) / wsum
+                grad[3 + 3 * k] += f * d_m
+                grad[4 + 3 * k] += f * d_span
+                grad[0] += f * d_m
+        else:
+            loss += lam * abs(cum)
+            grad[5 + 3 * k] += lam * sign
     return loss
 
 
@@ -329,7 +359,7 @@ def model_jacobian(params, b_lim_deg: float, distance_kpc) -> np.ndarray:
 
 
 def loss_and_gradient(params, b_lim_deg: float, distance_kpc, ebv, weights,
-                      lam: float = 0.1) -> tuple[float, np.ndarray]:
+                      lam: float = 0.1, share_exp: float = 0.0) -> tuple[float, np.ndarray]:
     """Eq. 15 of Wang et al. (2025) and its analytic gradient.
 
     Parameters
@@ -342,6 +372,11 @@ def loss_and_gradient(params, b_lim_deg: float, distance_kpc, ebv, weights,
         Star distances (kpc), observed E(B-V) (mag) and total weights (eq. 14).
     lam : float
         Strength of the L1 penalty on the cloud columns.
+    share_exp : float
+        0 (default): eq. 15, ``lam sum_k |Cum_EBV_k|``. ``a > 0``: each column's penalty
+        is weighed by ``F_k^a``, ``F_k`` the share of the stars' weight behind cloud ``k``
+        (its normalised rise, weighted, over the total weight; see
+        :class:`~dustmaps_ext_build.parametric.fit.FitConfig` ``penalty_share_exp``).
 
     Returns
     -------
@@ -355,7 +390,10 @@ def loss_and_gradient(params, b_lim_deg: float, distance_kpc, ebv, weights,
     if e.shape != x.shape or wt.shape != x.shape:
         raise ValueError("distance_kpc, ebv and weights must have the same shape")
     grad = np.empty(N_PARAMS)
-    loss = _loss_grad_kernel(p, _check_sin_b(b_lim_deg), x, e, wt, float(lam), grad)
+    if not share_exp >= 0.0:
+        raise ValueError(f"share_exp must be non-negative, got {share_exp!r}")
+    loss = _loss_grad_kernel(p, _check_sin_b(b_lim_deg), x, e, wt, float(lam),
+                             float(share_exp), grad)
     return float(loss), grad
 
 

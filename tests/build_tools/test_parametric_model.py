@@ -103,6 +103,55 @@ def test_loss_gradient_matches_finite_differences():
             assert grad[i] == pytest.approx(fd, rel=1e-4, abs=1e-6), PARAM_NAMES[i]
 
 
+@pytest.mark.parametrize("share_exp", [0.5, 1.0])
+def test_share_weighted_penalty_and_its_gradient(share_exp):
+    # penalty lam sum_k Cum_k F_k^a, F_k the weighted share of the stars behind cloud k:
+    # F_k from the model itself (cloud k alone over the model without clouds, at unit
+    # column), the gradient against finite differences
+    rng = np.random.default_rng(7)
+    x = np.sort(rng.uniform(0.02, 6.0, 150))
+    e = evaluate_model(PARAMS, 7.0, x) + rng.normal(0, 0.03, x.size)
+    w = rng.uniform(0.01, 1.0, x.size)
+    for p in [PARAMS, _random_params(rng)]:
+        loss, grad = loss_and_gradient(p, 7.0, x, e, w, lam=0.1, share_exp=share_exp)
+        bare = p.copy()
+        bare[5::3] = 0.0
+        penalty = 0.0
+        for k in range(4):
+            one = bare.copy()
+            one[5 + 3 * k] = 1.0
+            rise = evaluate_model(one, 7.0, x) - evaluate_model(bare, 7.0, x)
+            penalty += 0.1 * p[5 + 3 * k] * (np.sum(w * rise) / w.sum()) ** share_exp
+        resid = e - evaluate_model(p, 7.0, x)
+        assert loss == pytest.approx(np.sum(w * np.abs(resid)) + penalty, rel=1e-12)
+        for i in range(N_PARAMS):
+            step = 1e-7 * max(1.0, abs(p[i]))
+            hi, lo = p.copy(), p.copy()
+            hi[i] += step
+            lo[i] -= step
+            fd = (loss_and_gradient(hi, 7.0, x, e, w, lam=0.1, share_exp=share_exp)[0]
+                  - loss_and_gradient(lo, 7.0, x, e, w, lam=0.1, share_exp=share_exp)[0]
+                  ) / (2 * step)
+            assert grad[i] == pytest.approx(fd, rel=1e-4, abs=1e-6), PARAM_NAMES[i]
+    # a cloud in front of every star is penalised as in eq. 15, one behind every star not
+    near_only = PARAMS.copy()
+    near_only[8] = near_only[11] = near_only[14] = 0.0   # keep cloud 1 (centre 0.6 kpc)
+    far = np.linspace(3.0, 6.0, 40)
+    ef = evaluate_model(near_only, 7.0, far)
+    assert loss_and_gradient(near_only, 7.0, far, ef, np.ones(40), lam=0.1,
+                             share_exp=share_exp)[0] == pytest.approx(0.1 * near_only[5],
+                                                                      rel=1e-6)
+    close = np.linspace(0.05, 0.3, 40)
+    ec = evaluate_model(near_only, 7.0, close)
+    assert loss_and_gradient(near_only, 7.0, close, ec, np.ones(40), lam=0.1,
+                             share_exp=share_exp)[0] < 1e-3 * near_only[5]
+
+
+def test_share_exp_must_be_non_negative():
+    with pytest.raises(ValueError, match="share_exp"):
+        loss_and_gradient(PARAMS, 7.0, [1.0], [0.1], [1.0], share_exp=-1.0)
+
+
 def test_loss_gradient_equals_the_weighted_jacobian_sum():
     # the loss kernel forms its gradient from weighted sums over the stars; it must equal
     # the star-by-star sum -sum_j sign(r_j) w_j J_j + lam sign(Cum) (the Jacobian is checked
