@@ -357,7 +357,7 @@ def most_probable_in_gap(a, b, tolerance: float = 0.15, sin_b: float = 0.0,
     Prior: the stars say only that the cloud lies somewhere between ``a`` and ``b``
     (kpc, ``0 <= a < b``), and clouds are taken to be spread uniformly through a disk of
     exponential scale height ``scale_height`` (kpc) about the Sun's plane, so that along a
-    sightline of latitude ``b_lat`` the density of clouds per unit distance is
+    sightline of latitude ``b_lat`` the density of clouds per unit distance is::
 
         p(d) ~ d^2 exp(-d |sin b_lat| / scale_height),
 
@@ -367,7 +367,7 @@ def most_probable_in_gap(a, b, tolerance: float = 0.15, sin_b: float = 0.0,
     in the window ``[c / (1 + t), c / (1 - t)]``, whose ends have the fixed ratio
     ``r = (1 + t) / (1 - t)``. The probability of that, ``P(u) = int_u^{r u} p``
     (``u = c / (1 + t)``), has ``dP/du = r p(r u) - p(u)``, which is positive below and
-    negative above
+    negative above::
 
         u* = 3 ln r / (k (r - 1)),   k = |sin b_lat| / scale_height,
 
@@ -415,8 +415,8 @@ def gap_hit_probability(a, b, c, tolerance: float = 0.15, sin_b: float = 0.0,
                         scale_height: float = math.inf) -> float:
     """Prior probability that a cloud in the gap (a, b) lies within ``tolerance`` of ``c``.
 
-    The prior of :func:`most_probable_in_gap`, ``p(d) ~ d^2 exp(-d |sin b| /
-    scale_height)`` on (a, b); the cloud is within the tolerance when ``|c - d| <=
+    The prior of :func:`most_probable_in_gap`,
+    ``p(d) ~ d^2 exp(-d |sin b| / scale_height)`` on (a, b); the cloud is within the tolerance when ``|c - d| <=
     tolerance d``. ``gap_hit_probability(a, b, most_probable_in_gap(a, b, ...), ...)`` is
     the best that any placement in the gap can do.
 
