@@ -41,10 +41,12 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_parametric_build import DEFAULT_LF, PATCHES, _catalog  # noqa: E402
+from bench_parametric_build import (DEFAULT_LF, PATCHES, _catalog,  # noqa: E402
+                                    _sightline_inputs)
 
 from dustmaps_ext_build.galaxy import default_galaxy  # noqa: E402
-from dustmaps_ext_build.parametric.fit import GAP_PLACEMENTS, FitConfig  # noqa: E402
+from dustmaps_ext_build.parametric.fit import (GAP_PLACEMENTS, FitConfig,  # noqa: E402
+                                               fit_sightline)
 from dustmaps_ext_build.parametric.mock import (catalog_at_density,  # noqa: E402
                                                 cloud_ladder_galaxy, ladder_patches,
                                                 with_table3_disk)
@@ -101,13 +103,37 @@ def run_case(name: str, seed: int, tmp: Path) -> dict:
     return out
 
 
+def run_speed(tmp: Path, n: int = 300) -> dict:
+    """Fits per CPU-second with each placement on ``bench_parametric_build``'s dense patch
+    (b = 40-44 deg, ~50 stars per pixel, ~390 per fit), the same sightlines for each,
+    twice in turn (one BLAS thread)."""
+    catalog = _catalog([("speed", 45000, (60.0, 64.0), (40.0, 44.0))], 1.0, seed=100)
+    config = ParametricBuildConfig(block_nside=16)
+    block_ids, _, _ = plan_build(catalog, tmp / "speed", config)
+    inputs, _ = _sightline_inputs(tmp / "speed", config, block_ids, n)
+    rates = {p: [] for p in GAP_PLACEMENTS}
+    with threadpool_limits(limits=1, user_api="blas"):
+        fit_sightline(*inputs[0][:4])  # compile / warm up
+        for _ in range(2):
+            for placement in GAP_PLACEMENTS:
+                fit = FitConfig(gap_placement=placement)
+                t0 = time.process_time()
+                for x, e, w, b_lim, rel in inputs:
+                    fit_sightline(x, e, w, b_lim, reliable=rel, config=fit)
+                rates[placement].append(len(inputs) / (time.process_time() - t0))
+    return {"n": len(inputs), "median_stars": float(np.median([len(i[0]) for i in inputs])),
+            "rates": rates}
+
+
 def _report(store: dict) -> str:
     lines = [
         "# Placement of the rises the stars leave open (parametric build, near clouds)",
         "",
-        f"Run: `python benchmarks/bench_parametric_near_clouds.py` on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()} (CPU times, one BLAS "
-        "thread; other jobs shared the machine).",
+        f"Run: `python benchmarks/bench_parametric_near_clouds.py --store FILE` (cases "
+        f"sky:seed {', '.join(k for k in store if k != 'speed')}, run in batches; "
+        f"`--speed`) on {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()} (CPU times, one BLAS thread; other jobs shared the "
+        "machine).",
         "",
         "Placements (`FitConfig.gap_placement`): **prior** (default) the most probable point "
         "for clouds spread uniformly through a disk of scale height 0.12 kpc, p(d) ~ d^2 "
@@ -125,7 +151,17 @@ def _report(store: dict) -> str:
         "bound (distance) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, case in store.items():
+    speed = store.get("speed")
+    cases = {k: v for k, v in store.items() if k != "speed"}
+    if speed:
+        lines[-2:-2] = [
+            f"Speed on `bench_parametric_build`'s dense patch (b = 40-44 deg, {speed['n']} "
+            f"sightlines, median {speed['median_stars']:.0f} stars per fit), fits / CPU-s, "
+            "two passes: " + "; ".join(
+                f"{p} {' and '.join(f'{r:.1f}' for r in speed['rates'][p])}"
+                for p in GAP_PLACEMENTS) + ".",
+            ""]
+    for key, case in cases.items():
         name, seed = key.split(":")
         for placement, r in case.items():
             lines.append(f"| {SKY_NAMES[name]} | {seed} | {placement} | {r['rate']:.1f} | "
@@ -140,7 +176,7 @@ def _report(store: dict) -> str:
         "| bound (distance) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, case in store.items():
+    for key, case in cases.items():
         name, seed = key.split(":")
         for d, ref in case["prior"]["by_distance"].items():
             cells = " | ".join(f"{case[p]['by_distance'][d]['recovered']:.0%}"
@@ -159,6 +195,8 @@ def main(argv=None) -> int:
     parser.add_argument("--store", default=None,
                         help="JSON file that keeps the cases across runs (the report shows "
                              "every case stored)")
+    parser.add_argument("--speed", action="store_true",
+                        help="also time the placements on the dense patch")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
     store = {}
@@ -169,6 +207,10 @@ def main(argv=None) -> int:
         for case in filter(None, args.cases.split(",")):
             name, seed = case.split(":")
             store[case] = run_case(name, int(seed), tmp)
+            if args.store:
+                Path(args.store).write_text(json.dumps(store))
+        if args.speed:
+            store["speed"] = run_speed(tmp)
             if args.store:
                 Path(args.store).write_text(json.dumps(store))
     finally:
