@@ -215,6 +215,11 @@ def parametric_parser() -> argparse.ArgumentParser:
     g.add_argument("--lam", type=float, default=None,
                    help="weight of the L1 penalty on the cloud columns (eq. 15; default "
                         "0.05, the paper's is 0.1: see the building_parametric docs)")
+    g.add_argument("--gap-placement", choices=("prior", "minimax", "none"), default=None,
+                   help="where a cloud's rise goes in a gap between stars that leaves its "
+                        "position open: prior (default: most probable for clouds spread "
+                        "through the Galactic disk), minimax (2ab/(a+b)) or none (where the "
+                        "optimiser stopped)")
     return p
 
 
@@ -244,6 +249,8 @@ def _run_parametric(args: argparse.Namespace) -> int:
         fit = dataclasses.replace(fit, rho_bounds=(fit.rho_bounds[0], args.rho_max))
     if args.lam is not None:
         fit = dataclasses.replace(fit, lam=args.lam)
+    if args.gap_placement is not None:
+        fit = dataclasses.replace(fit, gap_placement=args.gap_placement)
     config = ParametricBuildConfig(
         threshold=args.threshold, nside_min=args.nside_min, nside_max=args.nside_max,
         block_nside=args.block_nside, min_decentration_weight=args.min_decentration_weight,

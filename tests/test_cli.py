@@ -191,6 +191,10 @@ def test_parametric_penalty_and_bound_reach_the_fit(tmp_path, monkeypatch):
     assert calls[-1]["config"].fit.rho_soft_limit == 2.0
     with pytest.raises(SystemExit):
         build_cli.build_parametric_main(["cat.parquet", out, "--rho-soft-limit", "lots"])
+    assert fit.gap_placement == FitConfig().gap_placement == "prior"
+    assert build_cli.build_parametric_main(["cat.parquet", out, "--gap-placement",
+                                            "minimax"]) == 0
+    assert calls[-1]["config"].fit == FitConfig(gap_placement="minimax")
 
 
 @pytest.fixture(scope="module")
@@ -493,3 +497,12 @@ def test_weighting_choices_are_the_pipelines_weight_modes():
 
     action = next(a for a in build_cli.decaps_parser()._actions if a.dest == "weighting")
     assert tuple(action.choices) == WEIGHT_MODES
+
+
+def test_gap_placement_choices_are_the_fits():
+    # literal in the parser (no pipeline import at --help), the placements the fit accepts
+    from dustmaps_ext_build.parametric.fit import GAP_PLACEMENTS
+
+    action = next(a for a in build_cli.parametric_parser()._actions
+                  if a.dest == "gap_placement")
+    assert tuple(action.choices) == GAP_PLACEMENTS

@@ -51,7 +51,8 @@ from .model import N_CLOUDS, N_PARAMS, _loss_grad_kernel, _model_kernel
 
 __all__ = ["FitConfig", "SightlineFit", "fit_sightline", "residual_sigma", "clipped_gaussian_sigma",
            "data_start_centres", "initial_parameters", "parameter_bounds",
-           "place_components"]
+           "place_components", "most_probable_in_gap", "gap_hit_probability",
+           "GAP_PLACEMENTS"]
 
 #: Half-width of a cloud component's rise in units of its span: the logistic
 #: ``S(5 (x - m) / span)`` goes from 4.7% to 95.3% of the column over ``m -+ 0.6 span``.
@@ -65,6 +66,13 @@ DEFAULT_START_DISTANCES = (
     (0.3, 0.8, 1.5, 3.0),
     (0.5, 1.2, 2.5, 5.0),
 )
+
+#: Where :func:`place_components` puts a rise that lies in a gap between stars
+#: (``FitConfig.gap_placement``): ``"prior"`` the most probable point under the prior of
+#: cloud distances (:func:`most_probable_in_gap`, also in the gap in front of the nearest
+#: star), ``"minimax"`` the point of smallest worst-case relative error ``2 a b / (a + b)``
+#: (gaps with a star in front only), ``"none"`` where the optimiser left it.
+GAP_PLACEMENTS = ("prior", "minimax", "none")
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,17 @@ class FitConfig:
     #: its loss exceeds the old one by more than ``gap_loss_tolerance`` (relative)
     place_in_gaps: bool = True
     gap_loss_tolerance: float = 1e-3
+    #: where a rise lying in a gap between stars is put (:data:`GAP_PLACEMENTS`): by
+    #: default at the point most likely to lie within ``placement_tolerance`` of the
+    #: cloud under the prior of clouds spread uniformly through a disk of scale height
+    #: ``cloud_scale_height`` (:func:`most_probable_in_gap`)
+    gap_placement: str = "prior"
+    #: relative distance precision that the ``"prior"`` placement maximises the
+    #: probability of (15%: the precision asked of a found cloud)
+    placement_tolerance: float = 0.15
+    #: scale height (kpc) of the clouds' disk in the ``"prior"`` placement (the starting
+    #: scale height of the diffuse dust in Table 3; ``math.inf``: clouds uniform in volume)
+    cloud_scale_height: float = 0.12
     #: clipping rounds (clip, refit) at most; stops earlier when no star is removed
     max_clip_iter: int = 10
     drop_below: float = CLOUD_MIN_COLUMN
@@ -153,6 +172,13 @@ class FitConfig:
             raise ValueError("start_ftol must be positive")
         if not self.gap_loss_tolerance >= 0:
             raise ValueError("gap_loss_tolerance must be non-negative")
+        if self.gap_placement not in GAP_PLACEMENTS:
+            raise ValueError(f"gap_placement must be one of {GAP_PLACEMENTS}, "
+                             f"got {self.gap_placement!r}")
+        if not 0.0 < self.placement_tolerance < 1.0:
+            raise ValueError("placement_tolerance must lie in (0, 1)")
+        if not self.cloud_scale_height > 0:
+            raise ValueError("cloud_scale_height must be positive (math.inf: no disk)")
 
 
 @dataclass(frozen=True)
@@ -297,12 +323,19 @@ def place_components(params, distance, ebv, weight, b_lim_deg: float,
        always holds: every star then sees both steps or neither, the loss depends only on
        the sum, and the optimiser cannot split the column by the data (it keeps the equal
        shares of the starts).
-    3. **Centring.** A component whose rise (centre +- ``RISE_HALF_WIDTH`` span) lies
-       between two consecutive stars ``a < b`` can sit anywhere in that gap at the same
-       loss. It is moved to ``2 a b / (a + b)``, the point whose largest relative distance
-       error over the gap, ``(b - a) / (b + a)``, is the smallest, its span shrunk if needed
-       so that the rise still fits inside the gap. Gaps with no star in front (between the
-       bubble wall and the nearest star) are left alone: nothing bounds them from below.
+    3. **Placement in the gap.** A component whose rise (centre +- ``RISE_HALF_WIDTH``
+       span) lies between two consecutive stars ``a < b`` can sit anywhere in that gap at
+       the same loss; the stars say only that the cloud lies somewhere in (a, b). With
+       ``config.gap_placement == "prior"`` (default) it is moved to the point most likely
+       to lie within ``placement_tolerance`` of the cloud when clouds are spread uniformly
+       through the Galactic disk (:func:`most_probable_in_gap`; near the far end of a wide
+       gap, since the volume of the cone grows as d^2). The gap in front of the nearest
+       star is bounded by the bubble wall (``params[0]``: the model has no dust inside
+       it) and is treated the same way. ``"minimax"`` moves it to ``2 a b / (a + b)``, the
+       point whose largest relative distance error over the gap, ``(b - a) / (b + a)``, is
+       the smallest, and leaves the gap in front of the nearest star alone; ``"none"``
+       leaves it where the optimiser stopped. The span is shrunk if needed so that the
+       rise still fits inside the gap.
 
     Parameters
     ----------
@@ -314,7 +347,9 @@ def place_components(params, distance, ebv, weight, b_lim_deg: float,
     b_lim_deg : float
         Latitude of the sightline for the diffuse term (deg, non-zero).
     config : FitConfig, optional
-        For the bounds and ``drop_below`` (components under it are left alone).
+        For the bounds, ``drop_below`` (components under it are left alone) and the
+        placement in the gaps (``gap_placement``, ``placement_tolerance``,
+        ``cloud_scale_height``).
 
     Returns
     -------
@@ -337,18 +372,133 @@ def place_components(params, distance, ebv, weight, b_lim_deg: float,
         span = clouds[k, 1]
         c = clouds[k, 0] + 2.0 * span + bubble
         i = int(np.searchsorted(x, c))
-        if 0 < i < x.size and x[i - 1] > bubble:
-            a, b = x[i - 1], x[i]
+        front = _gap_front(x, i, bubble, config)
+        if config.gap_placement != "none" and front is not None:
+            a, b = front, x[i]
             if c - RISE_HALF_WIDTH * span >= a and c + RISE_HALF_WIDTH * span <= b:
-                c, span = _centred_in_gap(a, b, span)
+                c, span = _placed_in_gap(a, b, span, sin_b, config)
         rows.append(_released_cloud(c, span, clouds[k, 2], bubble, config))
     return _with_clouds(p, live, rows, config)
 
 
-def _centred_in_gap(a, b, span):
-    """Centre ``2 a b / (a + b)`` of the gap (a, b) and ``span`` shrunk to keep the rise
-    inside it."""
-    c = 2.0 * a * b / (a + b)
+def most_probable_in_gap(a, b, tolerance: float = 0.15, sin_b: float = 0.0,
+                         scale_height: float = math.inf) -> float:
+    """The distance in a gap (a, b) most likely to lie within ``tolerance`` of a cloud.
+
+    Prior: the stars say only that the cloud lies somewhere between ``a`` and ``b``
+    (kpc, ``0 <= a < b``), and clouds are taken to be spread uniformly through a disk of
+    exponential scale height ``scale_height`` (kpc) about the Sun's plane, so that along a
+    sightline of latitude ``b_lat`` the density of clouds per unit distance is::
+
+        p(d) ~ d^2 exp(-d |sin b_lat| / scale_height),
+
+    the volume of the cone (d^2) times the disk's vertical profile (``scale_height =
+    inf`` or ``sin_b = 0``: uniform in volume, p(d) ~ d^2). A placement ``c`` is within
+    ``tolerance`` of a cloud at ``d`` when ``|c - d| <= tolerance d``, i.e. when ``d`` lies
+    in the window ``[c / (1 + t), c / (1 - t)]``, whose ends have the fixed ratio
+    ``r = (1 + t) / (1 - t)``. The probability of that, ``P(u) = int_u^{r u} p``
+    (``u = c / (1 + t)``), has ``dP/du = r p(r u) - p(u)``, which is positive below and
+    negative above::
+
+        u* = 3 ln r / (k (r - 1)),   k = |sin b_lat| / scale_height,
+
+    so the best window inside the gap starts at ``u = clip(u*, a, b / r)`` and ``c = (1 +
+    t) u``: in a gap nearer than ``u*`` (every gap, with no disk) the window ends at the
+    far star, ``c = (1 - t) b``. A gap no wider than one window (``b <= r a``: the stars
+    locate the cloud to ``tolerance``) is held whole by every window around
+    ``[(1 - t) b, (1 + t) a]``; the point returned is then ``2 a b / (a + b)``, the one
+    whose worst relative error over the gap is the smallest. ``a = 0`` (nothing in front)
+    is allowed: the prior keeps the answer finite.
+
+    Parameters
+    ----------
+    a, b : float
+        The gap (kpc).
+    tolerance : float
+        Relative distance tolerance ``t`` in (0, 1).
+    sin_b : float
+        Sine of the sightline's latitude.
+    scale_height : float
+        Scale height of the clouds' disk (kpc, positive; ``math.inf`` for none).
+
+    Returns
+    -------
+    float
+        The placement ``c`` (kpc), inside [a, b].
+
+    Raises
+    ------
+    ValueError
+        ``a``, ``b`` not finite with ``0 <= a < b``, ``tolerance`` outside (0, 1), or a
+        scale height that is not positive.
+    """
+    a, b, t = float(a), float(b), float(tolerance)
+    _check_gap(a, b, t, scale_height)
+    ratio = (1.0 + t) / (1.0 - t)
+    if b <= ratio * a:
+        return 2.0 * a * b / (a + b)
+    k = abs(float(sin_b)) / float(scale_height)
+    u_best = math.inf if k == 0.0 else 3.0 * math.log(ratio) / (k * (ratio - 1.0))
+    return (1.0 + t) * min(max(u_best, a), b / ratio)
+
+
+def gap_hit_probability(a, b, c, tolerance: float = 0.15, sin_b: float = 0.0,
+                        scale_height: float = math.inf) -> float:
+    """Prior probability that a cloud in the gap (a, b) lies within ``tolerance`` of ``c``.
+
+    The prior of :func:`most_probable_in_gap`,
+    ``p(d) ~ d^2 exp(-d |sin b| / scale_height)`` on (a, b); the cloud is within the tolerance when ``|c - d| <=
+    tolerance d``. ``gap_hit_probability(a, b, most_probable_in_gap(a, b, ...), ...)`` is
+    the best that any placement in the gap can do.
+
+    Raises
+    ------
+    ValueError
+        As :func:`most_probable_in_gap`.
+    """
+    a, b, t = float(a), float(b), float(tolerance)
+    _check_gap(a, b, t, scale_height)
+    lo = min(max(float(c) / (1.0 + t), a), b)
+    hi = min(max(float(c) / (1.0 - t), a), b)
+    k = abs(float(sin_b)) / float(scale_height)
+    if k * b < 1e-6:  # no disk over the gap: uniform in volume
+        return (hi ** 3 - lo ** 3) / (b ** 3 - a ** 3)
+    from scipy.special import gammainc
+
+    # int_0^d x^2 exp(-k x) dx = (2 / k^3) P(3, k d), P the regularised gamma function
+    cdf = gammainc(3.0, k * np.array([a, lo, hi, b]))
+    return float((cdf[2] - cdf[1]) / (cdf[3] - cdf[0]))
+
+
+def _check_gap(a, b, tolerance, scale_height):
+    if not (math.isfinite(a) and math.isfinite(b) and 0.0 <= a < b):
+        raise ValueError(f"a gap needs finite 0 <= a < b, got a={a!r}, b={b!r}")
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"tolerance must lie in (0, 1), got {tolerance!r}")
+    if not scale_height > 0:
+        raise ValueError(f"scale_height must be positive, got {scale_height!r}")
+
+
+def _gap_front(x, i, bubble, config):
+    """The star in front of the gap ``(x[i - 1], x[i])`` of sorted stars ``x``: ``x[i -
+    1]`` when beyond the bubble wall, else (no star in front) the bubble wall itself with
+    the ``"prior"`` placement, None with the others or when no star lies behind."""
+    if i >= x.size:
+        return None
+    if i > 0 and x[i - 1] > bubble:
+        return x[i - 1]
+    return bubble if config.gap_placement == "prior" else None
+
+
+def _placed_in_gap(a, b, span, sin_b, config):
+    """Where a rise in the gap (a, b) goes (``config.gap_placement``; ``"minimax"`` for
+    ``"none"``, whose components moved by the relocation or merging need a point too),
+    and ``span`` shrunk to keep the rise inside the gap."""
+    if config.gap_placement == "prior":
+        c = most_probable_in_gap(a, b, config.placement_tolerance, sin_b,
+                                 config.cloud_scale_height)
+    else:
+        c = 2.0 * a * b / (a + b)
     return c, min(span, (c - a) / RISE_HALF_WIDTH, (b - c) / RISE_HALF_WIDTH)
 
 
@@ -376,7 +526,7 @@ def _relocate(p, x, e, w, sin_b, config):
         now = int(np.searchsorted(x, centre))
         best = gap[np.argmin(loss[gap])]
         if loss[best] < loss[now] * (1.0 - 1e-9) and best != now:
-            c, span = _centred_in_gap(x[best - 1], x[best], p[4 + 3 * k])
+            c, span = _placed_in_gap(x[best - 1], x[best], p[4 + 3 * k], sin_b, config)
             p[3 + 3 * k], p[4 + 3 * k], _ = _released_cloud(c, span, column, bubble, config)
     return p
 
@@ -409,8 +559,9 @@ def _merge_steps(p, x, e, w, sin_b, config):
                 continue
             split = si + int(np.argmin(one))
             span = float((clouds[i, 2] * clouds[i, 1] + clouds[j, 2] * clouds[j, 1]) / total)
-            if 0 < split < x.size and x[split - 1] > bubble:
-                c, span = _centred_in_gap(x[split - 1], x[split], span)
+            front = _gap_front(x, split, bubble, config)
+            if front is not None:
+                c, span = _placed_in_gap(front, x[split], span, sin_b, config)
             else:
                 c = float(np.exp((clouds[i, 2] * np.log(centre[i])
                                   + clouds[j, 2] * np.log(centre[j])) / total))

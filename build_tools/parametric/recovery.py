@@ -25,7 +25,12 @@ two consecutive stars the data say only that the rise happens somewhere in the g
 can promise (reached at ``2 a b / (a + b)``); with no star in front of the cloud (``a = 0``)
 no placement can promise anything. Pairs that are not locatable test where the fit
 guesses, not what the data say; the figures are given over all pairs and over the
-locatable ones.
+locatable ones. For each pair, ``hit_bound`` is the probability that the best placement in
+its gap lands within the tolerance when clouds lie in the gap as the prior of
+:func:`~dustmaps_ext_build.parametric.fit.most_probable_in_gap` says (1 for a locatable
+pair; the gap in front of the nearest star starts at the fit's bubble wall): its mean over
+the pairs, ``cloud_recovery_bound``, is the fraction of pairs that a fit can be expected to
+find, in distance, when the stars are those of the build.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from dustmaps_ext.parametric_model import CLOUD_MIN_COLUMN
 
 from ..galaxy import SimulatedGalaxy
 from .catalog import StarCatalog
-from .fit import FitConfig
+from .fit import FitConfig, gap_hit_probability, most_probable_in_gap
 from .model import cloud_centres, evaluate_model
 from .pipeline import ParametricBuildConfig, neighbour_stars, unit_vectors
 from .sightlines import sightline_centres
@@ -111,12 +116,16 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
         ``cloud_recovery`` (distance only) and ``cloud_full_recovery`` (both; fractions,
         NaN when no cloud is in range), ``clouds_locatable`` and the same two fractions
         over the locatable pairs (``cloud_recovery_locatable``,
-        ``cloud_full_recovery_locatable``), ``cloud_distance_rel_err`` (array, found
+        ``cloud_full_recovery_locatable``), ``cloud_recovery_bound`` (the mean
+        ``hit_bound``), ``cloud_distance_rel_err`` (array, found
         clouds), and ``pairs``: a structured array with one row per (sightline, cloud) pair
         (``sightline``, ``distance``, ``column``, ``rel_distance_err`` (nearest fitted
         centre, inf without one), ``fitted_column``, ``found``, ``recovered``,
         ``locatable``, ``star_gap`` (``(b - a) / (b + a)`` of the stars around the cloud;
-        NaN without a catalog), ``diffuse_at_bound`` (the fitted diffuse density is at or
+        1 without a star in front or behind, NaN without a catalog), ``star_front`` and
+        ``star_behind`` (``a``, 0 without a star in front, and ``b``, inf without one
+        behind; NaN without a catalog), ``hit_bound`` (see the module notes; 1 without a
+        catalog), ``diffuse_at_bound`` (the fitted diffuse density is at or
         above Table 3's bound), ``truth_rise_cloud`` (the true E(B-V) rise across the cloud,
         ``E_true(d + 2 r) - E_true(d - 2 r)`` with ``r`` its radius: the cloud plus the
         diffuse dust inside it), ``truth_rise_window`` (the true rise over the distance
@@ -132,7 +141,8 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
     index = np.flatnonzero(fitted)
     l, b = sightline_centres(nside, ipix)
     star_gap = _star_gaps(catalog, config, nside, l, b) if catalog is not None else None
-    rho_max = (config.fit.rho_bounds[1] if config is not None else FitConfig().rho_bounds[1])
+    fit_config = config.fit if config is not None else FitConfig()
+    rho_max = fit_config.rho_bounds[1]
     errs = {(low, kind): [] for low in (True, False) for kind in ("fit", "zero", "pixel")}
     counts = {True: 0, False: 0}
     pairs = []
@@ -158,19 +168,26 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
             near = rel <= tolerance
             fitted_col = float(columns[near].sum())
             found = bool(near.any())
-            gap = star_gap(i, dist) if star_gap is not None else float("nan")
+            front, behind = star_gap(i, dist) if star_gap is not None else (np.nan, np.nan)
+            gap = (float((behind - front) / (behind + front))
+                   if front > 0 and np.isfinite(behind) else 1.0 if star_gap is not None
+                   else float("nan"))
+            locatable = bool(star_gap is None or gap <= tolerance)
+            hit = 1.0 if locatable else _best_hit(front, behind, params[i][0], b_lim[i],
+                                                  tolerance, fit_config)
             rises = np.diff(galaxy.cumulative_profile(
                 [l[i]], [b[i]], [max(dist - 2.0 * radius, 0.0), dist + 2.0 * radius,
                                  (1.0 - tolerance) * dist, (1.0 + tolerance) * dist])[0])
             pairs.append((index[i], dist, col, float(rel.min()) if rel.size else np.inf,
-                          fitted_col, found, False,
-                          bool(star_gap is None or gap <= tolerance), gap,
+                          fitted_col, found, False, locatable, gap, front, behind, hit,
                           bool(params[i][2] >= rho_max), float(rises[0]), float(rises[2])))
     pairs = np.array(pairs, dtype=[("sightline", np.int64), ("distance", float),
                                    ("column", float), ("rel_distance_err", float),
                                    ("fitted_column", float), ("found", bool),
                                    ("recovered", bool), ("locatable", bool),
-                                   ("star_gap", float), ("diffuse_at_bound", bool),
+                                   ("star_gap", float), ("star_front", float),
+                                   ("star_behind", float), ("hit_bound", float),
+                                   ("diffuse_at_bound", bool),
                                    ("truth_rise_cloud", float), ("truth_rise_window", float)])
     pairs["recovered"] = recovered_against(pairs, "column", column_tolerance)
 
@@ -195,6 +212,7 @@ def recovery_metrics(results: dict, galaxy: SimulatedGalaxy, *, n_grid: int = 40
         cloud_recovery_locatable=float(loc["found"].mean()) if loc.size else float("nan"),
         cloud_full_recovery_locatable=(float(loc["recovered"].mean()) if loc.size
                                        else float("nan")),
+        cloud_recovery_bound=float(pairs["hit_bound"].mean()) if injected else float("nan"),
         cloud_distance_rel_err=pairs["rel_distance_err"][pairs["found"]],
         pairs=pairs,
     )
@@ -240,10 +258,22 @@ def miss_causes(pairs: np.ndarray, column_tolerance: float = 0.30) -> dict[str, 
     return counts
 
 
+def _best_hit(front, behind, bubble, b_lim_deg, tolerance, fit_config):
+    """Prior probability that the best placement in the gap (front, behind) lands within
+    ``tolerance`` of the cloud (the gap in front of the nearest star starts at the bubble
+    wall; 0 without a star behind)."""
+    if not np.isfinite(behind):
+        return 0.0
+    a = max(front, bubble) if max(front, bubble) < behind else front
+    sin_b = abs(float(np.sin(np.radians(b_lim_deg))))
+    best = most_probable_in_gap(a, behind, tolerance, sin_b, fit_config.cloud_scale_height)
+    return gap_hit_probability(a, behind, best, tolerance, sin_b, fit_config.cloud_scale_height)
+
+
 def _star_gaps(catalog, config, nside, l_deg, b_deg):
-    """A function ``(sightline i, distance) -> (b - a) / (b + a)`` for the stars of each
-    sightline's fit: ``a`` the nearest star in front of the distance (0 if none), ``b``
-    the nearest behind it (1 if none: the gap is then complete)."""
+    """A function ``(sightline i, distance) -> (a, b)`` for the stars of each sightline's
+    fit: ``a`` the nearest star in front of the distance (0 if none), ``b`` the nearest
+    behind it (inf if none)."""
     from scipy.spatial import cKDTree
 
     config = config or ParametricBuildConfig()
@@ -259,8 +289,6 @@ def _star_gaps(catalog, config, nside, l_deg, b_deg):
             cache[i] = np.sort(distance[sel])
         x = cache[i]
         k = int(np.searchsorted(x, dist))
-        if k == 0 or k == x.size:
-            return 1.0
-        return float((x[k] - x[k - 1]) / (x[k] + x[k - 1]))
+        return (float(x[k - 1]) if k > 0 else 0.0), (float(x[k]) if k < x.size else np.inf)
 
     return gap

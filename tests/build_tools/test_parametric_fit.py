@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import math
+
+from scipy.integrate import quad
+
 from dustmaps_ext_build.parametric.fit import (FitConfig, data_start_centres, fit_sightline,
-                                               initial_parameters, parameter_bounds,
+                                               gap_hit_probability, initial_parameters,
+                                               most_probable_in_gap, parameter_bounds,
                                                place_components, residual_sigma,
                                                clipped_gaussian_sigma)
 from dustmaps_ext_build.parametric.model import cloud_centres, evaluate_model, loss_and_gradient
@@ -244,9 +249,15 @@ def test_place_components_merges_steps_that_no_star_separates():
     merged = place_components(split, x, e, w, 20.0)
     centres, cols = _live_clouds(merged)
     assert cols == pytest.approx([0.3])
-    assert centres[0] == pytest.approx(2 * 0.5 * 0.9 / 1.4, rel=1e-9)
+    # the gap (0.5, 0.9) is wider than one 15% window: the most probable point under the
+    # disk prior is the far end of the last window, (1 - 0.15) x 0.9 (at b = 20 deg and a
+    # scale height of 0.12 kpc the prior still grows up to 3 ln r / (k (r - 1)) = 0.90 kpc)
+    assert centres[0] == pytest.approx(0.85 * 0.9, rel=1e-9)
     # the stars see the same curve
     np.testing.assert_allclose(evaluate_model(merged, 20.0, x), e, atol=1e-6)
+    # the minimax placement: 2 a b / (a + b)
+    minimax = place_components(split, x, e, w, 20.0, FitConfig(gap_placement="minimax"))
+    assert _live_clouds(minimax)[0][0] == pytest.approx(2 * 0.5 * 0.9 / 1.4, rel=1e-9)
     # two components with stars between them that sit on the first step stay apart
     x2 = np.sort(np.concatenate([x, np.linspace(0.6, 0.8, 10)]))
     e2 = evaluate_model(split, 20.0, x2)
@@ -254,13 +265,82 @@ def test_place_components_merges_steps_that_no_star_separates():
     assert cols2.size == 2 and cols2.sum() == pytest.approx(0.3)
 
 
-def test_place_components_leaves_a_rise_without_stars_in_front():
-    # the nearest star is at 0.6 kpc: nothing bounds the rise from below, it stays put
+def test_place_components_in_front_of_the_nearest_star():
+    # the nearest star is at 0.6 kpc: the gap in front of it runs from the bubble wall
+    # (0.1 kpc); the prior puts the rise at (1 - 0.15) x 0.6, the minimax placement has no
+    # star in front to work with and, like "none", leaves it where it is
     x = np.linspace(0.6, 3.0, 50)
     p = _one_cloud(0.3, 0.01, 0.3)
     e = evaluate_model(p, 20.0, x)
     placed = place_components(p, x, e, np.ones(x.size), 20.0)
-    np.testing.assert_allclose(_live_clouds(placed)[0], [0.3])
+    np.testing.assert_allclose(_live_clouds(placed)[0], [0.85 * 0.6])
+    np.testing.assert_allclose(evaluate_model(placed, 20.0, x), e, atol=1e-9)
+    for mode in ("minimax", "none"):
+        kept = place_components(p, x, e, np.ones(x.size), 20.0, FitConfig(gap_placement=mode))
+        np.testing.assert_allclose(_live_clouds(kept)[0], [0.3])
+
+
+def _prior_mass(lo, hi, k):
+    """int_lo^hi d^2 exp(-k d) dd by quadrature (independent of the module's formula)."""
+    return quad(lambda d: d * d * math.exp(-k * d), lo, hi, epsabs=0.0, epsrel=1e-11)[0]
+
+
+@pytest.mark.parametrize("a, b, sin_b, height, minimax_loses", [
+    (0.1, 0.6, 0.1, 0.12, True),      # near gap, low latitude: the far end of the gap
+    (0.0, 0.45, 0.0, math.inf, True),  # nothing in front, uniform in volume
+    (0.2, 3.0, 0.9, 0.12, False),     # high latitude, a wide gap: the disk's profile wins
+    (0.05, 2.0, 0.5, 0.3, True),
+    (0.5, 0.6, 0.2, 0.12, False),     # narrower than a window: the minimax point
+])
+def test_most_probable_in_gap_maximises_the_prior_mass_in_the_window(a, b, sin_b, height,
+                                                                      minimax_loses):
+    t = 0.15
+    k = sin_b / height
+    total = _prior_mass(a, b, k)
+
+    def hit(c):  # prior probability that |c - d| <= t d, by quadrature
+        lo, hi = min(max(c / (1 + t), a), b), min(max(c / (1 - t), a), b)
+        return _prior_mass(lo, hi, k) / total
+
+    best = most_probable_in_gap(a, b, t, sin_b, height)
+    grid = np.linspace(a, b, 4001)
+    brute = np.array([hit(c) for c in grid])
+    assert a <= best <= b
+    assert hit(best) >= brute.max() - 1e-9
+    assert gap_hit_probability(a, b, best, t, sin_b, height) == pytest.approx(hit(best),
+                                                                             rel=1e-7)
+    # the minimax point does no better (at a = 0 it is 0: nothing in front); in the near
+    # gaps wider than a window it does clearly worse
+    minimax = 2 * a * b / (a + b)
+    assert hit(minimax) <= hit(best) + 1e-12
+    if minimax_loses:
+        assert hit(minimax) < hit(best) - 0.05
+    if b <= a * (1 + t) / (1 - t):
+        assert best == pytest.approx(minimax) and hit(best) == pytest.approx(1.0)
+
+
+def test_gap_hit_probability_against_sampled_clouds():
+    # clouds drawn from p(d) ~ d^2 exp(-k d) on (0.1, 0.8) by rejection
+    rng = np.random.default_rng(5)
+    a, b, sin_b, height = 0.1, 0.8, 0.5, 0.12
+    d = rng.uniform(a, b, 400_000)
+    k = sin_b / height
+    d = d[rng.uniform(0, 1, d.size) < (d / b) ** 2 * np.exp(-k * (d - b)) / 4.0]
+    assert ((d / b) ** 2 * np.exp(-k * (d - b)) / 4.0).max() < 1  # a valid envelope
+    for c in (0.3, 0.45, most_probable_in_gap(a, b, 0.15, sin_b, height)):
+        sampled = np.mean(np.abs(c - d) <= 0.15 * d)
+        assert gap_hit_probability(a, b, c, 0.15, sin_b, height) == pytest.approx(
+            sampled, abs=4 * math.sqrt(0.25 / d.size))
+
+
+@pytest.mark.parametrize("kwargs", [dict(a=0.5, b=0.5), dict(a=-0.1, b=1.0),
+                                    dict(a=0.1, b=math.inf), dict(a=0.1, b=1.0, tolerance=1.0),
+                                    dict(a=0.1, b=1.0, scale_height=0.0)])
+def test_gap_functions_reject_bad_gaps(kwargs):
+    with pytest.raises(ValueError):
+        most_probable_in_gap(**kwargs)
+    with pytest.raises(ValueError):
+        gap_hit_probability(c=0.5, **kwargs)
 
 
 def test_penalty_keeps_a_far_cloud_seen_by_few_low_weight_stars():
@@ -438,3 +518,32 @@ def test_soft_rho_bound_lets_the_diffuse_term_carry_a_dense_disk():
     assert column["soft"] == pytest.approx(0.3, rel=0.1)
     assert column["hard"] > 1.15 * 0.3
     assert err["soft"] < err["hard"]
+
+
+def test_prior_placement_finds_more_clouds_where_the_stars_leave_a_gap():
+    """A sightline at b = 8 deg whose stars leave a gap from 0.2 to 0.5 kpc, crossed by a
+    cloud somewhere in that gap: 16 clouds spread uniformly in volume over the gap (the
+    prior's quantiles), one fit each. The default placement finds the cloud within 15% as
+    often as the prior says the best placement can (gap_hit_probability: 0.6), the
+    minimax placement and the optimiser's own position clearly less often."""
+    rng = np.random.default_rng(6)
+    lo, hi, b_lat = 0.2, 0.5, 8.0
+    x = np.concatenate([np.linspace(0.08, lo, 5), [hi], np.sort(rng.uniform(hi, 3.0, 50))])
+    n = 16
+    clouds = (lo ** 3 + (hi ** 3 - lo ** 3) * (np.arange(n) + 0.5) / n) ** (1 / 3)
+    found = {mode: 0 for mode in ("prior", "minimax", "none")}
+    for d_cloud in clouds:
+        truth = _one_cloud(d_cloud, 0.01, 0.3)
+        e = evaluate_model(truth, b_lat, x) + rng.normal(0.0, 0.02, x.size)
+        w = rng.uniform(0.3, 1.0, x.size)
+        for mode in found:
+            res = fit_sightline(x, e, w, b_lat, config=FitConfig(gap_placement=mode))
+            live = res.params[5::3] >= 0.1
+            found[mode] += bool(np.any(np.abs(cloud_centres(res.params)[live] - d_cloud)
+                                       <= 0.15 * d_cloud))
+    sin_b = math.sin(math.radians(b_lat))
+    best = gap_hit_probability(lo, hi, most_probable_in_gap(lo, hi, 0.15, sin_b, 0.12), 0.15,
+                               sin_b, 0.12)
+    assert found["prior"] / n == pytest.approx(best, abs=1.5 / n)
+    assert found["minimax"] <= found["prior"] - 4
+    assert found["none"] <= found["prior"] - 3
