@@ -619,8 +619,9 @@ def residual_sigma(residual: np.ndarray, weight: np.ndarray) -> float:
 
 
 class _Objective:
-    """Loss and gradient for scipy: eq. 15 (share-weighted penalty), plus the penalty on the diffuse dust beyond
-    Table 3's bound when that bound is soft (``FitConfig.rho_soft_limit``)."""
+    """Loss and gradient for scipy: eq. 15 (with the share-weighted penalty), plus the
+    penalty on the diffuse dust beyond Table 3's bound when that bound is soft
+    (``FitConfig.rho_soft_limit``)."""
 
     def __init__(self, sin_b, x, e, w, config):
         self.args = (sin_b, x, e, w, config.lam, config.penalty_share_exp)
