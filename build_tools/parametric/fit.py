@@ -304,7 +304,7 @@ def data_start_centres(distance, ebv, weight, n_clouds: int = N_CLOUDS,
 
 
 def place_components(params, distance, ebv, weight, b_lim_deg: float,
-                     config: FitConfig | None = None) -> np.ndarray:
+                     config: FitConfig | None = None, distance_err=None) -> np.ndarray:
     """Cloud components placed where the stars say, not where the optimiser stopped.
 
     A component's rise is narrow; when no star lies on it, the gradient of the eq. 15 loss
@@ -356,15 +356,24 @@ def place_components(params, distance, ebv, weight, b_lim_deg: float,
     numpy.ndarray, shape (15,)
         The new parameters (a copy); freed components get a zero column.
     """
-    config = config or FitConfig()
+    return _place(params, distance, ebv, weight, b_lim_deg, config or FitConfig(),
+                  distance_err)[0]
+
+
+def _place(params, distance, ebv, weight, b_lim_deg, config, distance_err):
+    """:func:`place_components`, and whether two rises closer than the stars' distance
+    errors were merged."""
     p = np.array(params, dtype=np.float64)
     order = np.argsort(distance, kind="stable")
     x = np.ascontiguousarray(distance, dtype=np.float64)[order]
     e = np.ascontiguousarray(ebv, dtype=np.float64)[order]
     w = np.ascontiguousarray(weight, dtype=np.float64)[order]
+    x_err = (None if distance_err is None
+             else np.ascontiguousarray(distance_err, dtype=np.float64)[order])
     sin_b = abs(math.sin(math.radians(float(b_lim_deg))))
     bubble = p[0]
-    p = _merge_steps(_relocate(p, x, e, w, sin_b, config), x, e, w, sin_b, config)
+    p, unresolved = _merge_steps(_relocate(p, x, e, w, sin_b, config), x, e, w, sin_b,
+                                 config, x_err)
     clouds = p[3:].reshape(N_CLOUDS, 3)
     live = [k for k in range(N_CLOUDS) if clouds[k, 2] >= config.drop_below]
     rows = []
@@ -378,7 +387,7 @@ def place_components(params, distance, ebv, weight, b_lim_deg: float,
             if c - RISE_HALF_WIDTH * span >= a and c + RISE_HALF_WIDTH * span <= b:
                 c, span = _placed_in_gap(a, b, span, sin_b, config)
         rows.append(_released_cloud(c, span, clouds[k, 2], bubble, config))
-    return _with_clouds(p, live, rows, config)
+    return _with_clouds(p, live, rows, config), unresolved
 
 
 def most_probable_in_gap(a, b, tolerance: float = 0.15, sin_b: float = 0.0,
@@ -531,7 +540,7 @@ def _relocate(p, x, e, w, sin_b, config):
     return p
 
 
-def _merge_steps(p, x, e, w, sin_b, config):
+def _merge_steps(p, x, e, w, sin_b, config, x_err=None):
     """Step 2 of :func:`place_components` (stars sorted by distance).
 
     Two consecutive components ``i < j`` (by centre) become one when a single sharp step
@@ -541,6 +550,7 @@ def _merge_steps(p, x, e, w, sin_b, config):
     """
     p = p.copy()
     bubble = p[0]
+    unresolved = False
     while True:
         clouds = p[3:].reshape(N_CLOUDS, 3)
         centre = clouds[:, 0] + 2.0 * clouds[:, 1] + bubble
@@ -555,8 +565,13 @@ def _merge_steps(p, x, e, w, sin_b, config):
             behind = np.concatenate([np.cumsum((w * np.abs(r - total))[::-1])[::-1], [0.0]])
             two = front[si] + (w * np.abs(r - clouds[i, 2]))[si:sj].sum() + behind[sj]
             one = front[si:sj + 1] + behind[si:sj + 1]
-            if one.min() > two:
+            close = False
+            if x_err is not None and x.size:
+                around = x_err[max(si - 1, 0):min(sj + 1, x.size)]
+                close = around.size > 0 and centre[j] - centre[i] < float(np.median(around))
+            if one.min() > two and not close:
                 continue
+            unresolved |= close
             split = si + int(np.argmin(one))
             span = float((clouds[i, 2] * clouds[i, 1] + clouds[j, 2] * clouds[j, 1]) / total)
             front = _gap_front(x, split, bubble, config)
@@ -570,7 +585,7 @@ def _merge_steps(p, x, e, w, sin_b, config):
             p = _with_clouds(p, live, [merged] + rest, config)
             break
         else:
-            return p
+            return p, unresolved
 
 
 def _released_cloud(c, span, column, bubble, config):
@@ -669,20 +684,21 @@ def _model_values(p, sin_b, x):
     return out
 
 
-def _place_and_refit(p, loss, x, e, w, b_lim_deg, sin_b, config, bounds):
+def _place_and_refit(p, loss, x, e, w, b_lim_deg, sin_b, config, bounds, x_err=None):
     """:func:`place_components`, refit; the new fit is kept unless its loss is worse by
-    more than ``config.gap_loss_tolerance``."""
-    placed = place_components(p, x, e, w, b_lim_deg, config)
+    more than ``config.gap_loss_tolerance`` (always, when two rises closer than the stars'
+    distance errors were merged: the stars cannot tell them apart)."""
+    placed, unresolved = _place(p, x, e, w, b_lim_deg, config, x_err)
     if np.array_equal(placed, p):
         return p, loss
     p_new, loss_new = _minimise(placed, sin_b, x, e, w, config, bounds)
-    if loss_new <= loss * (1.0 + config.gap_loss_tolerance):
+    if unresolved or loss_new <= loss * (1.0 + config.gap_loss_tolerance):
         return p_new, loss_new
     return p, loss
 
 
 def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
-                  config: FitConfig | None = None) -> SightlineFit:
+                  distance_err=None, config: FitConfig | None = None) -> SightlineFit:
     """Fit the parametric model to the stars of one sightline.
 
     Parameters
@@ -696,6 +712,13 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
         sightline's own pixel; the others are weighted neighbours): after the clipping
         they set the residual sigmas and the maximum reliable distance. All stars when
         omitted.
+    distance_err : array_like, shape (n,), optional
+        The stars' distance uncertainties (kpc; the pipeline passes the mean of the two
+        halves of the 68% interval, as the paper's eq. 12 does). Two cloud components whose
+        centres lie closer than the median uncertainty of the stars around them are
+        merged into one (:func:`place_components`): the stars cannot tell two such rises
+        apart, and a single rise smeared by the distance errors is otherwise split into
+        two. Without it, components merge only where one step fits as well as two.
     config : FitConfig, optional
         Settings; the paper's by default.
 
@@ -724,6 +747,12 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     rel = np.ones(x.size, bool) if reliable is None else np.asarray(reliable, dtype=bool)
     if rel.shape != x.shape:
         raise ValueError("reliable must have the shape of distance")
+    x_err = None
+    if distance_err is not None:
+        x_err = np.ascontiguousarray(distance_err, dtype=np.float64)
+        if x_err.shape != x.shape or not np.all(np.isfinite(x_err)) or np.any(x_err < 0):
+            raise ValueError("distance_err must be finite, non-negative and of the shape "
+                             "of distance")
     sin_b = abs(np.sin(np.radians(float(b_lim_deg))))
     if not np.isfinite(sin_b) or sin_b <= 0:
         raise ValueError(f"b_lim must be a finite non-zero latitude, got {b_lim_deg!r}")
@@ -750,7 +779,7 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     p = best_p
     if config.place_in_gaps:
         p = _place_and_refit(p, _Objective(sin_b, x, e, w, config)(p)[0], x, e, w,
-                             b_lim_deg, sin_b, config, bounds)[0]
+                             b_lim_deg, sin_b, config, bounds, x_err)[0]
     # iterative 3-sigma clipping: remove the stars beyond clip_sigma x the residual sigma
     # of the kept stars, refit from the current parameters, until no star is removed
     keep = np.ones(x.size, bool)
@@ -766,7 +795,8 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
         p, loss = _minimise(p, sin_b, x[keep], e[keep], w[keep], config, bounds)
     xk, ek = x[keep], e[keep]
     if config.place_in_gaps:
-        p, loss = _place_and_refit(p, loss, xk, ek, w[keep], b_lim_deg, sin_b, config, bounds)
+        p, loss = _place_and_refit(p, loss, xk, ek, w[keep], b_lim_deg, sin_b, config, bounds,
+                                   None if x_err is None else x_err[keep])
 
     # drop negligible components and those the kept stars do not see (the middle of the
     # rise lies beyond the farthest one: less than half the column is supported by any

@@ -53,7 +53,7 @@ __all__ = ["ParametricBuildConfig", "prepare_build", "plan_build", "process_bloc
 
 logger = logging.getLogger(__name__)
 
-_PREPARED_VERSION = 1
+_PREPARED_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ unit_vectors = lb_to_unit_vectors
 
 
 # --------------------------------------------------------------------------- prepare
-_STAR_ARRAYS = ("ipix", "l", "b", "ebv", "distance", "w_unc")
+_STAR_ARRAYS = ("ipix", "l", "b", "ebv", "distance", "w_unc", "distance_err")
 
 
 def prepare_build(catalog: StarCatalog, work_dir: str | os.PathLike,
@@ -186,6 +186,8 @@ def prepare_build(catalog: StarCatalog, work_dir: str | os.PathLike,
         "distance": catalog.distance[order],
         "w_unc": uncertainty_weights(catalog.ebv_err, catalog.distance, catalog.distance_err_lo,
                                      catalog.distance_err_hi)[order],
+        # the paper's absolute distance error: the mean of the 68% interval's two halves
+        "distance_err": (0.5 * (catalog.distance_err_lo + catalog.distance_err_hi))[order],
     }
     nside, spix, nstar = adaptive_sightlines(stars["ipix"], threshold=config.threshold,
                                              nside_max=config.nside_max,
@@ -283,6 +285,7 @@ def process_block(block_id: int, work_dir: str, config: ParametricBuildConfig) -
     s_l, s_b = stars["l"][idx], stars["b"][idx]
     s_e, s_d = stars["ebv"][idx], stars["distance"][idx]
     s_w = stars["w_unc"][idx]
+    s_derr = stars["distance_err"][idx]
     s_pix = stars["ipix"][idx]
     svec = unit_vectors(s_l, s_b)
     tree = cKDTree(svec) if idx.size else None
@@ -302,7 +305,7 @@ def process_block(block_id: int, work_dir: str, config: ParametricBuildConfig) -
     # scipy's L-BFGS-B calls BLAS on 15-element vectors; a multi-threaded BLAS turns each of
     # those calls into a thread hand-off and slows the fits 10-100x on a busy machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        _fit_block(n, nside, ipix, cvec, tree, svec, s_pix, s_d, s_e, s_w, config, out,
+        _fit_block(n, nside, ipix, cvec, tree, svec, s_pix, s_d, s_e, s_w, s_derr, config, out,
                    fill_params)
     logger.debug("block %d: %d sightlines, %d fitted", block_id, n, int(out["fitted"].sum()))
     return out
@@ -345,7 +348,7 @@ def neighbour_stars(tree, star_vectors: np.ndarray, centre_vector: np.ndarray, n
     return sel[use], theta[use], w_dec[use]
 
 
-def _fit_block(n, nside, ipix, cvec, tree, svec, s_pix, s_d, s_e, s_w, config, out,
+def _fit_block(n, nside, ipix, cvec, tree, svec, s_pix, s_d, s_e, s_w, s_derr, config, out,
                fill_params):
     for i in range(n):
         if not out["in_region"][i]:
@@ -362,7 +365,7 @@ def _fit_block(n, nside, ipix, cvec, tree, svec, s_pix, s_d, s_e, s_w, config, o
         shift = 2 * int(round(math.log2(config.nside_max // int(nside[i]))))
         own = (s_pix[sel] >> shift) == ipix[i]
         res = fit_sightline(s_d[sel], s_e[sel], w_dec * s_w[sel], out["b_lim"][i],
-                            reliable=own, config=config.fit)
+                            reliable=own, distance_err=s_derr[sel], config=config.fit)
         out["params"][i] = res.params
         for key in ("sigma", "sigma_0_2", "sigma_1_4", "sigma_2_max", "max_distance"):
             out[key][i] = getattr(res, key)
