@@ -98,9 +98,11 @@ def _sightline_inputs(work, config, block_ids, n_max):
 
     original = pipe.fit_sightline
 
-    def capture(x, e, w, b_lim, reliable=None, config=None):
-        captured.append((x.copy(), e.copy(), w.copy(), float(b_lim), reliable.copy()))
-        return original(x, e, w, b_lim, reliable=reliable, config=config)
+    def capture(x, e, w, b_lim, reliable=None, distance_err=None, config=None):
+        captured.append((x.copy(), e.copy(), w.copy(), float(b_lim), reliable.copy(),
+                         distance_err.copy()))
+        return original(x, e, w, b_lim, reliable=reliable, distance_err=distance_err,
+                        config=config)
 
     pipe.fit_sightline = capture
     in_pixel = []
@@ -166,8 +168,9 @@ def bench_speed(quick: bool, tmp: Path) -> dict:
             fit_sightline(*inputs[0][:4], config=config.fit)  # compile / warm up
             t0 = time.process_time()
             w0 = time.perf_counter()
-            for x, e, w, b_lim, rel in inputs:
-                fit_sightline(x, e, w, b_lim, reliable=rel, config=config.fit)
+            for x, e, w, b_lim, rel, x_err in inputs:
+                fit_sightline(x, e, w, b_lim, reliable=rel, distance_err=x_err,
+                              config=config.fit)
             cpu = time.process_time() - t0
             wall = time.perf_counter() - w0
         rate = len(inputs) / cpu
@@ -180,7 +183,7 @@ def bench_speed(quick: bool, tmp: Path) -> dict:
             n_ref = 5 if quick else 20
             with threadpool_limits(limits=1, user_api="blas"):
                 t0 = time.process_time()
-                for x, e, w, b_lim, rel in inputs[:n_ref]:
+                for x, e, w, b_lim, rel, _ in inputs[:n_ref]:
                     _reference_fit(x, e, w, b_lim, config.fit)
                 ref_rate = n_ref / (time.process_time() - t0)
             out["reference"] = {"n": n_ref, "rate": ref_rate}

@@ -118,8 +118,9 @@ def run_speed(tmp: Path, n: int = 300) -> dict:
             for placement in GAP_PLACEMENTS:
                 fit = FitConfig(gap_placement=placement)
                 t0 = time.process_time()
-                for x, e, w, b_lim, rel in inputs:
-                    fit_sightline(x, e, w, b_lim, reliable=rel, config=fit)
+                for x, e, w, b_lim, rel, x_err in inputs:
+                    fit_sightline(x, e, w, b_lim, reliable=rel, distance_err=x_err,
+                                  config=fit)
                 rates[placement].append(len(inputs) / (time.process_time() - t0))
     return {"n": len(inputs), "median_stars": float(np.median([len(i[0]) for i in inputs])),
             "rates": rates}
