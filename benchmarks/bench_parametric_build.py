@@ -232,18 +232,23 @@ def _sky(sky: str, quick: bool, luminosity_function: str):
     return galaxy, catalog
 
 
-def _recovery_run(sky: str, variant: int, quick: bool, tmp: str) -> dict:
-    """One build of one sky with one variant, compared with its truth."""
-    label, lf, fit = RECOVERY_VARIANTS[variant]
-    galaxy, catalog = _sky(sky, quick, lf)
-    config = ParametricBuildConfig(block_nside=16, fit=fit)
-    work = Path(tempfile.mkdtemp(dir=tmp))
+def timed_build(catalog, config, work: Path) -> tuple[dict, float]:
+    """Every block of a build of ``catalog`` (BLAS on one thread): the per-sightline results
+    concatenated over the blocks, and the CPU seconds the blocks took."""
     block_ids, _, _ = plan_build(catalog, work, config)
     with threadpool_limits(limits=1, user_api="blas"):
         t0 = time.process_time()
         parts = [process_block(b, str(work), config) for b in block_ids]
         cpu = time.process_time() - t0
-    res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, cpu
+
+
+def _recovery_run(sky: str, variant: int, quick: bool, tmp: str) -> dict:
+    """One build of one sky with one variant, compared with its truth."""
+    label, lf, fit = RECOVERY_VARIANTS[variant]
+    galaxy, catalog = _sky(sky, quick, lf)
+    config = ParametricBuildConfig(block_nside=16, fit=fit)
+    res, cpu = timed_build(catalog, config, Path(tempfile.mkdtemp(dir=tmp)))
     m = recovery_metrics(res, galaxy, catalog=catalog, config=config)
     m["n_stars"] = len(catalog)
     m["near_fractions"] = [float(np.mean(catalog.distance < x)) for x in NEAR_KPC]

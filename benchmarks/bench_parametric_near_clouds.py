@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_parametric_build import (DEFAULT_LF, PATCHES, _catalog,  # noqa: E402
-                                    _sightline_inputs)
+                                    _sightline_inputs, timed_build)
 
 from dustmaps_ext_build.galaxy import default_galaxy  # noqa: E402
 from dustmaps_ext_build.parametric.fit import (GAP_PLACEMENTS, FitConfig,  # noqa: E402
@@ -51,7 +51,7 @@ from dustmaps_ext_build.parametric.mock import (catalog_at_density,  # noqa: E40
                                                 cloud_ladder_galaxy, ladder_patches,
                                                 with_table3_disk)
 from dustmaps_ext_build.parametric.pipeline import (ParametricBuildConfig,  # noqa: E402
-                                                    plan_build, process_block)
+                                                    plan_build)
 from dustmaps_ext_build.parametric.recovery import recovery_metrics  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_parametric_near_clouds.md"
@@ -79,13 +79,7 @@ def run_case(name: str, seed: int, tmp: Path) -> dict:
     out = {}
     for placement in GAP_PLACEMENTS:
         config = ParametricBuildConfig(block_nside=16, fit=FitConfig(gap_placement=placement))
-        work = tmp / f"{name}_{seed}_{placement}"
-        block_ids, _, _ = plan_build(catalog, work, config)
-        with threadpool_limits(limits=1, user_api="blas"):
-            t0 = time.process_time()
-            parts = [process_block(b, str(work), config) for b in block_ids]
-            cpu = time.process_time() - t0
-        res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        res, cpu = timed_build(catalog, config, tmp / f"{name}_{seed}_{placement}")
         m = recovery_metrics(res, galaxy, catalog=catalog, config=config, n_grid=8)
         pairs = m["pairs"]
         by_d = {}
