@@ -458,11 +458,15 @@ def main(argv=None) -> int:
                          f"{r_loc:.0%} | {ratio:.2f} | {r_rise:.0%} | {rise:.2f} |")
     lines += ["", "Targets (issue 20): >= 90% of the pairs found and recovered on both skies "
               "at >= 50 fits / CPU-s; median error <= 0.3 x the zero map's.", ""]
-    text = "\n".join(lines)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text)
-    print(text)
+    write_report("\n".join(lines), args.output)
     return 0
+
+
+def write_report(text: str, output) -> None:
+    """Write a results file (creating its folder) and show it."""
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

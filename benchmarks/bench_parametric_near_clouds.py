@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_parametric_build import (DEFAULT_LF, PATCHES, _catalog,  # noqa: E402
-                                    _sightline_inputs, timed_build)
+                                    _sightline_inputs, timed_build, write_report)
 
 from dustmaps_ext_build.galaxy import default_galaxy  # noqa: E402
 from dustmaps_ext_build.parametric.fit import (GAP_PLACEMENTS, FitConfig,  # noqa: E402
@@ -210,10 +210,7 @@ def main(argv=None) -> int:
                 Path(args.store).write_text(json.dumps(store))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    text = _report(store)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text)
-    print(text)
+    write_report(_report(store), args.output)
     return 0
 
 
