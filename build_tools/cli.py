@@ -220,6 +220,10 @@ def parametric_parser() -> argparse.ArgumentParser:
                         "position open: prior (default: most probable for clouds spread "
                         "through the Galactic disk), minimax (2ab/(a+b)) or none (where the "
                         "optimiser stopped)")
+    g.add_argument("--no-distance-error-model", action="store_true",
+                   help="leave the cloud rises where the fit at the stars' measured distances "
+                        "put them (default: placed and sized last under the stars' distance "
+                        "errors; see the building_parametric docs)")
     return p
 
 
@@ -251,6 +255,8 @@ def _run_parametric(args: argparse.Namespace) -> int:
         fit = dataclasses.replace(fit, lam=args.lam)
     if args.gap_placement is not None:
         fit = dataclasses.replace(fit, gap_placement=args.gap_placement)
+    if args.no_distance_error_model:
+        fit = dataclasses.replace(fit, distance_error_model=False)
     config = ParametricBuildConfig(
         threshold=args.threshold, nside_min=args.nside_min, nside_max=args.nside_max,
         block_nside=args.block_nside, min_decentration_weight=args.min_decentration_weight,

@@ -195,6 +195,10 @@ def test_parametric_penalty_and_bound_reach_the_fit(tmp_path, monkeypatch):
     assert build_cli.build_parametric_main(["cat.parquet", out, "--gap-placement",
                                             "minimax"]) == 0
     assert calls[-1]["config"].fit == FitConfig(gap_placement="minimax")
+    assert FitConfig().distance_error_model is True
+    assert build_cli.build_parametric_main(["cat.parquet", out,
+                                            "--no-distance-error-model"]) == 0
+    assert calls[-1]["config"].fit == FitConfig(distance_error_model=False)
 
 
 @pytest.fixture(scope="module")

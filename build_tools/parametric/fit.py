@@ -18,10 +18,15 @@ Steps, for the stars of one sightline (its own and its weighted neighbours):
 4. iterative clipping: stars more than 3 sigma from the fit are removed and the fit is
    redone from the current parameters, until no more star is removed; then step 3 once
    more on the kept stars;
-5. cloud components with a column under 0.001 mag, or whose centre lies beyond the
+5. with the stars' distance errors (``distance_err``), the cloud rises are placed and
+   sized once more under a likelihood in which each star may lie on either side of a
+   rise (:func:`.distance_errors.refine_rises`; ``FitConfig.distance_error_model``; not
+   in the paper): the stars in front of a far cloud, far more numerous than those behind
+   it, otherwise push its rise outwards and its column down;
+6. cloud components with a column under 0.001 mag, or whose centre lies beyond the
    farthest kept star (no star sees even half of their rise), are dropped (column set
    to 0);
-6. the residual sigmas (overall and for 0-2, 1-4 and > 2 kpc) and the maximum reliable
+7. the residual sigmas (overall and for 0-2, 1-4 and > 2 kpc) and the maximum reliable
    distance come from the stars of the line of sight itself (``reliable``: the stars of
    the sightline's pixel, not its weighted neighbours) that survived the clipping: the
    sigmas are the Gaussian sigmas of their residuals (:func:`clipped_gaussian_sigma`),
@@ -47,6 +52,7 @@ from scipy.optimize import minimize
 
 from dustmaps_ext.parametric_model import CLOUD_MIN_COLUMN
 
+from .distance_errors import refine_rises
 from .model import N_CLOUDS, N_PARAMS, _loss_grad_kernel, _model_kernel
 
 __all__ = ["FitConfig", "SightlineFit", "fit_sightline", "residual_sigma", "clipped_gaussian_sigma",
@@ -148,6 +154,10 @@ class FitConfig:
     start_ftol: float = 1e-5
     #: residual sigma of a distance range needs at least this many stars, else NaN
     min_stars_sigma: int = 3
+    #: with the stars' distance errors, place and size the cloud rises last under a
+    #: likelihood in which each star may lie on either side of a rise
+    #: (:func:`.distance_errors.refine_rises`; not in the paper)
+    distance_error_model: bool = True
 
     def __post_init__(self):
         if len(self.start_distances) < 1 or any(len(s) != N_CLOUDS for s in self.start_distances):
@@ -697,6 +707,33 @@ def _place_and_refit(p, loss, x, e, w, b_lim_deg, sin_b, config, bounds, x_err=N
     return p, loss
 
 
+def _refined_under_distance_errors(p, x, e, w, x_err, keep, sin_b, config):
+    """The cloud components of ``p`` placed and sized by :func:`.distance_errors.refine_rises`
+    (all stars, the clipped ones included: the mixture likelihood has its own outlier
+    floor; the Laplace scale from the kept stars' residual sigma)."""
+    clouds = p[3:].reshape(N_CLOUDS, 3)
+    bubble = p[0]
+    centre = clouds[:, 0] + 2.0 * clouds[:, 1] + bubble
+    live = [k for k in np.argsort(centre, kind="stable") if clouds[k, 2] >= config.drop_below]
+    if not live:
+        return p
+    smooth = p.copy()
+    smooth[5::3] = 0.0
+    resid = e - _model_values(smooth, sin_b, x)
+    sig = residual_sigma(e[keep] - _model_values(p, sin_b, x[keep]), w[keep])
+    c_new, col_new, groups = refine_rises(x, resid, w, x_err, centre[live], clouds[live, 2],
+                                          sig / math.sqrt(2.0))
+    if c_new.size == len(live) and np.array_equal(c_new, centre[live]) \
+            and np.array_equal(col_new, clouds[live, 2]):
+        return p
+    rows = []
+    for c, col, members in zip(c_new, col_new, groups):
+        k = np.array([live[m] for m in members])
+        span = float((clouds[k, 2] * clouds[k, 1]).sum() / clouds[k, 2].sum())
+        rows.append(_released_cloud(c, span, col, bubble, config))
+    return _with_clouds(p, live, rows, config)
+
+
 def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
                   distance_err=None, config: FitConfig | None = None) -> SightlineFit:
     """Fit the parametric model to the stars of one sightline.
@@ -797,6 +834,9 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     if config.place_in_gaps:
         p, loss = _place_and_refit(p, loss, xk, ek, w[keep], b_lim_deg, sin_b, config, bounds,
                                    None if x_err is None else x_err[keep])
+
+    if x_err is not None and config.distance_error_model:
+        p = _refined_under_distance_errors(p, x, e, w, x_err, keep, sin_b, config)
 
     # drop negligible components and those the kept stars do not see (the middle of the
     # rise lies beyond the farthest one: less than half the column is supported by any
