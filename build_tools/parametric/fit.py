@@ -651,31 +651,59 @@ class _Objective:
     def __init__(self, sin_b, x, e, w, config):
         self.args = (sin_b, x, e, w, config.lam, config.penalty_share_exp)
         self.rho_free = config.rho_bounds[1] if config.rho_soft_limit is not None else None
-        self.x_far = np.array([x.max()])
+        if self.rho_free is not None:
+            self.nodes, self.coef = _diffuse_penalty_nodes(x, w, config.penalty_share_exp)
 
     def __call__(self, p):
         grad = np.empty(N_PARAMS)
         loss = _loss_grad_kernel(p, *self.args, grad)
         if self.rho_free is not None and p[2] > self.rho_free:
-            loss += _excess_diffuse_penalty(p, self.args[0], self.x_far, self.rho_free,
-                                            self.args[4], grad)
+            loss += _excess_diffuse_penalty(p, self.args[0], self.nodes, self.coef,
+                                            self.rho_free, self.args[4], grad)
         return loss, grad
 
 
+#: Nodes of the sum that weighs the excess diffuse dust by the share of the stars behind it
+DIFFUSE_PENALTY_NODES = 16
+
+
+def _diffuse_penalty_nodes(x, w, share_exp):
+    """Distances ``t_m`` and coefficients ``c_m`` with ``sum_m c_m E(t_m)`` the diffuse
+    column weighed as the cloud columns are: each increment of E(B-V) between ``t_{m-1}``
+    and ``t_m`` times ``F^share_exp``, ``F`` the share of the stars' weight behind it
+    (``t_m``: where ``m / M`` of the weight lies in front; ``F`` at the middle of the step,
+    ``1 - (m - 1/2) / M``); ``share_exp = 0``: the column out to the farthest star."""
+    if share_exp == 0.0:
+        return np.array([x.max()]), np.ones(1)
+    order = np.argsort(x, kind="stable")
+    front = np.cumsum(w[order]) / w.sum()
+    m = np.arange(1, DIFFUSE_PENALTY_NODES + 1)
+    nodes = x[order][np.minimum(np.searchsorted(front, m / DIFFUSE_PENALTY_NODES), x.size - 1)]
+    nodes[-1] = x.max()
+    share = (1.0 - (m - 0.5) / DIFFUSE_PENALTY_NODES) ** share_exp
+    # sum_m (E(t_m) - E(t_{m-1})) F_m = sum_m E(t_m) (F_m - F_{m+1}), F_{M+1} = 0
+    return np.ascontiguousarray(nodes), share - np.r_[share[1:], 0.0]
+
+
 @numba.njit(cache=True, nogil=True)
-def _excess_diffuse_penalty(p, sin_b, x_far, rho_free, lam, grad):
-    """``lam`` x the diffuse column out to ``x_far`` carried by the density above
-    ``rho_free`` (the column is proportional to rho: ``(1 - rho_free / rho) E_diffuse``);
-    adds its gradient to ``grad``."""
+def _excess_diffuse_penalty(p, sin_b, nodes, coef, rho_free, lam, grad):
+    """``lam`` x the weighed diffuse column ``sum_m coef_m E_diffuse(nodes_m)`` carried by
+    the density above ``rho_free`` (the column is proportional to rho: ``(1 - rho_free /
+    rho)`` of it); adds its gradient to ``grad``."""
     diffuse_only = p.copy()
     diffuse_only[5::3] = 0.0
-    column = np.empty(1)
-    jac = np.empty((1, N_PARAMS))
-    _model_kernel(diffuse_only, sin_b, x_far, column, jac, True)
+    values = np.empty(nodes.size)
+    jac = np.empty((nodes.size, N_PARAMS))
+    _model_kernel(diffuse_only, sin_b, nodes, values, jac, True)
+    column = 0.0
+    d_column = np.zeros(2)
+    for m in range(nodes.size):
+        column += coef[m] * values[m]
+        d_column += coef[m] * jac[m, :2]
     share = 1.0 - rho_free / p[2]
-    grad[:2] += lam * share * jac[0, :2]
-    grad[2] += lam * column[0] / p[2]
-    return lam * share * column[0]
+    grad[:2] += lam * share * d_column
+    grad[2] += lam * column / p[2]
+    return lam * share * column
 
 
 def _minimise(p0, sin_b, x, e, w, config, bounds, tol=None):

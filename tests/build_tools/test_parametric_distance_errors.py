@@ -12,7 +12,7 @@ from dustmaps_ext_build.parametric.fit import FitConfig, fit_sightline
 from dustmaps_ext_build.parametric.model import cloud_centres
 
 
-def _smeared_sky(seed, d_cloud=2.5, column=0.8, keep_behind=0.15, s_plx=0.07, n=500):
+def _smeared_sky(seed, d_cloud=2.5, column=0.8, keep_behind=0.2, s_plx=0.07, n=500):
     """Stars uniform in volume out to 4.5 kpc, of which only ``keep_behind`` survive
     behind the cloud (it dims them), Gaussian parallax errors ``s_plx`` (mas; Gaia at
     G ~ 17) and a parallax-over-error cut at 5; E(B-V) = thin disk + cloud + 0.03 mag."""
@@ -28,11 +28,12 @@ def _smeared_sky(seed, d_cloud=2.5, column=0.8, keep_behind=0.15, s_plx=0.07, n=
 
 
 def test_far_rise_is_not_pushed_out_by_the_stars_in_front():
-    """A 0.8 mag cloud at 2.5 kpc through 17% parallax errors, with six times more stars
-    in front of it than behind (24 draws). Among the stars measured just behind the cloud
-    most lie truly in front, so the sharp L1 step sits too far: the baseline (rises at
-    the measured distances) puts the column-weighted centre of the components within
-    50% of the cloud a median 7% out; the mixture likelihood within 3%."""
+    """A 0.8 mag cloud at 2.5 kpc through 17% parallax errors, with four times more stars
+    per kpc in front of it than behind (24 draws). Among the stars measured just behind
+    the cloud most lie truly in front, so the sharp L1 step sits too far: the baseline
+    (rises at the measured distances) puts the column-weighted centre of the components
+    within 50% of the cloud within 5% of it in 10 draws (median error 5.7%); the mixture
+    likelihood in 23 (median 0.8%)."""
     err = {True: [], False: []}
     for seed in range(24):
         x, e, w, x_err, _ = _smeared_sky(seed)
@@ -43,11 +44,11 @@ def test_far_rise_is_not_pushed_out_by_the_stars_in_front():
             near = (np.abs(c - 2.5) <= 1.25) & (col > 0.05)
             err[use].append(abs(np.average(c[near], weights=col[near]) / 2.5 - 1)
                             if near.any() else np.nan)
-    model, baseline = np.nanmedian(err[True]), np.nanmedian(err[False])
-    assert np.isnan(err[True]).sum() <= 5
-    assert model <= 0.03                      # measured 0.017
-    assert baseline >= 0.05                   # measured 0.072
-    assert model <= 0.5 * baseline
+    model, baseline = np.array(err[True]), np.array(err[False])
+    assert np.isnan(model).sum() <= 2
+    assert np.sum(model <= 0.05) >= 20
+    assert np.sum(baseline <= 0.05) <= 14
+    assert np.nanmedian(model) <= 0.5 * np.nanmedian(baseline)
 
 
 def test_beyond_probabilities_against_quadrature():

@@ -455,8 +455,9 @@ def test_far_cloud_behind_smeared_low_weight_stars_is_recovered():
 
 def test_soft_rho_bound_penalises_only_the_diffuse_dust_beyond_table_3():
     """The loss with the soft bound is eq. 15 while rho <= 0.04, eq. 15 plus lam x the
-    diffuse column (out to the farthest star) carried by the density above 0.04 beyond
-    it, with the analytic gradient matching finite differences."""
+    diffuse column carried by the density above 0.04 beyond it, each step of that column
+    weighed as a cloud's column by the share of the stars' weight behind it, with the
+    analytic gradient matching finite differences."""
     from dustmaps_ext_build.parametric.fit import _Objective
 
     rng = np.random.default_rng(8)
@@ -472,11 +473,25 @@ def test_soft_rho_bound_penalises_only_the_diffuse_dust_beyond_table_3():
     beyond[2] = 0.3
     diffuse_only = beyond.copy()
     diffuse_only[5::3] = 0.0
-    column = evaluate_model(diffuse_only, B_LIM, [x.max()])[0]
+    # the diffuse column weighed like the clouds' columns: each step of E(B-V) between the
+    # points where 1/16, 2/16, ... of the stars' weight lies in front times the square
+    # root of the share of the weight behind the step's middle
+    order = np.argsort(x)
+    front = np.cumsum(w[order]) / w.sum()
+    nodes = [x[order][np.searchsorted(front, m / 16)] for m in range(1, 16)] + [x.max()]
+    steps = np.diff(evaluate_model(diffuse_only, B_LIM, [1e-9] + nodes))
+    column = sum(step * (1 - (m - 0.5) / 16) ** 0.5 for m, step in enumerate(steps, 1))
+    assert column < evaluate_model(diffuse_only, B_LIM, [x.max()])[0]
     loss, grad = objective(beyond)
     eq15 = loss_and_gradient(beyond, B_LIM, x, e, w, lam=config.lam,
                              share_exp=config.penalty_share_exp)[0]
-    assert loss == pytest.approx(eq15 + config.lam * column * (0.3 - 0.04) / 0.3, rel=1e-12)
+    assert loss == pytest.approx(eq15 + config.lam * column * (0.3 - 0.04) / 0.3, rel=1e-9)
+    # eq. 15's penalty (share exponent 0): the whole column out to the farthest star
+    flat = FitConfig(penalty_share_exp=0.0)
+    eq15_flat = loss_and_gradient(beyond, B_LIM, x, e, w, lam=flat.lam, share_exp=0.0)[0]
+    assert _Objective(sin_b, x, e, w, flat)(beyond)[0] == pytest.approx(
+        eq15_flat + flat.lam * evaluate_model(diffuse_only, B_LIM, [x.max()])[0]
+        * (0.3 - 0.04) / 0.3, rel=1e-12)
     for i in range(3):
         step = 1e-7 * max(1.0, abs(beyond[i]))
         hi, lo = beyond.copy(), beyond.copy()
@@ -552,9 +567,10 @@ def test_prior_placement_finds_more_clouds_where_the_stars_leave_a_gap():
 def test_rises_closer_than_the_distance_errors_are_one_component():
     """One 0.8 mag cloud at 2.5 kpc seen through distance errors growing from 3% to 20%
     (16 draws of 400 stars): with the stars' distance errors the fit draws the smeared
-    rise as one component every time; without them (the baseline), where two steps fit
-    the smear slightly better, it splits the rise in two in some draws."""
-    components = {True: [], False: []}
+    rise as one component within 6% of the cloud every time (measured: at most 4.8% off);
+    without them (the baseline) it splits the rise or puts it more than 6% off in some
+    draws (measured: 4 of 16)."""
+    good = {True: 0, False: 0}
     for seed in range(16):
         rng = np.random.default_rng(seed)
         d = np.sort(rng.uniform(0.5, 4.5, 400))
@@ -566,10 +582,10 @@ def test_rises_closer_than_the_distance_errors_are_one_component():
             p = fit_sightline(x, e, w, 3.0, distance_err=rel * x if use else None).params
             centre, column = cloud_centres(p), p[5::3]
             near = (np.abs(centre - 2.5) < 1.0) & (column >= 0.05)
-            components[use].append(int(near.sum()))
             assert column[near].sum() == pytest.approx(0.8, rel=0.3)
-    assert components[True] == [1] * 16
-    assert sum(n == 2 for n in components[False]) >= 3   # measured: 5 of 16
+            good[use] += bool(near.sum() == 1 and abs(centre[near][0] / 2.5 - 1) <= 0.06)
+    assert good[True] == 16
+    assert good[False] <= 14
 
 
 @pytest.mark.parametrize("bad", [np.full(5, 0.1), -np.ones(300), np.full(300, np.nan)])
