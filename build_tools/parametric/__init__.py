@@ -2,7 +2,8 @@
 
 Modules: :mod:`.catalog` (star catalogs), :mod:`.sightlines` (adaptive HEALPix sightlines
 and weights), :mod:`.model` (the model, eq. 15 loss and analytic gradient, numba),
-:mod:`.fit` (one sightline), :mod:`.mock` (catalogs drawn from the simulated galaxy),
+:mod:`.fit` (one sightline), :mod:`.distance_errors` (cloud rises placed under the stars'
+distance errors), :mod:`.mock` (catalogs drawn from the simulated galaxy),
 :mod:`.pipeline` (blocks on Dask and the released table), :mod:`.recovery` (comparison of
 a build with the simulated galaxy's truth).
 """

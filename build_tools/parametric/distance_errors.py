@@ -6,7 +6,8 @@ parallaxes at 2-4 kpc), stars in front of a cloud are measured behind it and sta
 it in front. Far more stars lie in front of a cloud than behind it (the cloud dims those
 behind it), so among the stars measured just behind the cloud most are truly in front:
 the best sharp step of the L1 fit then sits too far out and its column comes out too low.
-The paper notes the same broadening of the rises by the distance errors (§4.1).
+The paper puts the width of its fitted rises down mainly to the distance errors, not to
+the clouds' sizes (§4.1).
 
 This module places each rise, and sizes its column, under a mixture likelihood in which
 every star may lie on either side of the rise:
@@ -221,9 +222,24 @@ def refine_rises(x, resid, weight, x_err, centres, columns, scale, *, min_gain=1
     groups : list of tuple of int
         For each refined rise, the input rises it replaces (one, or the neighbours merged
         into it).
+
+    Raises
+    ------
+    ValueError
+        Arrays of different lengths, non-finite values, non-positive distances or weights,
+        negative distance errors, or centres not sorted.
     """
+    x, resid, weight, x_err = (np.ascontiguousarray(a, dtype=np.float64)
+                               for a in (x, resid, weight, x_err))
     centres = np.asarray(centres, dtype=np.float64).copy()
     columns = np.asarray(columns, dtype=np.float64).copy()
+    if not (x.ndim == 1 and resid.shape == weight.shape == x_err.shape == x.shape):
+        raise ValueError("x, resid, weight and x_err must be 1-D arrays of the same length")
+    if not (np.all(np.isfinite(x)) and np.all(x > 0) and np.all(np.isfinite(resid))
+            and np.all(weight > 0) and np.all(np.isfinite(x_err)) and np.all(x_err >= 0)):
+        raise ValueError("x and weight must be positive, x_err non-negative, all finite")
+    if centres.shape != columns.shape or centres.ndim != 1 or np.any(np.diff(centres) < 0):
+        raise ValueError("centres and columns must be 1-D of the same length, centres sorted")
     if centres.size == 0 or x.size < 2:
         return centres, columns, [(k,) for k in range(centres.size)]
     s = _Sightline(x, resid, weight, x_err, max(float(scale), 1e-3))

@@ -53,7 +53,8 @@ from scipy.optimize import minimize
 from dustmaps_ext.parametric_model import CLOUD_MIN_COLUMN
 
 from .distance_errors import refine_rises
-from .model import N_CLOUDS, N_PARAMS, _loss_grad_kernel, _model_kernel
+from .model import (N_CLOUDS, N_PARAMS, _loss_grad_kernel, _model_kernel,
+                    _weighted_diffuse_kernel)
 
 __all__ = ["FitConfig", "SightlineFit", "fit_sightline", "residual_sigma", "clipped_gaussian_sigma",
            "data_start_centres", "initial_parameters", "parameter_bounds",
@@ -649,18 +650,17 @@ class _Objective:
     (``FitConfig.rho_soft_limit``)."""
 
     def __init__(self, sin_b, x, e, w, config):
-        self.args = (sin_b, x, e, w, config.lam, config.penalty_share_exp)
-        self.rho_free = config.rho_bounds[1] if config.rho_soft_limit is not None else None
-        if self.rho_free is not None:
-            self.nodes, self.coef = _diffuse_penalty_nodes(x, w, config.penalty_share_exp)
+        soft = config.rho_soft_limit is not None
+        nodes, coef = (_diffuse_penalty_nodes(x, w, config.penalty_share_exp) if soft
+                       else (np.zeros(0), np.zeros(0)))
+        # rho above rho_free pays for its diffuse column; -1: the hard bound, no such term
+        rho_free = config.rho_bounds[1] if soft else -1.0
+        self.args = (sin_b, x, e, w, config.lam, config.penalty_share_exp, nodes, coef,
+                     rho_free)
 
     def __call__(self, p):
         grad = np.empty(N_PARAMS)
-        loss = _loss_grad_kernel(p, *self.args, grad)
-        if self.rho_free is not None and p[2] > self.rho_free:
-            loss += _excess_diffuse_penalty(p, self.args[0], self.nodes, self.coef,
-                                            self.rho_free, self.args[4], grad)
-        return loss, grad
+        return _objective_kernel(p, *self.args, grad), grad
 
 
 #: Nodes of the sum that weighs the excess diffuse dust by the share of the stars behind it
@@ -686,24 +686,20 @@ def _diffuse_penalty_nodes(x, w, share_exp):
 
 
 @numba.njit(cache=True, nogil=True)
-def _excess_diffuse_penalty(p, sin_b, nodes, coef, rho_free, lam, grad):
-    """``lam`` x the weighed diffuse column ``sum_m coef_m E_diffuse(nodes_m)`` carried by
-    the density above ``rho_free`` (the column is proportional to rho: ``(1 - rho_free /
-    rho)`` of it); adds its gradient to ``grad``."""
-    diffuse_only = p.copy()
-    diffuse_only[5::3] = 0.0
-    values = np.empty(nodes.size)
-    jac = np.empty((nodes.size, N_PARAMS))
-    _model_kernel(diffuse_only, sin_b, nodes, values, jac, True)
-    column = 0.0
-    d_column = np.zeros(2)
-    for m in range(nodes.size):
-        column += coef[m] * values[m]
-        d_column += coef[m] * jac[m, :2]
-    share = 1.0 - rho_free / p[2]
-    grad[:2] += lam * share * d_column
-    grad[2] += lam * column / p[2]
-    return lam * share * column
+def _objective_kernel(p, sin_b, x, e, w, lam, share_exp, nodes, coef, rho_free, grad):
+    """Eq. 15 with the share-weighted penalty (:func:`.model._loss_grad_kernel`) plus, when
+    rho exceeds ``rho_free`` (>= 0), ``lam`` x the weighed diffuse column ``sum_m coef_m
+    E_diffuse(nodes_m)`` carried by the density above it (the column is proportional to
+    rho: ``(1 - rho_free / rho)`` of it); writes the gradient into ``grad``."""
+    loss = _loss_grad_kernel(p, sin_b, x, e, w, lam, share_exp, grad)
+    if rho_free >= 0.0 and p[2] > rho_free:
+        column, d_bubble, d_h, _ = _weighted_diffuse_kernel(p, sin_b, nodes, coef)
+        share = 1.0 - rho_free / p[2]
+        grad[0] += lam * share * d_bubble
+        grad[1] += lam * share * d_h
+        grad[2] += lam * column / p[2]
+        loss += lam * share * column
+    return loss
 
 
 def _minimise(p0, sin_b, x, e, w, config, bounds, tol=None):

@@ -187,6 +187,28 @@ def _model_kernel(p, sin_b, x, out, jac, want_jac):
 
 
 @numba.njit(**_JIT)
+def _weighted_diffuse_kernel(p, sin_b, x, c):
+    """``sum_m c_m diffuse(x_m)`` and its derivatives d / d (bubble, h, rho): the diffuse
+    term alone, summed with the weights ``c`` (see :func:`_diffuse_gradient`)."""
+    dc = _diffuse_constants(p[0], p[1], p[2], sin_b)
+    gc = _diffuse_gradient_constants(p, sin_b, dc)
+    total = n = e1 = e2 = i0 = i1 = i2 = 0.0
+    for m in range(x.size):
+        xm, cm = x[m], c[m]
+        val, _, edge, decay = _diffuse_terms(xm, p[0], p[2], dc[0], dc[1], dc[2], dc[3], dc[4])
+        total += cm * val
+        n += cm
+        e1 += cm * edge
+        e2 += cm * (edge * (1.0 - edge))
+        if xm >= p[0]:
+            i0 += cm
+            i1 += cm * decay
+            i2 += cm * (decay * xm)
+    d_bubble, d_h, d_rho = _diffuse_gradient(p, sin_b, dc, gc, n, e1, e2, i0, i1, i2)
+    return total, d_bubble, d_h, d_rho
+
+
+@numba.njit(**_JIT)
 def _loss_grad_kernel(p, sin_b, x, e, wt, lam, share_exp, grad):
     """Eq. 15 loss; writes its gradient into ``grad``.
 

@@ -142,3 +142,18 @@ def test_two_clouds_far_apart_stay_two():
     assert groups == [(0,), (1,)]
     assert c == pytest.approx([1.0, 3.0], rel=0.05)
     assert col == pytest.approx([0.3, 0.5], rel=0.15)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(x_err=-np.ones(50)), "non-negative"),
+    (dict(weight=np.zeros(50)), "positive"),
+    (dict(resid=np.ones(49)), "same length"),
+    (dict(centres=np.array([2.0, 1.0]), columns=np.array([0.1, 0.1])), "sorted"),
+])
+def test_bad_input_is_named(change, match):
+    args = dict(x=np.linspace(0.2, 3, 50), resid=np.zeros(50), weight=np.ones(50),
+                x_err=np.full(50, 0.1), centres=np.array([1.0]), columns=np.array([0.2]))
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        refine_rises(args["x"], args["resid"], args["weight"], args["x_err"], args["centres"],
+                     args["columns"], 0.02)
