@@ -754,7 +754,8 @@ def _refined_under_distance_errors(p, x, e, w, x_err, keep, sin_b, config):
     for c, col, members in zip(c_new, col_new, groups):
         k = np.array([live[m] for m in members])
         span = float((clouds[k, 2] * clouds[k, 1]).sum() / clouds[k, 2].sum())
-        rows.append(_released_cloud(c, span, col, bubble, config))
+        rows.append(_released_cloud(c, span, float(np.clip(col, *config.cum_bounds)), bubble,
+                                    config))
     return _with_clouds(p, live, rows, config)
 
 
