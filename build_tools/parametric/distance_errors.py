@@ -95,11 +95,13 @@ def _star_terms(cum_i, resid_i, scale, idx, level, share, dens):
 
 
 @numba.njit(cache=True, nogil=True)
-def _levels(cols):
+def _workspace(cols):
+    """The E(B-V) level behind each rise (0 in front of all) and scratch arrays for one
+    star's :func:`_star_terms`."""
     level = np.zeros(cols.size + 1)
     for j in range(cols.size):
         level[j + 1] = level[j] + cols[j]
-    return level
+    return level, np.empty(cols.size + 1), np.empty(cols.size + 1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -107,9 +109,7 @@ def _position_scan(cum, resid, weight, scale, idx, cols, k, cand):
     """Log-likelihood with rise ``k`` at each edge of ``cand``: a star's density is
     linear in the probability that it lies beyond rise ``k``."""
     n_rises = idx.size
-    level = _levels(cols)
-    share = np.empty(n_rises + 1)
-    dens = np.empty(n_rises + 1)
+    level, share, dens = _workspace(cols)
     out = np.zeros(cand.size)
     for i in range(resid.size):
         _star_terms(cum[i], resid[i], scale, idx, level, share, dens)
@@ -123,9 +123,7 @@ def _position_scan(cum, resid, weight, scale, idx, cols, k, cand):
         b = dens[k + 1] - dens[k]
         first, last = cum[i, cand[0]], cum[i, cand[-1]]
         if abs(first - last) < 1e-9:   # the star's side of rise k is the same everywhere
-            v = weight[i] * math.log(max(a + b * first, OUTLIER_FLOOR))
-            for m in range(cand.size):
-                out[m] += v
+            out += weight[i] * math.log(max(a + b * first, OUTLIER_FLOOR))
             continue
         for m in range(cand.size):
             out[m] += weight[i] * math.log(max(a + b * cum[i, cand[m]], OUTLIER_FLOOR))
@@ -136,9 +134,7 @@ def _position_scan(cum, resid, weight, scale, idx, cols, k, cand):
 def _column_scan(cum, resid, weight, scale, idx, cols, k, factors):
     """Log-likelihood with the column of rise ``k`` times each of ``factors``."""
     n_rises = idx.size
-    level = _levels(cols)
-    share = np.empty(n_rises + 1)
-    dens = np.empty(n_rises + 1)
+    level, share, dens = _workspace(cols)
     out = np.zeros(factors.size)
     for i in range(resid.size):
         _star_terms(cum[i], resid[i], scale, idx, level, share, dens)
@@ -150,9 +146,7 @@ def _column_scan(cum, resid, weight, scale, idx, cols, k, factors):
             else:
                 behind += share[j]
         if behind < 1e-12:     # in front of the rise: its column does not matter
-            v = weight[i] * math.log(front)
-            for m in range(factors.size):
-                out[m] += v
+            out += weight[i] * math.log(front)
             continue
         for m in range(factors.size):
             shift = (factors[m] - 1.0) * cols[k]
