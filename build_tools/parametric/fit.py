@@ -8,7 +8,8 @@ Steps, for the stars of one sightline (its own and its weighted neighbours):
    density made soft (rho may exceed 0.04 mag/kpc, and the diffuse column it adds beyond
    the bound pays the cloud penalty: ``FitConfig.rho_soft_limit``; not in the paper), from
    three fixed sets of starting cloud distances and one
-   set placed at the steepest rises of the stars' reddening (:func:`data_start_centres`);
+   set placed at the steepest rises of the stars' reddening, with the diffuse density the
+   rest of their rise implies (:func:`data_start_parameters`);
 2. the start with the smallest residual sigma (weighted standard deviation) wins;
 3. its cloud components are placed by the stars (:func:`place_components`: moved to the
    best gap between stars, merged where no star separates them, centred in the gap that
@@ -57,7 +58,7 @@ from .model import (N_CLOUDS, N_PARAMS, _loss_grad_kernel, _model_kernel,
                     _weighted_diffuse_kernel)
 
 __all__ = ["FitConfig", "SightlineFit", "fit_sightline", "residual_sigma", "clipped_gaussian_sigma",
-           "data_start_centres", "initial_parameters", "parameter_bounds",
+           "data_start_centres", "data_start_parameters", "initial_parameters", "parameter_bounds",
            "place_components", "most_probable_in_gap", "gap_hit_probability",
            "GAP_PLACEMENTS"]
 
@@ -123,8 +124,9 @@ class FitConfig:
     start_distances: tuple = field(default=DEFAULT_START_DISTANCES)
     #: the "approximate maximum extinction" of Table 3 is this percentile of the stars' E(B-V)
     ebv_max_percentile: float = 95.0
-    #: add a start whose cloud centres sit at the steepest rises of the stars' reddening
-    #: (:func:`data_start_centres`); missing centres are taken from the last fixed set
+    #: add a start whose cloud centres and columns are the steepest rises of the stars'
+    #: reddening and whose diffuse density is what the rest of their rise implies
+    #: (:func:`data_start_parameters`); missing centres are taken from the last fixed set
     data_start: bool = True
     clip_sigma: float = 3.0
     #: place the cloud components by the stars (:func:`place_components`) and refit,
@@ -287,6 +289,31 @@ def _isotonic_kernel(y, w, out):
             j += 1
 
 
+def _isotonic_steps(distance, ebv, weight, n_clouds, min_ratio):
+    """The ``n_clouds`` largest steps, at least a factor ``min_ratio`` apart in distance, of
+    the weighted isotonic fit of the stars: their centres (midpoints between the two stars
+    around each step; NaN where there are fewer steps) and sizes (0 there), sorted by
+    centre, and the fit's level at the farthest star."""
+    order = np.argsort(distance, kind="stable")
+    x = np.ascontiguousarray(distance, dtype=np.float64)[order]
+    fitted = np.empty(x.size)
+    _isotonic_kernel(np.ascontiguousarray(ebv, dtype=np.float64)[order],
+                     np.ascontiguousarray(weight, dtype=np.float64)[order], fitted)
+    step = np.diff(fitted)
+    mid = 0.5 * (x[1:] + x[:-1])
+    centres = np.full(n_clouds, np.nan)
+    sizes = np.zeros(n_clouds)
+    k = 0
+    for j in np.argsort(step)[::-1]:
+        if k == n_clouds or step[j] <= 0:
+            break
+        if np.all(np.abs(np.log(mid[j] / centres[:k])) >= np.log(min_ratio)):
+            centres[k], sizes[k] = mid[j], step[j]
+            k += 1
+    order = np.argsort(centres)      # NaN last
+    return centres[order], sizes[order], float(fitted[-1])
+
+
 def data_start_centres(distance, ebv, weight, n_clouds: int = N_CLOUDS,
                        min_ratio: float = 1.25) -> np.ndarray:
     """Starting cloud centres (kpc) where the stars' reddening rises most steeply.
@@ -296,22 +323,40 @@ def data_start_centres(distance, ebv, weight, n_clouds: int = N_CLOUDS,
     distance, give the centres (midpoints between the two stars around each step). Fewer
     steps than ``n_clouds`` leave NaN entries.
     """
-    order = np.argsort(distance, kind="stable")
-    x = np.ascontiguousarray(distance, dtype=np.float64)[order]
-    fitted = np.empty(x.size)
-    _isotonic_kernel(np.ascontiguousarray(ebv, dtype=np.float64)[order],
-                     np.ascontiguousarray(weight, dtype=np.float64)[order], fitted)
-    step = np.diff(fitted)
-    mid = 0.5 * (x[1:] + x[:-1])
-    centres = np.full(n_clouds, np.nan)
-    k = 0
-    for j in np.argsort(step)[::-1]:
-        if k == n_clouds or step[j] <= 0:
-            break
-        if np.all(np.abs(np.log(mid[j] / centres[:k])) >= np.log(min_ratio)):
-            centres[k] = mid[j]
-            k += 1
-    return np.sort(centres)
+    return _isotonic_steps(distance, ebv, weight, n_clouds, min_ratio)[0]
+
+
+def data_start_parameters(distance, ebv, weight, b_lim_deg: float,
+                          config: FitConfig | None = None) -> np.ndarray:
+    """The start placed on the stars: clouds at the steepest rises, diffuse dust from the rest.
+
+    The isotonic fit of :func:`data_start_centres` gives the cloud centres and, as their
+    starting columns, the sizes of its steps (a missing step: a centre of the last fixed
+    start and a zero column). The rest of its rise, ``E_far - sum(steps)`` with ``E_far``
+    its level at the farthest star ``x_far`` (the dust in front of the nearest star and
+    between the steps), sets the starting diffuse density at the starting scale height
+    ``h``: ``rho = rest / (s (1 - exp(-x_far / s)))``, ``s = h / sin|b|``, within the
+    bounds of rho (up to ``rho_soft_limit`` when the bound is soft). The fixed starts keep
+    Table 3's starting density.
+
+    Returns
+    -------
+    numpy.ndarray, shape (15,)
+    """
+    config = config or FitConfig()
+    x = np.asarray(distance, dtype=np.float64)
+    centres, sizes, level_far = _isotonic_steps(x, ebv, weight, N_CLOUDS, 1.25)
+    missing = ~np.isfinite(centres)
+    centres = np.where(missing, np.asarray(config.start_distances[-1], dtype=np.float64),
+                       centres)
+    p = initial_parameters(config, 0, 0.0, centres=centres)
+    p[5::3] = np.clip(np.where(missing, 0.0, sizes), *config.cum_bounds)
+    span0 = config.h_init / abs(math.sin(math.radians(float(b_lim_deg))))
+    rest = max(level_far - float(sizes.sum()), 0.0)
+    rho_hi = config.rho_soft_limit if config.rho_soft_limit is not None else config.rho_bounds[1]
+    p[2] = float(np.clip(rest / (span0 * -math.expm1(-float(x.max()) / span0)),
+                         config.rho_bounds[0], rho_hi))
+    return p
 
 
 def place_components(params, distance, ebv, weight, b_lim_deg: float,
@@ -823,10 +868,7 @@ def fit_sightline(distance, ebv, weight, b_lim_deg: float, *, reliable=None,
     ebv_max = float(np.percentile(e, config.ebv_max_percentile))
     starts = [initial_parameters(config, k, ebv_max) for k in range(len(config.start_distances))]
     if config.data_start:
-        centres = data_start_centres(x, e, w)
-        fallback = np.asarray(config.start_distances[-1], dtype=np.float64)
-        centres = np.where(np.isfinite(centres), centres, fallback)
-        starts.append(initial_parameters(config, 0, ebv_max, centres=centres))
+        starts.append(data_start_parameters(x, e, w, b_lim_deg, config))
     best_p, best_sigma, start_sigmas = None, np.inf, []
     for p0 in starts:
         p, _ = _minimise(p0, sin_b, x, e, w, config, bounds, tol=config.start_ftol)

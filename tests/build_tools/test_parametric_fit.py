@@ -9,7 +9,8 @@ import math
 
 from scipy.integrate import quad
 
-from dustmaps_ext_build.parametric.fit import (FitConfig, data_start_centres, fit_sightline,
+from dustmaps_ext_build.parametric.fit import (FitConfig, data_start_centres,
+                                               data_start_parameters, fit_sightline,
                                                gap_hit_probability, initial_parameters,
                                                most_probable_in_gap, parameter_bounds,
                                                place_components, residual_sigma,
@@ -216,6 +217,28 @@ def _live_clouds(p):
     cols = p[5::3]
     keep = cols > 0
     return cloud_centres(p)[keep], cols[keep]
+
+
+def test_data_start_takes_clouds_and_diffuse_dust_from_the_stars():
+    """The start placed on the stars: on a sky of the model's own form, its clouds at the
+    two jumps with their columns, and the diffuse density of a disk fifteen times Table 3's
+    start (0.3 mag/kpc) from the rest of the rise; the fixed starts keep 0.02."""
+    truth = np.array([0.1, 0.12, 0.3, 0.0, 0.01, 0.5, 0.0, 0.01, 0.4] + [0.0, 0.01, 0.0] * 2)
+    truth[3] = 1.0 - 2 * 0.01 - 0.1          # sharp rises centred at 1.0 and 2.5 kpc
+    truth[6] = 2.5 - 2 * 0.01 - 0.1
+    rng = np.random.default_rng(3)
+    x = np.sort(rng.uniform(0.15, 4.0, 800))
+    e = evaluate_model(truth, 5.0, x) + rng.normal(0.0, 0.01, x.size)
+    p = data_start_parameters(x, e, np.ones(x.size), 5.0)
+    live = p[5::3] > 0.1
+    assert cloud_centres(p)[live] == pytest.approx([1.0, 2.5], rel=0.05)
+    assert p[5::3][live] == pytest.approx([0.5, 0.4], rel=0.25)
+    # the parts of the rises outside their largest steps count as diffuse: measured 0.40
+    assert p[2] == pytest.approx(0.3, rel=0.5)
+    assert initial_parameters(FitConfig(), 0, 0.8)[2] == FitConfig().rho_init == 0.02
+    # the paper's hard bound caps the start too
+    assert data_start_parameters(x, e, np.ones(x.size), 5.0,
+                                 FitConfig(rho_soft_limit=None))[2] == 0.04
 
 
 def test_place_components_moves_a_stranded_rise_to_the_stars():
@@ -517,22 +540,24 @@ def test_soft_rho_bound_lets_the_diffuse_term_carry_a_dense_disk():
     truth[:3] = (0.1, 0.1, 0.3)
     truth[3:6] = (1.2, 0.1, 0.3)   # centre 1.2 + 2 x 0.1 + 0.1 = 1.5 kpc
     truth[7] = truth[10] = truth[13] = 0.01
-    rng = np.random.default_rng(3)
-    x = np.sort(rng.uniform(0.1, 4.0, 400))
-    e = evaluate_model(truth, 5.0, x) + rng.normal(0.0, 0.03, x.size)
-    w = rng.uniform(0.2, 1.0, x.size)
     grid = np.linspace(0.1, 4.0, 80)
-    column, err = {}, {}
-    for name, config in (("soft", FitConfig()), ("hard", FitConfig(rho_soft_limit=None))):
-        res = fit_sightline(x, e, w, 5.0, config=config)
-        near = np.abs(cloud_centres(res.params) - 1.5) <= 0.15 * 1.5
-        column[name] = float(res.params[5::3][near].sum())
-        err[name] = float(np.median(np.abs(evaluate_model(res.params, 5.0, grid)
-                                           - evaluate_model(truth, 5.0, grid))))
-    # (over seeds 0-7: soft 0.296-0.322, hard 0.344-0.375)
-    assert column["soft"] == pytest.approx(0.3, rel=0.1)
-    assert column["hard"] > 1.15 * 0.3
-    assert err["soft"] < err["hard"]
+    column = {"soft": [], "hard": []}
+    err = {"soft": [], "hard": []}
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        x = np.sort(rng.uniform(0.1, 4.0, 400))
+        e = evaluate_model(truth, 5.0, x) + rng.normal(0.0, 0.03, x.size)
+        w = rng.uniform(0.2, 1.0, x.size)
+        for name, config in (("soft", FitConfig()), ("hard", FitConfig(rho_soft_limit=None))):
+            res = fit_sightline(x, e, w, 5.0, config=config)
+            near = np.abs(cloud_centres(res.params) - 1.5) <= 0.15 * 1.5
+            column[name].append(float(res.params[5::3][near].sum()))
+            err[name].append(float(np.median(np.abs(evaluate_model(res.params, 5.0, grid)
+                                                    - evaluate_model(truth, 5.0, grid)))))
+    # measured: soft 0.300-0.324, hard 0.334-0.366; mean errors 0.0040 and 0.0056 mag
+    assert np.all(np.abs(np.array(column["soft"]) / 0.3 - 1) <= 0.1)
+    assert np.all(np.array(column["hard"]) > 1.1 * 0.3)
+    assert np.mean(err["soft"]) < 0.85 * np.mean(err["hard"])
 
 
 def test_prior_placement_finds_more_clouds_where_the_stars_leave_a_gap():
