@@ -193,9 +193,10 @@ def bench_speed(quick: bool, tmp: Path) -> dict:
 #: Variants of the recovery runs (label, luminosity function of the mock, fit): the
 #: default; the paper's hard bound on the diffuse density, the paper's penalty lam = 0.1
 #: (weighed by the share of the weight behind each cloud, as the default), the fit without
-#: the placement of the components and the penalty of eq. 15 as printed (every column
-#: alike, lam = 0.05) as the baselines that should lose; the same fit on the earlier mock
-#: (Gaussian M_G, almost no dwarfs) at the same star counts.
+#: the placement of the components, the penalty of eq. 15 as printed (every column
+#: alike, lam = 0.05) and the rises left at the measured distances (no distance-error
+#: model) as the baselines that should lose; the same fit on the earlier mock (Gaussian
+#: M_G, almost no dwarfs) at the same star counts.
 NO_DISTANCE_ERRORS = "rises at the measured distances (no distance-error model)"
 RECOVERY_VARIANTS = (
     ("default", DEFAULT_LF, FitConfig()),
